@@ -1,0 +1,1 @@
+//! k6 threshold expressions: parsing and evaluation.

@@ -1,0 +1,294 @@
+//! The database: SQLite (the embedded default) or PostgreSQL behind one `Db`
+//! handle.
+//!
+//! Every query is written once with `$n` placeholders, which both drivers
+//! accept, and run inside [`with_pool!`], which compiles the body once per
+//! backend. The few dialect differences (row locks, JSON access) live in
+//! [`Dialect`]. Ids are [`Id`]: a UUID stored as `uuid` on PostgreSQL (the
+//! real backend's type) and as hyphenated text on SQLite, so one query text
+//! binds and reads ids on both.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Database, Decode, Encode, Postgres, Sqlite, Transaction, Type};
+use uuid::Uuid;
+
+/// Used by `mock-api` and `seed` when neither `--database-url` nor
+/// `DATABASE_URL` is given: a file in the working directory, created on
+/// first use.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite:testbed.db";
+
+pub type Timestamp = chrono::DateTime<chrono::Utc>;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("unsupported database URL {0:?}: expected sqlite:FILE or postgres://USER@HOST/DB")]
+    UnknownScheme(String),
+    #[error("cannot open database {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("cannot migrate database {url}: {source}")]
+    Migrate {
+        url: String,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+}
+
+/// A connection pool to either backend. Cheap to clone.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool of `$db`; the body
+/// is compiled once per backend, so one SQL text serves both.
+#[macro_export]
+macro_rules! with_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// Appended to a `SELECT` that must lock the rows it reads until commit.
+    /// SQLite needs none: its write transactions (`BEGIN IMMEDIATE`) already
+    /// hold the database's single write lock.
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+
+    /// Like [`for_update`](Self::for_update) but lets concurrent pollers
+    /// take different rows instead of waiting.
+    pub fn for_update_skip_locked(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+}
+
+/// A pool that can start a transaction which takes the write lock up front,
+/// so two writers never deadlock upgrading a read lock.
+pub trait BeginWrite {
+    type Backend: Database;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Transaction<'static, Self::Backend>, sqlx::Error>> + Send;
+}
+
+impl BeginWrite for SqlitePool {
+    type Backend = Sqlite;
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Backend = Postgres;
+    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
+impl Db {
+    /// Connects and brings the schema up to date.
+    pub async fn open(url: &str) -> Result<Db, DbError> {
+        let db = Db::connect(url).await?;
+        let outcome = match &db {
+            Db::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+            Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+        };
+        outcome.map_err(|source| DbError::Migrate {
+            url: redact_url(url),
+            source,
+        })?;
+        Ok(db)
+    }
+
+    /// Connects without touching the schema: for auditing a database this
+    /// tool did not create (the real backend's).
+    pub async fn connect(url: &str) -> Result<Db, DbError> {
+        let connect_error = |source| DbError::Connect {
+            url: redact_url(url),
+            source,
+        };
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(connect_error)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            // One connection: SQLite has one writer anyway, and queueing in
+            // the pool is cheaper than SQLite's sleeping busy handler.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options)
+                .await
+                .map_err(connect_error)?;
+            Ok(Db::Sqlite(pool))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url).map_err(connect_error)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(20)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await
+                .map_err(connect_error)?;
+            Ok(Db::Postgres(pool))
+        } else {
+            Err(DbError::UnknownScheme(redact_url(url)))
+        }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Db::Sqlite(_) => Dialect::Sqlite,
+            Db::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Answers whether the database takes a query now (for `/readyz`).
+    pub async fn ping(&self) -> bool {
+        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.is_ok())
+    }
+
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await)
+    }
+}
+
+/// The URL with any password replaced by `***`, fit for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+/// A row id: a UUID, stored natively on PostgreSQL and as hyphenated text
+/// on SQLite.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct Id(pub Uuid);
+
+impl Id {
+    pub fn random() -> Id {
+        Id(Uuid::new_v4())
+    }
+}
+
+impl std::fmt::Display for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for Id {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Id, uuid::Error> {
+        Uuid::parse_str(s).map(Id)
+    }
+}
+
+impl Type<Sqlite> for Id {
+    fn type_info() -> <Sqlite as Database>::TypeInfo {
+        <String as Type<Sqlite>>::type_info()
+    }
+    fn compatible(ty: &<Sqlite as Database>::TypeInfo) -> bool {
+        <String as Type<Sqlite>>::compatible(ty)
+    }
+}
+
+impl<'q> Encode<'q, Sqlite> for Id {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <Sqlite as Database>::ArgumentBuffer<'q>,
+    ) -> Result<IsNull, BoxDynError> {
+        <String as Encode<'q, Sqlite>>::encode(self.to_string(), buf)
+    }
+}
+
+impl<'r> Decode<'r, Sqlite> for Id {
+    fn decode(value: <Sqlite as Database>::ValueRef<'r>) -> Result<Id, BoxDynError> {
+        let text = <&str as Decode<Sqlite>>::decode(value)?;
+        Ok(text.parse()?)
+    }
+}
+
+impl Type<Postgres> for Id {
+    fn type_info() -> <Postgres as Database>::TypeInfo {
+        <Uuid as Type<Postgres>>::type_info()
+    }
+}
+
+impl<'q> Encode<'q, Postgres> for Id {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <Postgres as Database>::ArgumentBuffer<'q>,
+    ) -> Result<IsNull, BoxDynError> {
+        <Uuid as Encode<'q, Postgres>>::encode_by_ref(&self.0, buf)
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for Id {
+    fn decode(value: <Postgres as Database>::ValueRef<'r>) -> Result<Id, BoxDynError> {
+        Ok(Id(<Uuid as Decode<Postgres>>::decode(value)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@127.0.0.1:5432/cooly_db"),
+            "postgres://app:***@127.0.0.1:5432/cooly_db"
+        );
+        assert_eq!(redact_url("postgres://app@h/db"), "postgres://app@h/db");
+        assert_eq!(redact_url("sqlite:testbed.db"), "sqlite:testbed.db");
+    }
+
+    #[tokio::test]
+    async fn unknown_scheme_is_a_clear_error() {
+        let err = Db::open("mysql://root:pw@localhost/db").await.unwrap_err();
+        assert!(matches!(err, DbError::UnknownScheme(_)));
+        assert!(!err.to_string().contains("pw"), "{err}");
+    }
+}

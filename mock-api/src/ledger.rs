@@ -1,0 +1,664 @@
+//! The credit ledger of contract §3: the only code that moves credits.
+//!
+//! Every operation is one write transaction that first locks the user's row
+//! (PostgreSQL `SELECT … FOR UPDATE`; SQLite `BEGIN IMMEDIATE`), so all
+//! credit movements of one user are serialised and "available = credits −
+//! live reservations" is read and acted on atomically. Operations are
+//! idempotent: settling a reservation twice changes nothing the second time
+//! and answers [`Transition::Unchanged`].
+//!
+//! A reservation may carry the generation session it pays for
+//! ([`NewSession`]); the session and its outbox row are then inserted in the
+//! reservation's transaction, so a session exists exactly when its
+//! reservation does and a job is never lost between the two. Likewise
+//! [`finish_session`] settles the reservation and records the session's
+//! outcome (images, status) in one transaction.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::types::Json;
+
+use crate::db::{BeginWrite, Db, Id, Timestamp};
+use crate::with_pool;
+
+/// The outbox event (and BullMQ job name) of a seedream4 generation.
+pub const GENERATION_EVENT: &str = "gen.seedream4";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("Insufficient credits: {available} available, {requested} requested")]
+    Insufficient { available: i64, requested: i32 },
+    #[error("amount must be a positive number of credits, got {0}")]
+    InvalidAmount(i64),
+    #[error("no active user {0}")]
+    UnknownUser(Id),
+    #[error("no reservation {0}")]
+    UnknownReservation(Id),
+    #[error("reservation {id} is {status}, it cannot be {wanted}")]
+    WrongState {
+        id: Id,
+        status: ReservationStatus,
+        wanted: &'static str,
+    },
+    #[error("user {user} has {in_lots} credits in open lots but the capture needs {needed}")]
+    LotsShort {
+        user: Id,
+        in_lots: i64,
+        needed: i32,
+    },
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReservationStatus {
+    Reserved,
+    Captured,
+    Released,
+    Expired,
+}
+
+impl ReservationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReservationStatus::Reserved => "reserved",
+            ReservationStatus::Captured => "captured",
+            ReservationStatus::Released => "released",
+            ReservationStatus::Expired => "expired",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, sqlx::Error> {
+        Ok(match s {
+            "reserved" => ReservationStatus::Reserved,
+            "captured" => ReservationStatus::Captured,
+            "released" => ReservationStatus::Released,
+            "expired" => ReservationStatus::Expired,
+            other => {
+                return Err(sqlx::Error::Decode(
+                    format!("unknown reservation status {other:?}").into(),
+                ))
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for ReservationStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a settling operation changed anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    Applied,
+    /// Already in a state the operation asks for; nothing changed.
+    Unchanged(ReservationStatus),
+}
+
+/// Where a lot's credits came from (contract §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LotSource {
+    Subscription,
+    OneOff,
+    Adjustment,
+}
+
+impl LotSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LotSource::Subscription => "subscription",
+            LotSource::OneOff => "one_off",
+            LotSource::Adjustment => "adjustment",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    pub id: Id,
+    pub user_id: Id,
+    pub amount: i32,
+    pub session_id: Option<Id>,
+    pub expires_at: Timestamp,
+}
+
+/// A user's credits as `GET /api/user/credits` reports them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Balance {
+    pub credits: i64,
+    pub reserved: i64,
+    pub available: i64,
+}
+
+/// The generation a reservation pays for, inserted in its transaction.
+#[derive(Clone, Debug)]
+pub struct NewSession {
+    pub id: Id,
+    pub reservation_id: Id,
+    pub prompt: String,
+    pub model: String,
+    pub outputs: i32,
+    pub client_key: String,
+    pub resolution: Option<String>,
+    pub aspect_ratio: Option<String>,
+    pub guidance_scale: Option<f64>,
+    pub seed: Option<i64>,
+    /// The outbox row's payload (contract §5).
+    pub payload: Value,
+}
+
+/// What [`reserve_for_session`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Accepted {
+    New(Reservation),
+    /// The user already sent this `clientKey`: the earlier generation's ids,
+    /// and nothing was reserved.
+    Replay { session_id: Id, reservation_id: Id },
+}
+
+#[derive(Clone, Debug)]
+pub struct NewImage {
+    pub url: String,
+    pub width: i32,
+    pub height: i32,
+    pub storage_provider: String,
+    pub generation_tool: String,
+    pub client_key: Option<String>,
+}
+
+/// How a generation ended, recorded by [`finish_session`].
+#[derive(Clone, Debug)]
+pub enum SessionOutcome {
+    /// Captures the reservation and stores the images.
+    Completed {
+        images: Vec<NewImage>,
+        duration_ms: i32,
+    },
+    /// Releases the reservation; nothing is charged.
+    Failed {
+        error_details: Value,
+        duration_ms: i32,
+    },
+}
+
+/// Reserves `amount` credits for `ttl`, or answers `Insufficient` when the
+/// user's available credits are fewer.
+pub async fn reserve(
+    db: &Db,
+    user: Id,
+    amount: i32,
+    ttl: Duration,
+    description: &str,
+    now: Timestamp,
+) -> Result<Reservation, LedgerError> {
+    match reserve_inner(db, user, amount, ttl, description, None, now).await? {
+        Accepted::New(reservation) => Ok(reservation),
+        Accepted::Replay { .. } => unreachable!("no session, so no clientKey to replay"),
+    }
+}
+
+/// Reserves the session's cost and inserts the session (`processing`) and
+/// its outbox row, all in one transaction; or, when the user already sent
+/// this `clientKey`, returns the earlier ids without reserving anything.
+pub async fn reserve_for_session(
+    db: &Db,
+    user: Id,
+    amount: i32,
+    ttl: Duration,
+    session: &NewSession,
+    now: Timestamp,
+) -> Result<Accepted, LedgerError> {
+    reserve_inner(
+        db,
+        user,
+        amount,
+        ttl,
+        "Image generation (seedream4)",
+        Some(session),
+        now,
+    )
+    .await
+}
+
+async fn reserve_inner(
+    db: &Db,
+    user: Id,
+    amount: i32,
+    ttl: Duration,
+    description: &str,
+    session: Option<&NewSession>,
+    now: Timestamp,
+) -> Result<Accepted, LedgerError> {
+    if amount <= 0 {
+        return Err(LedgerError::InvalidAmount(amount.into()));
+    }
+    let dialect = db.dialect();
+    let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+    let reservation_id = session.map_or_else(Id::random, |s| s.reservation_id);
+    with_pool!(db, pool => {
+        let mut tx = pool.begin_write().await?;
+        let credits: Option<(i32,)> = sqlx::query_as(&format!(
+            "SELECT credits FROM users WHERE id = $1 AND deleted_at IS NULL{}",
+            dialect.for_update()
+        ))
+        .bind(user)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((credits,)) = credits else {
+            return Err(LedgerError::UnknownUser(user));
+        };
+        if let Some(session) = session {
+            let earlier: Option<(Id, Option<Id>)> = sqlx::query_as(
+                "SELECT id, reservation_id FROM generation_sessions WHERE user_id = $1 AND client_key = $2",
+            )
+            .bind(user)
+            .bind(&session.client_key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((session_id, Some(reservation_id))) = earlier {
+                return Ok(Accepted::Replay { session_id, reservation_id });
+            }
+        }
+        let (reserved,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM credit_reservations \
+             WHERE user_id = $1 AND status = 'reserved' AND expires_at > $2",
+        )
+        .bind(user)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let available = i64::from(credits) - reserved;
+        if available < i64::from(amount) {
+            return Err(LedgerError::Insufficient { available, requested: amount });
+        }
+        sqlx::query(
+            "INSERT INTO credit_reservations (id, user_id, amount, status, session_id, description, created_at, expires_at) \
+             VALUES ($1, $2, $3, 'reserved', $4, $5, $6, $7)",
+        )
+        .bind(reservation_id)
+        .bind(user)
+        .bind(amount)
+        .bind(session.map(|s| s.id))
+        .bind(description)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(s) = session {
+            sqlx::query(
+                "INSERT INTO generation_sessions (id, user_id, prompt, model, status, outputs, credit_cost, \
+                 reservation_id, client_key, created_at, resolution, aspect_ratio, guidance_scale, seed) \
+                 VALUES ($1, $2, $3, $4, 'processing', $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            )
+            .bind(s.id)
+            .bind(user)
+            .bind(&s.prompt)
+            .bind(&s.model)
+            .bind(s.outputs)
+            .bind(amount)
+            .bind(reservation_id)
+            .bind(&s.client_key)
+            .bind(now)
+            .bind(&s.resolution)
+            .bind(&s.aspect_ratio)
+            .bind(s.guidance_scale)
+            .bind(s.seed)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO outbox (event_type, reservation_id, payload, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(GENERATION_EVENT)
+            .bind(reservation_id)
+            .bind(Json(&s.payload))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Accepted::New(Reservation {
+            id: reservation_id,
+            user_id: user,
+            amount,
+            session_id: session.map(|s| s.id),
+            expires_at,
+        }))
+    })
+}
+
+/// Deducts the reservation's amount from the user's lots, earliest expiry
+/// first, with one ledger row per lot touched.
+pub async fn capture(db: &Db, reservation: Id, now: Timestamp) -> Result<Transition, LedgerError> {
+    settle(db, reservation, Settle::Capture, None, now).await
+}
+
+/// Gives the reservation's credits back to the available balance; no
+/// credits move.
+pub async fn release(db: &Db, reservation: Id, now: Timestamp) -> Result<Transition, LedgerError> {
+    settle(db, reservation, Settle::Release, None, now).await
+}
+
+/// Settles a generation's reservation and records its outcome in the same
+/// transaction: captured with its images, or released with the error.
+/// The session is only updated while it is still `processing`.
+pub async fn finish_session(
+    db: &Db,
+    reservation: Id,
+    outcome: &SessionOutcome,
+    now: Timestamp,
+) -> Result<Transition, LedgerError> {
+    let settle_as = match outcome {
+        SessionOutcome::Completed { .. } => Settle::Capture,
+        SessionOutcome::Failed { .. } => Settle::Release,
+    };
+    settle(db, reservation, settle_as, Some(outcome), now).await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    Capture,
+    Release,
+}
+
+async fn settle(
+    db: &Db,
+    reservation: Id,
+    how: Settle,
+    outcome: Option<&SessionOutcome>,
+    now: Timestamp,
+) -> Result<Transition, LedgerError> {
+    let dialect = db.dialect();
+    with_pool!(db, pool => {
+        // The owner never changes, so it can be read before taking the lock.
+        let owner: Option<(Id,)> = sqlx::query_as("SELECT user_id FROM credit_reservations WHERE id = $1")
+            .bind(reservation)
+            .fetch_optional(pool)
+            .await?;
+        let Some((user,)) = owner else {
+            return Err(LedgerError::UnknownReservation(reservation));
+        };
+        let mut tx = pool.begin_write().await?;
+        let (credits,): (i32,) = sqlx::query_as(&format!(
+            "SELECT credits FROM users WHERE id = $1{}",
+            dialect.for_update()
+        ))
+        .bind(user)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (status, amount, expires_at): (String, i32, Timestamp) = sqlx::query_as(
+            "SELECT status, amount, expires_at FROM credit_reservations WHERE id = $1",
+        )
+        .bind(reservation)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut status = ReservationStatus::parse(&status)?;
+        // Past its TTL the credits are no longer held for it (they count as
+        // available again), so it can only expire, even if the sweeper has
+        // not run yet.
+        if status == ReservationStatus::Reserved && expires_at <= now {
+            sqlx::query("UPDATE credit_reservations SET status = 'expired', released_at = $2 WHERE id = $1")
+                .bind(reservation)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            status = ReservationStatus::Expired;
+        }
+        let transition = match (how, status) {
+            (_, ReservationStatus::Reserved) => Transition::Applied,
+            (Settle::Capture, ReservationStatus::Captured) => Transition::Unchanged(status),
+            (Settle::Release, ReservationStatus::Released | ReservationStatus::Expired) => {
+                Transition::Unchanged(status)
+            }
+            (Settle::Capture, _) | (Settle::Release, _) => {
+                // Keep the expiry recorded above before answering.
+                tx.commit().await?;
+                return Err(LedgerError::WrongState {
+                    id: reservation,
+                    status,
+                    wanted: match how {
+                        Settle::Capture => "captured",
+                        Settle::Release => "released",
+                    },
+                });
+            }
+        };
+        if transition == Transition::Applied {
+            match how {
+                Settle::Release => {
+                    sqlx::query(
+                        "UPDATE credit_reservations SET status = 'released', released_at = $2 WHERE id = $1",
+                    )
+                    .bind(reservation)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Settle::Capture => {
+                    let lots: Vec<(Id, i32)> = sqlx::query_as(&format!(
+                        "SELECT id, remaining FROM credit_lots \
+                         WHERE user_id = $1 AND remaining > 0 AND closed_at IS NULL \
+                         ORDER BY expires_at, created_at, id{}",
+                        dialect.for_update()
+                    ))
+                    .bind(user)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let in_lots: i64 = lots.iter().map(|(_, r)| i64::from(*r)).sum();
+                    if in_lots < i64::from(amount) {
+                        return Err(LedgerError::LotsShort { user, in_lots, needed: amount });
+                    }
+                    let mut balance = credits;
+                    let mut owed = amount;
+                    for (lot, remaining) in lots {
+                        if owed == 0 {
+                            break;
+                        }
+                        let take = owed.min(remaining);
+                        owed -= take;
+                        balance -= take;
+                        sqlx::query(
+                            "UPDATE credit_lots SET remaining = remaining - $2, \
+                             closed_at = CASE WHEN remaining - $2 = 0 THEN $3 ELSE closed_at END \
+                             WHERE id = $1",
+                        )
+                        .bind(lot)
+                        .bind(take)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query(
+                            "INSERT INTO credit_transactions (id, user_id, description, amount, balance_after, reservation_id, lot_id, created_at) \
+                             VALUES ($1, $2, 'Capture of reservation', $3, $4, $5, $6, $7)",
+                        )
+                        .bind(Id::random())
+                        .bind(user)
+                        .bind(-take)
+                        .bind(balance)
+                        .bind(reservation)
+                        .bind(lot)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    sqlx::query("UPDATE users SET credits = $2 WHERE id = $1")
+                        .bind(user)
+                        .bind(balance)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(
+                        "UPDATE credit_reservations SET status = 'captured', captured_at = $2 WHERE id = $1",
+                    )
+                    .bind(reservation)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        match outcome {
+            None => {}
+            Some(SessionOutcome::Completed { images, duration_ms }) => {
+                let session: Option<(Id,)> = sqlx::query_as(
+                    "UPDATE generation_sessions SET status = 'completed', completed_at = $2, duration_ms = $3 \
+                     WHERE reservation_id = $1 AND status = 'processing' RETURNING id",
+                )
+                .bind(reservation)
+                .bind(now)
+                .bind(duration_ms)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some((session,)) = session {
+                    for image in images {
+                        sqlx::query(
+                            "INSERT INTO images (id, session_id, url, width, height, storage_provider, generation_tool, client_key, created_at, completed_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+                        )
+                        .bind(Id::random())
+                        .bind(session)
+                        .bind(&image.url)
+                        .bind(image.width)
+                        .bind(image.height)
+                        .bind(&image.storage_provider)
+                        .bind(&image.generation_tool)
+                        .bind(&image.client_key)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+            }
+            Some(SessionOutcome::Failed { error_details, duration_ms }) => {
+                sqlx::query(
+                    "UPDATE generation_sessions SET status = 'failed', error_details = $2, duration_ms = $3 \
+                     WHERE reservation_id = $1 AND status = 'processing'",
+                )
+                .bind(reservation)
+                .bind(Json(error_details))
+                .bind(duration_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(transition)
+    })
+}
+
+/// Expires every reservation past its TTL and fails the sessions still
+/// waiting on one; no credits move. Returns the expired reservations.
+pub async fn expire_overdue(db: &Db, now: Timestamp) -> Result<Vec<Id>, LedgerError> {
+    with_pool!(db, pool => {
+        let mut tx = pool.begin_write().await?;
+        let expired: Vec<(Id,)> = sqlx::query_as(
+            "UPDATE credit_reservations SET status = 'expired', released_at = $1 \
+             WHERE status = 'reserved' AND expires_at <= $1 RETURNING id",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let ids: Vec<Id> = expired.into_iter().map(|(id,)| id).collect();
+        for id in &ids {
+            sqlx::query(
+                "UPDATE generation_sessions SET status = 'failed', error_details = $2 \
+                 WHERE reservation_id = $1 AND status = 'processing'",
+            )
+            .bind(*id)
+            .bind(Json(serde_json::json!({"error": "reservation expired before the generation finished"})))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(ids)
+    })
+}
+
+/// Grants `amount` credits as a new lot, with a ledger row, and returns the
+/// user's new total.
+pub async fn add_credits(
+    db: &Db,
+    user: Id,
+    amount: i32,
+    source: LotSource,
+    expires_at: Timestamp,
+    description: &str,
+    now: Timestamp,
+) -> Result<i32, LedgerError> {
+    if amount <= 0 {
+        return Err(LedgerError::InvalidAmount(amount.into()));
+    }
+    let dialect = db.dialect();
+    with_pool!(db, pool => {
+        let mut tx = pool.begin_write().await?;
+        let credits: Option<(i32,)> = sqlx::query_as(&format!(
+            "SELECT credits FROM users WHERE id = $1 AND deleted_at IS NULL{}",
+            dialect.for_update()
+        ))
+        .bind(user)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((credits,)) = credits else {
+            return Err(LedgerError::UnknownUser(user));
+        };
+        let total = credits
+            .checked_add(amount)
+            .ok_or(LedgerError::InvalidAmount(i64::from(credits) + i64::from(amount)))?;
+        let lot = Id::random();
+        sqlx::query(
+            "INSERT INTO credit_lots (id, user_id, source, amount, remaining, expires_at, created_at) \
+             VALUES ($1, $2, $3, $4, $4, $5, $6)",
+        )
+        .bind(lot)
+        .bind(user)
+        .bind(source.as_str())
+        .bind(amount)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO credit_transactions (id, user_id, description, amount, balance_after, lot_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(Id::random())
+        .bind(user)
+        .bind(description)
+        .bind(amount)
+        .bind(total)
+        .bind(lot)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE users SET credits = $2 WHERE id = $1")
+            .bind(user)
+            .bind(total)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(total)
+    })
+}
+
+/// The user's credits, live reservations and what is available now.
+pub async fn balance(db: &Db, user: Id, now: Timestamp) -> Result<Balance, LedgerError> {
+    with_pool!(db, pool => {
+        let row: Option<(i32, i64)> = sqlx::query_as(
+            "SELECT u.credits, CAST(COALESCE((SELECT SUM(r.amount) FROM credit_reservations r \
+             WHERE r.user_id = u.id AND r.status = 'reserved' AND r.expires_at > $2), 0) AS BIGINT) \
+             FROM users u WHERE u.id = $1 AND u.deleted_at IS NULL",
+        )
+        .bind(user)
+        .bind(now)
+        .fetch_optional(pool)
+        .await?;
+        let (credits, reserved) = row.ok_or(LedgerError::UnknownUser(user))?;
+        Ok(Balance {
+            credits: credits.into(),
+            reserved,
+            available: i64::from(credits) - reserved,
+        })
+    })
+}
