@@ -1,1 +1,2 @@
 //! What the run prints and writes.
+pub mod report;
