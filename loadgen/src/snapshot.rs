@@ -92,7 +92,10 @@ impl TrendValues {
         if self.count() == 0 {
             return 0.0;
         }
-        self.histogram.value_at_quantile(p / 100.0) as f64 / 1000.0
+        // HDR answers the top of the value's bucket (up to 0.1 % high);
+        // never report past the exact extremes.
+        let bucket_top = self.histogram.value_at_quantile(p / 100.0) as f64 / 1000.0;
+        bucket_top.clamp(self.min, self.max)
     }
 
     pub fn med(&self) -> f64 {
@@ -184,5 +187,16 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn metric(&self, key: &str) -> Option<&MetricSnapshot> {
         self.metrics.iter().find(|m| m.key() == key)
+    }
+
+    /// `count` per second of the run, k6's counter `rate`; 0 for a
+    /// zero-length run.
+    pub fn per_second(&self, count: f64) -> f64 {
+        let seconds = self.elapsed.as_secs_f64();
+        if seconds > 0.0 {
+            count / seconds
+        } else {
+            0.0
+        }
     }
 }
