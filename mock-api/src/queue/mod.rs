@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use crate::db::Id;
 
+pub mod bullmq;
+
 /// BullMQ's retry policy of the real backend: 5 attempts, exponential
 /// backoff from 1000 ms.
 pub const MAX_ATTEMPTS: u32 = 5;
