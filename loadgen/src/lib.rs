@@ -1,7 +1,33 @@
 //! loadgen: a k6-grade load generator whose default run is the Cooly
 //! generation test (`shared/scenario.md`).
+//!
+//! # Layout
+//!
+//! - [`cli`]: options, with k6's names; [`plan`]: them resolved and validated.
+//! - [`executor`]: k6's six executors (closed and open model), graceful stops.
+//! - [`vu`]: one virtual user; [`http`]: its client, timings and error kinds.
+//! - [`scenario`]: the generation test's setup and iteration, session tracking.
+//! - [`metrics`]: per-thread recording, the aggregator, the per-second series.
+//! - [`snapshot`], [`sample`]: the aggregates and raw values outputs read.
+//! - [`thresholds`]: k6 threshold expressions; [`duration`]: k6 durations.
+//! - [`output`]: summary, summary export, JSON/CSV streams, HTML report.
+//! - [`progress`]: the live status line; [`run`]: one run to its exit code.
+//! - [`spawn`]: `--spawn-mock` (mock-api in-process, drain, audit);
+//!   [`audit`]: the `loadgen audit` command.
 
+pub mod audit;
+pub mod cli;
+pub mod command;
+pub mod duration;
+pub mod executor;
+pub mod http;
+pub mod metrics;
 pub mod output;
+pub mod plan;
+pub mod progress;
+pub mod run;
 pub mod sample;
+pub mod scenario;
 pub mod snapshot;
 pub mod thresholds;
+pub mod vu;

@@ -1,1 +1,61 @@
-fn main() {}
+//! `loadgen run` and `loadgen audit`. Exit codes are k6's (see
+//! `run::exit`), plus 113 when the ledger audit finds a violation.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::Parser;
+use loadgen::cli::{Cli, Command};
+use loadgen::run::exit;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("loadgen: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(exit::INVALID_CONFIG as u8);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LOADGEN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("loadgen: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => {
+                let interrupt = Arc::new(AtomicBool::new(false));
+                let flag = interrupt.clone();
+                tokio::spawn(async move {
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        eprintln!("\nstopping gracefully (Ctrl-C again to force)…");
+                        flag.store(true, Ordering::Relaxed);
+                        if tokio::signal::ctrl_c().await.is_ok() {
+                            std::process::exit(exit::INTERRUPTED);
+                        }
+                    }
+                });
+                loadgen::command::run(*args, interrupt).await
+            }
+            Command::Audit(args) => loadgen::command::audit(args).await,
+        }
+    });
+    ExitCode::from(code.clamp(0, 255) as u8)
+}

@@ -203,7 +203,7 @@ pub fn parse(s: &str) -> Result<ThresholdSpec, ThresholdError> {
                 parser.skip_whitespace();
                 let duration_start = parser.pos;
                 let text = parser.take_while(|c| c.is_alphanumeric() || c == '.');
-                delay_abort_eval = Some(parse_duration(text).ok_or_else(|| {
+                delay_abort_eval = Some(crate::duration::parse(text).ok_or_else(|| {
                     parser.error_at(
                         duration_start,
                         format!("invalid duration {text:?}"),
@@ -415,40 +415,6 @@ fn type_name(metric_type: MetricType) -> &'static str {
         MetricType::Rate => "rate",
         MetricType::Trend => "trend",
     }
-}
-
-/// Go's `time.ParseDuration` form, which k6 uses for `delayAbortEval`:
-/// one or more `number unit` pairs (`1m30s`, `1.5s`, `250ms`), or `0`.
-fn parse_duration(text: &str) -> Option<Duration> {
-    match text {
-        "" => return None,
-        "0" => return Some(Duration::ZERO),
-        _ => {}
-    }
-    let mut rest = text;
-    let mut total = 0.0_f64;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number: f64 = rest[..number_len].parse().ok()?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds_per_unit = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += number * seconds_per_unit;
-    }
-    Duration::try_from_secs_f64(total).ok()
 }
 
 /// A cursor over the spec; positions are byte offsets, errors report
@@ -1065,7 +1031,7 @@ mod tests {
             ("", None),
         ];
         for (text, millis) in cases {
-            let parsed = parse_duration(text).map(|d| d.as_millis() as u64);
+            let parsed = crate::duration::parse(text).map(|d| d.as_millis() as u64);
             assert_eq!(parsed, millis, "{text:?}");
         }
     }

@@ -307,6 +307,69 @@ figcaption{font-weight:600;margin-bottom:4px}svg{width:100%;height:auto}\
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eee;vertical-align:top}\
 tr.ok td:first-child{color:#16a34a}tr.bad td:first-child{color:#dc2626}tr.bad{background:#fff5f5}code{font-size:12px}";
 
+/// The report's charts from the run's per-second series: active VUs,
+/// requests/s, response time p50/p95/p99 per endpoint, errors by kind and,
+/// when sessions were tracked, end-to-end generation latency.
+pub fn charts(series: &[crate::metrics::SeriesPoint]) -> Vec<Chart> {
+    let line = |name: &str, value: &dyn Fn(&crate::metrics::SeriesPoint) -> Option<f64>| Line {
+        name: name.to_string(),
+        points: series
+            .iter()
+            .filter_map(|p| value(p).map(|v| (f64::from(p.second), v)))
+            .collect(),
+    };
+    let mut charts = vec![
+        Chart {
+            title: "Active VUs".into(),
+            unit: "VUs".into(),
+            lines: vec![line("vus", &|p| Some(p.vus as f64))],
+        },
+        Chart {
+            title: "Requests per second".into(),
+            unit: "req/s".into(),
+            lines: vec![
+                line("http_reqs", &|p| Some(p.requests as f64)),
+                line("failed", &|p| Some(p.failed_requests as f64)),
+            ],
+        },
+    ];
+    let endpoints: std::collections::BTreeSet<&String> =
+        series.iter().flat_map(|p| p.response_time.keys()).collect();
+    for endpoint in endpoints {
+        charts.push(Chart {
+            title: format!("Response time: {endpoint}"),
+            unit: "ms".into(),
+            lines: ["p50", "p95", "p99"]
+                .iter()
+                .enumerate()
+                .map(|(i, name)| line(name, &|p| p.response_time.get(endpoint).map(|v| v[i])))
+                .collect(),
+        });
+    }
+    charts.push(Chart {
+        title: "Errors by kind".into(),
+        unit: "per s".into(),
+        lines: vec![
+            line("credit", &|p| Some(p.credit_errors as f64)),
+            line("provider", &|p| Some(p.provider_errors as f64)),
+            line("timeout", &|p| Some(p.timeouts as f64)),
+            line("connection", &|p| Some(p.connection_errors as f64)),
+        ],
+    });
+    if series.iter().any(|p| p.generation_e2e.is_some()) {
+        charts.push(Chart {
+            title: "Generation end to end (202 → completed)".into(),
+            unit: "ms".into(),
+            lines: ["p50", "p95", "p99"]
+                .iter()
+                .enumerate()
+                .map(|(i, name)| line(name, &|p| p.generation_e2e.map(|v| v[i])))
+                .collect(),
+        });
+    }
+    charts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

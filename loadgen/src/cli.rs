@@ -1,0 +1,172 @@
+//! Command-line options, with k6's names wherever k6 has one.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "A k6-grade load generator for the Cooly generation test"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the generation test (shared/scenario.md) against API_BASE, or
+    /// against an in-process mock with --spawn-mock.
+    Run(Box<RunArgs>),
+    /// Check the ledger invariants I1-I7 on a database with the Cooly schema.
+    Audit(AuditArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// API base URL (http:// only).
+    #[arg(long, env = "API_BASE", default_value = "http://localhost:5001")]
+    pub api_base: String,
+    /// Test account e-mail.
+    #[arg(long, env = "TEST_EMAIL", default_value = "test@example.com")]
+    pub email: String,
+    /// Test account password.
+    #[arg(
+        long,
+        env = "TEST_PASSWORD",
+        default_value = "testpassword123",
+        hide_env_values = true
+    )]
+    pub password: String,
+    /// `email,password` lines (the seed's --users-file); VU n uses account n mod N.
+    #[arg(long)]
+    pub users_file: Option<PathBuf>,
+
+    /// Number of VUs (constant-vus with --duration, shared-iterations with --iterations).
+    #[arg(long, short = 'u')]
+    pub vus: Option<u64>,
+    /// Test duration, k6 form: 90s, 1m30s, 2h.
+    #[arg(long, short = 'd')]
+    pub duration: Option<String>,
+    /// Ramping stages `duration:target,...`, e.g. "10s:5,20s:10,30s:10,10s:0".
+    #[arg(long = "stages", short = 's', visible_alias = "stage", action = clap::ArgAction::Append)]
+    pub stages: Vec<String>,
+    /// Total iterations (shared-iterations), or per VU with per-vu-iterations.
+    #[arg(long, short = 'i')]
+    pub iterations: Option<u64>,
+    /// ramping-vus | constant-vus | per-vu-iterations | shared-iterations |
+    /// constant-arrival-rate | ramping-arrival-rate.
+    #[arg(long)]
+    pub executor: Option<String>,
+    /// Iterations per --time-unit (arrival-rate executors).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    #[arg(long, default_value = "1s")]
+    pub time_unit: String,
+    #[arg(long)]
+    pub pre_allocated_vus: Option<u64>,
+    #[arg(long)]
+    pub max_vus: Option<u64>,
+    #[arg(long, default_value = "30s")]
+    pub graceful_stop: String,
+    #[arg(long, default_value = "30s")]
+    pub graceful_ramp_down: String,
+
+    /// per-iteration (as the k6 test) or once per VU.
+    #[arg(long, default_value = "per-iteration")]
+    pub login: String,
+    /// `1s..3s` (uniform range), `500ms` (fixed) or `0` (none).
+    #[arg(long, default_value = "1s..3s")]
+    pub think_time: String,
+    #[arg(long, default_value = "/api/auth/login")]
+    pub login_path: String,
+    #[arg(long, default_value = "/api/images/seedream4/generate")]
+    pub generate_path: String,
+    #[arg(long, default_value = "seedream-4-0-t2i-250415")]
+    pub model: String,
+    #[arg(long, default_value_t = 1)]
+    pub outputs: u32,
+    #[arg(long, default_value = "10s")]
+    pub login_timeout: String,
+    #[arg(long, default_value = "60s")]
+    pub generate_timeout: String,
+
+    /// `metric:expression` (repeatable; replaces the five defaults), e.g.
+    /// 'http_req_duration{endpoint:seedream4}:p(95)<500;abortOnFail'.
+    #[arg(long = "threshold", action = clap::ArgAction::Append)]
+    pub thresholds: Vec<String>,
+    #[arg(long)]
+    pub no_thresholds: bool,
+    /// `json=FILE` or `csv=FILE` (repeatable).
+    #[arg(long = "out", short = 'o', action = clap::ArgAction::Append)]
+    pub outputs_to: Vec<String>,
+    #[arg(long)]
+    pub summary_export: Option<PathBuf>,
+    /// Self-contained HTML report.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Seed for prompts and think times.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// No progress output.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    #[arg(long)]
+    pub no_color: bool,
+    /// Print every request and response.
+    #[arg(long)]
+    pub http_debug: bool,
+
+    /// Follow each accepted generation to completed/failed (generation_e2e).
+    /// On by default with --spawn-mock.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub track_sessions: Option<bool>,
+    #[arg(long, default_value = "250ms")]
+    pub poll_interval: String,
+    #[arg(long, default_value = "120s")]
+    pub session_deadline: String,
+
+    /// Start mock-api in this process (temp SQLite + embedded queue), seed
+    /// it, run the test against it, drain its queue and audit its ledger.
+    #[arg(long)]
+    pub spawn_mock: bool,
+    /// With --spawn-mock: use this database instead of a temp SQLite file.
+    #[arg(long)]
+    pub mock_database_url: Option<String>,
+    /// With --spawn-mock: use the Redis (BullMQ) queue at this URL.
+    #[arg(long)]
+    pub mock_redis_url: Option<String>,
+    /// With --spawn-mock: credits for the test user(s) (default: enough for the plan).
+    #[arg(long)]
+    pub credits: Option<i32>,
+    /// With --spawn-mock: create N accounts, one per VU.
+    #[arg(long)]
+    pub users: Option<u32>,
+    /// With --spawn-mock: how long to wait for the queue to drain.
+    #[arg(long, default_value = "60s")]
+    pub drain_timeout: String,
+    /// With --spawn-mock: the simulated provider's latency range.
+    #[arg(long, default_value = "200ms..800ms")]
+    pub mock_latency: String,
+    /// With --spawn-mock: seed of the mock's random decisions.
+    #[arg(long)]
+    pub mock_seed: Option<u64>,
+    /// With --spawn-mock: a fault plan file (TOML or JSON) for the mock.
+    #[arg(long)]
+    pub mock_faults: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AuditArgs {
+    /// sqlite:FILE or postgres://USER@HOST/DB.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// Only rows created at or after this RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// text or json.
+    #[arg(long, default_value = "text")]
+    pub format: String,
+}

@@ -1,0 +1,589 @@
+//! Metric recording with k6 semantics, without a lock shared by all VUs.
+//!
+//! A VU records into its worker thread's shard (a thread-local handle to a
+//! per-thread, per-run `Mutex` that only that thread and, once a second, the
+//! aggregator touch). The aggregator ([`Collector::tick`]) swaps every shard
+//! out and merges it into the run's totals and into a per-second time
+//! series; the end-of-run [`Snapshot`] is built from the totals, so
+//! percentiles come from merged HDR histograms, exact to their precision.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::sample::Sample;
+use crate::snapshot::{
+    CheckTally, MetricSnapshot, MetricType, Snapshot, TrendValues, ValueType, Values,
+};
+
+/// Every metric a run can emit: k6's built-ins and the scenario's own.
+pub const METRICS: &[(&str, MetricType, ValueType)] = &[
+    ("checks", MetricType::Rate, ValueType::Default),
+    ("data_received", MetricType::Counter, ValueType::Data),
+    ("data_sent", MetricType::Counter, ValueType::Data),
+    (
+        "dropped_iterations",
+        MetricType::Counter,
+        ValueType::Default,
+    ),
+    ("http_req_connecting", MetricType::Trend, ValueType::Time),
+    ("http_req_duration", MetricType::Trend, ValueType::Time),
+    ("http_req_failed", MetricType::Rate, ValueType::Default),
+    ("http_req_receiving", MetricType::Trend, ValueType::Time),
+    ("http_req_sending", MetricType::Trend, ValueType::Time),
+    ("http_req_waiting", MetricType::Trend, ValueType::Time),
+    ("http_reqs", MetricType::Counter, ValueType::Default),
+    ("iteration_duration", MetricType::Trend, ValueType::Time),
+    ("iterations", MetricType::Counter, ValueType::Default),
+    ("vus", MetricType::Gauge, ValueType::Default),
+    ("vus_max", MetricType::Gauge, ValueType::Default),
+    // The scenario's custom metrics (shared/scenario.md).
+    ("errors", MetricType::Rate, ValueType::Default),
+    ("response_time", MetricType::Trend, ValueType::Time),
+    ("generation_success", MetricType::Rate, ValueType::Default),
+    ("credit_errors", MetricType::Counter, ValueType::Default),
+    ("provider_errors", MetricType::Counter, ValueType::Default),
+    // End-to-end generation tracking (--track-sessions).
+    ("generation_e2e", MetricType::Trend, ValueType::Time),
+    (
+        "generation_completed",
+        MetricType::Counter,
+        ValueType::Default,
+    ),
+    ("generation_failed", MetricType::Counter, ValueType::Default),
+    (
+        "generation_timeout",
+        MetricType::Counter,
+        ValueType::Default,
+    ),
+];
+
+pub fn definition(name: &str) -> Option<(&'static str, MetricType, ValueType)> {
+    METRICS.iter().find(|(n, _, _)| *n == name).copied()
+}
+
+/// A sub-metric the thresholds refer to: a metric restricted to samples
+/// carrying all of `tags`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubMetric {
+    pub metric: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Index into the metric table, plus which sub-metric (None = the metric).
+type Key = (usize, Option<usize>);
+
+/// One second of the run, as the report charts it.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct SeriesPoint {
+    pub second: u32,
+    pub vus: u64,
+    pub requests: u64,
+    pub failed_requests: u64,
+    pub credit_errors: u64,
+    pub provider_errors: u64,
+    pub timeouts: u64,
+    pub connection_errors: u64,
+    /// p50, p95, p99 of `http_req_duration` per endpoint (the `endpoint`
+    /// tag, else the request's `name`), in ms.
+    pub response_time: BTreeMap<String, [f64; 3]>,
+    /// p50, p95, p99 of `generation_e2e` finished in this second, in ms.
+    pub generation_e2e: Option<[f64; 3]>,
+}
+
+#[derive(Default)]
+struct SecondDelta {
+    requests: u64,
+    failed_requests: u64,
+    credit_errors: u64,
+    provider_errors: u64,
+    timeouts: u64,
+    connection_errors: u64,
+    response_time: HashMap<String, TrendValues>,
+    generation_e2e: Option<TrendValues>,
+}
+
+impl SecondDelta {
+    fn merge(&mut self, other: SecondDelta) {
+        self.requests += other.requests;
+        self.failed_requests += other.failed_requests;
+        self.credit_errors += other.credit_errors;
+        self.provider_errors += other.provider_errors;
+        self.timeouts += other.timeouts;
+        self.connection_errors += other.connection_errors;
+        for (endpoint, trend) in other.response_time {
+            self.response_time
+                .entry(endpoint)
+                .or_default()
+                .merge(&trend);
+        }
+        if let Some(e2e) = other.generation_e2e {
+            self.generation_e2e
+                .get_or_insert_with(TrendValues::new)
+                .merge(&e2e);
+        }
+    }
+
+    fn point(&self, second: u32, vus: u64) -> SeriesPoint {
+        let p = |t: &TrendValues| [t.percentile(50.0), t.percentile(95.0), t.percentile(99.0)];
+        SeriesPoint {
+            second,
+            vus,
+            requests: self.requests,
+            failed_requests: self.failed_requests,
+            credit_errors: self.credit_errors,
+            provider_errors: self.provider_errors,
+            timeouts: self.timeouts,
+            connection_errors: self.connection_errors,
+            response_time: self
+                .response_time
+                .iter()
+                .map(|(k, t)| (k.clone(), p(t)))
+                .collect(),
+            generation_e2e: self.generation_e2e.as_ref().map(p),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    values: HashMap<Key, Values>,
+    checks: Vec<CheckTally>,
+    seconds: BTreeMap<u32, SecondDelta>,
+    samples: Vec<Sample>,
+}
+
+fn empty_values(metric_type: MetricType) -> Values {
+    match metric_type {
+        MetricType::Counter => Values::Counter { count: 0.0 },
+        MetricType::Gauge => Values::Gauge {
+            value: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+        },
+        MetricType::Rate => Values::Rate {
+            passes: 0,
+            fails: 0,
+        },
+        MetricType::Trend => Values::Trend(TrendValues::new()),
+    }
+}
+
+fn add_value(values: &mut Values, value: f64) {
+    match values {
+        Values::Counter { count } => *count += value,
+        Values::Gauge { value: v, min, max } => {
+            *v = value;
+            *min = min.min(value);
+            *max = max.max(value);
+        }
+        Values::Rate { passes, fails } => {
+            if value != 0.0 {
+                *passes += 1
+            } else {
+                *fails += 1
+            }
+        }
+        Values::Trend(trend) => trend.record(value),
+    }
+}
+
+fn merge_values(into: &mut Values, from: &Values) {
+    match (into, from) {
+        (Values::Counter { count }, Values::Counter { count: c }) => *count += c,
+        (
+            Values::Rate { passes, fails },
+            Values::Rate {
+                passes: p,
+                fails: f,
+            },
+        ) => {
+            *passes += p;
+            *fails += f;
+        }
+        (Values::Trend(a), Values::Trend(b)) => a.merge(b),
+        (
+            Values::Gauge { value, min, max },
+            Values::Gauge {
+                value: v,
+                min: lo,
+                max: hi,
+            },
+        ) => {
+            *value = *v;
+            *min = min.min(*lo);
+            *max = max.max(*hi);
+        }
+        _ => {}
+    }
+}
+
+fn merge_checks(into: &mut Vec<CheckTally>, from: &[CheckTally]) {
+    for check in from {
+        match into.iter_mut().find(|c| c.name == check.name) {
+            Some(c) => {
+                c.passes += check.passes;
+                c.fails += check.fails;
+            }
+            None => into.push(check.clone()),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Totals {
+    values: HashMap<Key, Values>,
+    checks: Vec<CheckTally>,
+    open_seconds: BTreeMap<u32, SecondDelta>,
+    vus_by_second: BTreeMap<u32, u64>,
+    series: Vec<SeriesPoint>,
+}
+
+thread_local! {
+    static SHARDS: RefCell<HashMap<u64, Arc<Mutex<Shard>>>> = RefCell::new(HashMap::new());
+}
+
+static NEXT_COLLECTOR: AtomicU64 = AtomicU64::new(1);
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a shard loses nothing worth stopping for.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The recorder and aggregator of one run.
+pub struct Collector {
+    id: u64,
+    shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
+    sub_metrics: Vec<SubMetric>,
+    keep_samples: bool,
+    started: Instant,
+    pub started_wall: SystemTime,
+    vus: AtomicU64,
+    vus_max: AtomicU64,
+    totals: Mutex<Totals>,
+}
+
+impl Collector {
+    pub fn new(sub_metrics: Vec<SubMetric>, keep_samples: bool) -> Arc<Collector> {
+        Arc::new(Collector {
+            id: NEXT_COLLECTOR.fetch_add(1, Ordering::Relaxed),
+            shards: Mutex::new(Vec::new()),
+            sub_metrics,
+            keep_samples,
+            started: Instant::now(),
+            started_wall: SystemTime::now(),
+            vus: AtomicU64::new(0),
+            vus_max: AtomicU64::new(0),
+            totals: Mutex::new(Totals::default()),
+        })
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn vu_started(&self) {
+        self.vus.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn vu_stopped(&self) {
+        self.vus.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn active_vus(&self) -> u64 {
+        self.vus.load(Ordering::Relaxed)
+    }
+
+    pub fn set_vus_max(&self, n: u64) {
+        self.vus_max.fetch_max(n, Ordering::Relaxed);
+    }
+
+    fn with_shard(&self, f: impl FnOnce(&mut Shard)) {
+        let shard = SHARDS.with(|shards| {
+            shards
+                .borrow_mut()
+                .entry(self.id)
+                .or_insert_with(|| {
+                    let shard = Arc::new(Mutex::new(Shard::default()));
+                    lock(&self.shards).push(shard.clone());
+                    shard
+                })
+                .clone()
+        });
+        f(&mut lock(&shard));
+    }
+
+    fn second_now(&self) -> u32 {
+        self.started.elapsed().as_secs() as u32
+    }
+
+    /// Records one value of `metric` with its tags.
+    pub fn add(&self, metric: &'static str, value: f64, tags: &[(&'static str, &str)]) {
+        let Some(index) = METRICS.iter().position(|(n, _, _)| *n == metric) else {
+            return;
+        };
+        let (_, metric_type, contains) = METRICS[index];
+        let second = self.second_now();
+        self.with_shard(|shard| {
+            add_value(
+                shard
+                    .values
+                    .entry((index, None))
+                    .or_insert_with(|| empty_values(metric_type)),
+                value,
+            );
+            for (i, sub) in self.sub_metrics.iter().enumerate() {
+                let matches = sub.metric == metric
+                    && sub
+                        .tags
+                        .iter()
+                        .all(|(k, v)| tags.iter().any(|(tk, tv)| tk == k && tv == v));
+                if matches {
+                    add_value(
+                        shard
+                            .values
+                            .entry((index, Some(i)))
+                            .or_insert_with(|| empty_values(metric_type)),
+                        value,
+                    );
+                }
+            }
+            let delta = shard.seconds.entry(second).or_default();
+            let tag = |name: &str| tags.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+            match metric {
+                "http_reqs" => delta.requests += value as u64,
+                "http_req_failed" if value != 0.0 => {
+                    delta.failed_requests += 1;
+                    match tag("error") {
+                        Some("timeout") => delta.timeouts += 1,
+                        Some(_) => delta.connection_errors += 1,
+                        None => {}
+                    }
+                }
+                "http_req_duration" => {
+                    let endpoint = tag("endpoint").or(tag("name")).unwrap_or("other");
+                    delta
+                        .response_time
+                        .entry(endpoint.to_string())
+                        .or_default()
+                        .record(value);
+                }
+                "credit_errors" => delta.credit_errors += value as u64,
+                "provider_errors" => delta.provider_errors += value as u64,
+                "generation_e2e" => delta
+                    .generation_e2e
+                    .get_or_insert_with(TrendValues::new)
+                    .record(value),
+                _ => {}
+            }
+            if self.keep_samples {
+                shard.samples.push(Sample {
+                    metric,
+                    metric_type,
+                    contains,
+                    time: SystemTime::now(),
+                    value,
+                    tags: tags.iter().map(|(k, v)| (*k, (*v).to_string())).collect(),
+                });
+            }
+        });
+    }
+
+    /// Records a named check (`✓ status is 202`) and the `checks` rate.
+    pub fn check(&self, name: &'static str, ok: bool) {
+        self.with_shard(
+            |shard| match shard.checks.iter_mut().find(|c| c.name == name) {
+                Some(c) if ok => c.passes += 1,
+                Some(c) => c.fails += 1,
+                None => shard.checks.push(CheckTally {
+                    name: name.to_string(),
+                    passes: u64::from(ok),
+                    fails: u64::from(!ok),
+                }),
+            },
+        );
+        self.add("checks", if ok { 1.0 } else { 0.0 }, &[("check", name)]);
+    }
+
+    /// Merges every shard into the totals and returns the raw samples
+    /// recorded since the last tick (for streaming outputs). Seconds older
+    /// than the current one are closed into the time series.
+    pub fn tick(&self) -> Vec<Sample> {
+        let shards: Vec<Arc<Mutex<Shard>>> = lock(&self.shards).clone();
+        let mut samples = Vec::new();
+        let mut totals = lock(&self.totals);
+        let now_second = self.second_now();
+        let vus = self.active_vus();
+        totals.vus_by_second.insert(now_second, vus);
+        let vus_index = METRICS.iter().position(|(n, _, _)| *n == "vus");
+        let vus_max_index = METRICS.iter().position(|(n, _, _)| *n == "vus_max");
+        for (index, value) in [
+            (vus_index, vus as f64),
+            (vus_max_index, self.vus_max.load(Ordering::Relaxed) as f64),
+        ] {
+            if let Some(index) = index {
+                add_value(
+                    totals
+                        .values
+                        .entry((index, None))
+                        .or_insert_with(|| empty_values(MetricType::Gauge)),
+                    value,
+                );
+            }
+        }
+        for shard in shards {
+            let taken = std::mem::take(&mut *lock(&shard));
+            for (key, values) in &taken.values {
+                match totals.values.get_mut(key) {
+                    Some(existing) => merge_values(existing, values),
+                    None => {
+                        totals.values.insert(*key, values.clone());
+                    }
+                }
+            }
+            merge_checks(&mut totals.checks, &taken.checks);
+            for (second, delta) in taken.seconds {
+                totals.open_seconds.entry(second).or_default().merge(delta);
+            }
+            samples.extend(taken.samples);
+        }
+        self.close_seconds(&mut totals, now_second);
+        samples.sort_by_key(|s| s.time);
+        samples
+    }
+
+    fn close_seconds(&self, totals: &mut Totals, before: u32) {
+        let closing: Vec<u32> = totals
+            .open_seconds
+            .keys()
+            .copied()
+            .filter(|s| *s < before)
+            .collect();
+        for second in closing {
+            if let Some(delta) = totals.open_seconds.remove(&second) {
+                let vus = totals
+                    .vus_by_second
+                    .range(..=second)
+                    .next_back()
+                    .map_or(0, |(_, v)| *v);
+                let point = delta.point(second, vus);
+                totals.series.push(point);
+            }
+        }
+    }
+
+    /// The totals so far (call [`tick`](Self::tick) first).
+    pub fn snapshot(&self, elapsed: Duration) -> Snapshot {
+        let totals = lock(&self.totals);
+        let mut metrics: Vec<MetricSnapshot> = totals
+            .values
+            .iter()
+            .map(|(&(index, sub), values)| {
+                let (name, metric_type, contains) = METRICS[index];
+                MetricSnapshot {
+                    name: name.to_string(),
+                    tags: sub
+                        .map(|i| self.sub_metrics[i].tags.clone())
+                        .unwrap_or_default(),
+                    metric_type,
+                    contains,
+                    values: values.clone(),
+                }
+            })
+            .collect();
+        // Sub-metrics with no sample yet still exist (k6 shows them).
+        for sub in &self.sub_metrics {
+            if let Some(index) = METRICS.iter().position(|(n, _, _)| *n == sub.metric) {
+                let i = self.sub_metrics.iter().position(|s| s == sub);
+                if !totals.values.contains_key(&(index, i)) {
+                    let (name, metric_type, contains) = METRICS[index];
+                    metrics.push(MetricSnapshot {
+                        name: name.to_string(),
+                        tags: sub.tags.clone(),
+                        metric_type,
+                        contains,
+                        values: empty_values(metric_type),
+                    });
+                }
+            }
+        }
+        metrics.sort_by_key(|m| m.key());
+        Snapshot {
+            elapsed,
+            metrics,
+            checks: totals.checks.clone(),
+            thresholds: Vec::new(),
+        }
+    }
+
+    /// The per-second series, including the still-open last seconds.
+    pub fn series(&self) -> Vec<SeriesPoint> {
+        let mut totals = lock(&self.totals);
+        self.close_seconds(&mut totals, u32::MAX);
+        totals.series.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_from_many_threads_and_merges() {
+        let sub = SubMetric {
+            metric: "http_req_duration".into(),
+            tags: [("endpoint".to_string(), "seedream4".to_string())].into(),
+        };
+        let collector = Collector::new(vec![sub], false);
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let collector = &collector;
+                scope.spawn(move || {
+                    for i in 0..250 {
+                        let endpoint = if i % 2 == 0 { "seedream4" } else { "login" };
+                        collector.add(
+                            "http_req_duration",
+                            f64::from(t * 250 + i),
+                            &[("endpoint", endpoint)],
+                        );
+                        collector.add("http_reqs", 1.0, &[]);
+                        collector.check("status is 202", i % 10 != 0);
+                    }
+                });
+            }
+        });
+        collector.tick();
+        let snap = collector.snapshot(Duration::from_secs(1));
+        let Values::Trend(t) = &snap.metric("http_req_duration").unwrap().values else {
+            panic!("not a trend")
+        };
+        assert_eq!(t.count(), 1000);
+        assert_eq!(t.max, 999.0);
+        let Values::Trend(sub) = &snap
+            .metric("http_req_duration{endpoint:seedream4}")
+            .unwrap()
+            .values
+        else {
+            panic!("not a trend")
+        };
+        assert_eq!(sub.count(), 500);
+        let Values::Counter { count } = snap.metric("http_reqs").unwrap().values else {
+            panic!("not a counter")
+        };
+        assert_eq!(count, 1000.0);
+        assert_eq!(
+            snap.checks,
+            vec![CheckTally {
+                name: "status is 202".into(),
+                passes: 900,
+                fails: 100
+            }]
+        );
+        let series = collector.series();
+        assert_eq!(series.iter().map(|p| p.requests).sum::<u64>(), 1000);
+    }
+}

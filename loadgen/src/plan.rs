@@ -1,0 +1,400 @@
+//! The resolved run: options validated and turned into an executor, a
+//! scenario configuration, thresholds and outputs. Every invalid option is
+//! one error naming the option and why (exit 104).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::RunArgs;
+use crate::duration;
+use crate::executor::{Executor, Stage};
+use crate::metrics::{definition, SubMetric};
+use crate::scenario::{LoginMode, ScenarioConfig, Tracking};
+use crate::thresholds::{self, ThresholdSpec};
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid --{option}: {why}")]
+pub struct PlanError {
+    pub option: &'static str,
+    pub why: String,
+}
+
+fn bad(option: &'static str, why: impl Into<String>) -> PlanError {
+    PlanError {
+        option,
+        why: why.into(),
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum OutputTarget {
+    Json(PathBuf),
+    Csv(PathBuf),
+}
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub api_base: String,
+    pub executor: Executor,
+    pub accounts: Vec<(String, String)>,
+    pub scenario: ScenarioConfig,
+    pub thresholds: Vec<ThresholdSpec>,
+    pub outputs: Vec<OutputTarget>,
+    pub summary_export: Option<PathBuf>,
+    pub report: Option<PathBuf>,
+    pub seed: Option<u64>,
+    pub quiet: bool,
+    pub color: bool,
+    pub http_debug: bool,
+}
+
+/// The test of shared/scenario.md: 10 s → 5, 20 s → 10, 30 s at 10, 10 s → 0.
+pub const DEFAULT_STAGES: &str = "10s:5,20s:10,30s:10,10s:0";
+
+pub fn parse_duration(option: &'static str, text: &str) -> Result<Duration, PlanError> {
+    duration::parse(text.trim()).ok_or_else(|| {
+        bad(
+            option,
+            format!("{text:?} is not a duration like 90s, 1m30s, 500ms"),
+        )
+    })
+}
+
+pub fn parse_stages(text: &str) -> Result<Vec<Stage>, PlanError> {
+    text.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|stage| {
+            let (d, target) = stage
+                .split_once(':')
+                .ok_or_else(|| bad("stages", format!("{stage:?} is not duration:target")))?;
+            Ok(Stage {
+                duration: parse_duration("stages", d)?,
+                target: target
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad("stages", format!("target {target:?} is not a VU count")))?,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|stages| {
+            if stages.is_empty() {
+                Err(bad("stages", "no stage given"))
+            } else {
+                Ok(stages)
+            }
+        })
+}
+
+/// `1s..3s`, `500ms`, or `0`.
+pub fn parse_think_time(text: &str) -> Result<(Duration, Duration), PlanError> {
+    match text.split_once("..") {
+        Some((min, max)) => {
+            let (min, max) = (
+                parse_duration("think-time", min)?,
+                parse_duration("think-time", max)?,
+            );
+            if min > max {
+                return Err(bad(
+                    "think-time",
+                    format!("{text:?}: the minimum is above the maximum"),
+                ));
+            }
+            Ok((min, max))
+        }
+        None => {
+            let fixed = parse_duration("think-time", text)?;
+            Ok((fixed, fixed))
+        }
+    }
+}
+
+fn read_accounts(path: &PathBuf) -> Result<Vec<(String, String)>, PlanError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad("users-file", format!("{}: {e}", path.display())))?;
+    let accounts: Vec<(String, String)> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && *l != "email,password")
+        .map(|line| {
+            line.split_once(',')
+                .map(|(e, p)| (e.trim().to_string(), p.trim().to_string()))
+                .ok_or_else(|| bad("users-file", format!("line {line:?} is not email,password")))
+        })
+        .collect::<Result<_, _>>()?;
+    if accounts.is_empty() {
+        return Err(bad(
+            "users-file",
+            format!("{} has no accounts", path.display()),
+        ));
+    }
+    Ok(accounts)
+}
+
+fn positive(option: &'static str, value: Option<u64>) -> Result<Option<u64>, PlanError> {
+    match value {
+        Some(0) => Err(bad(option, "must be at least 1")),
+        other => Ok(other),
+    }
+}
+
+fn executor(args: &RunArgs) -> Result<Executor, PlanError> {
+    let graceful_stop = parse_duration("graceful-stop", &args.graceful_stop)?;
+    let graceful_ramp_down = parse_duration("graceful-ramp-down", &args.graceful_ramp_down)?;
+    let vus = positive("vus", args.vus)?;
+    let iterations = positive("iterations", args.iterations)?;
+    let duration = args
+        .duration
+        .as_deref()
+        .map(|d| parse_duration("duration", d))
+        .transpose()?;
+    let stages = if args.stages.is_empty() {
+        None
+    } else {
+        Some(parse_stages(&args.stages.join(","))?)
+    };
+    let time_unit = parse_duration("time-unit", &args.time_unit)?;
+    if time_unit.is_zero() {
+        return Err(bad("time-unit", "must be longer than 0"));
+    }
+    let max_duration = duration.unwrap_or(Duration::from_secs(600));
+    let name = match &args.executor {
+        Some(name) => name.as_str(),
+        None if stages.is_some() => "ramping-vus",
+        None if iterations.is_some() => "shared-iterations",
+        None if duration.is_some() => "constant-vus",
+        None if vus.is_some() => {
+            return Err(bad("vus", "needs --duration, --iterations or --stages"))
+        }
+        None => "ramping-vus",
+    };
+    let arrival_vus = |rate_per_sec: f64| -> Result<(u64, u64), PlanError> {
+        let pre = positive("pre-allocated-vus", args.pre_allocated_vus)?
+            .or(vus)
+            .unwrap_or_else(|| (rate_per_sec.ceil() as u64).max(1));
+        let max = positive("max-vus", args.max_vus)?
+            .unwrap_or(pre.max(1) * 10)
+            .max(pre);
+        Ok((pre, max))
+    };
+    Ok(match name {
+        "ramping-vus" => Executor::RampingVus {
+            start_vus: vus.unwrap_or(if stages.is_some() { 1 } else { 0 }),
+            stages: match stages {
+                Some(s) => s,
+                None => parse_stages(DEFAULT_STAGES)?,
+            },
+            graceful_ramp_down,
+            graceful_stop,
+        },
+        "constant-vus" => Executor::ConstantVus {
+            vus: vus.unwrap_or(1),
+            duration: duration.ok_or_else(|| bad("duration", "constant-vus needs --duration"))?,
+            graceful_stop,
+        },
+        "per-vu-iterations" => Executor::PerVuIterations {
+            vus: vus.unwrap_or(1),
+            iterations: iterations.unwrap_or(1),
+            max_duration,
+            graceful_stop,
+        },
+        "shared-iterations" => Executor::SharedIterations {
+            vus: vus.unwrap_or(1),
+            iterations: iterations.unwrap_or(1),
+            max_duration,
+            graceful_stop,
+        },
+        "constant-arrival-rate" => {
+            let rate = args
+                .rate
+                .filter(|r| *r > 0.0 && r.is_finite())
+                .ok_or_else(|| bad("rate", "constant-arrival-rate needs a positive --rate"))?;
+            let (pre_allocated_vus, max_vus) = arrival_vus(rate / time_unit.as_secs_f64())?;
+            Executor::ConstantArrivalRate {
+                rate,
+                time_unit,
+                duration: duration.ok_or_else(|| bad("duration", "constant-arrival-rate needs --duration"))?,
+                pre_allocated_vus,
+                max_vus,
+                graceful_stop,
+            }
+        }
+        "ramping-arrival-rate" => {
+            let stages = stages.ok_or_else(|| bad("stages", "ramping-arrival-rate needs --stages (duration:rate)"))?;
+            let peak = stages.iter().map(|s| s.target).max().unwrap_or(1) as f64;
+            let (pre_allocated_vus, max_vus) = arrival_vus(peak / time_unit.as_secs_f64())?;
+            Executor::RampingArrivalRate {
+                start_rate: args.rate.unwrap_or(0.0),
+                time_unit,
+                stages,
+                pre_allocated_vus,
+                max_vus,
+                graceful_stop,
+            }
+        }
+        other => {
+            return Err(bad(
+                "executor",
+                format!("unknown executor {other:?} (ramping-vus, constant-vus, per-vu-iterations, shared-iterations, constant-arrival-rate, ramping-arrival-rate)"),
+            ))
+        }
+    })
+}
+
+fn thresholds_of(args: &RunArgs) -> Result<Vec<ThresholdSpec>, PlanError> {
+    if args.no_thresholds {
+        return Ok(Vec::new());
+    }
+    if args.thresholds.is_empty() {
+        return Ok(thresholds::defaults());
+    }
+    args.thresholds
+        .iter()
+        .map(|text| {
+            let spec = thresholds::parse(text).map_err(|e| bad("threshold", e.to_string()))?;
+            let (_, metric_type, _) = definition(&spec.metric).ok_or_else(|| {
+                bad(
+                    "threshold",
+                    format!("{text:?}: no metric named {:?} in this test", spec.metric),
+                )
+            })?;
+            thresholds::validate(&spec, metric_type)
+                .map_err(|e| bad("threshold", e.to_string()))?;
+            Ok(spec)
+        })
+        .collect()
+}
+
+fn outputs_of(args: &RunArgs) -> Result<Vec<OutputTarget>, PlanError> {
+    args.outputs_to
+        .iter()
+        .map(|out| match out.split_once('=') {
+            Some(("json", file)) if !file.is_empty() => Ok(OutputTarget::Json(file.into())),
+            Some(("csv", file)) if !file.is_empty() => Ok(OutputTarget::Csv(file.into())),
+            _ => Err(bad(
+                "out",
+                format!("{out:?}: expected json=FILE or csv=FILE"),
+            )),
+        })
+        .collect()
+}
+
+impl Plan {
+    pub fn from_args(args: &RunArgs) -> Result<Plan, PlanError> {
+        let login = match args.login.as_str() {
+            "per-iteration" => LoginMode::PerIteration,
+            "once" => LoginMode::Once,
+            other => {
+                return Err(bad(
+                    "login",
+                    format!("{other:?}: expected per-iteration or once"),
+                ))
+            }
+        };
+        if args.outputs == 0 {
+            return Err(bad("outputs", "must be at least 1"));
+        }
+        let tracking = if args.track_sessions.unwrap_or(args.spawn_mock) {
+            Some(Tracking {
+                poll_interval: parse_duration("poll-interval", &args.poll_interval)?,
+                deadline: parse_duration("session-deadline", &args.session_deadline)?,
+            })
+        } else {
+            None
+        };
+        let accounts = match &args.users_file {
+            Some(path) => read_accounts(path)?,
+            None => vec![(args.email.clone(), args.password.clone())],
+        };
+        crate::http::BaseUrl::parse(&args.api_base).map_err(|e| bad("api-base", e.to_string()))?;
+        Ok(Plan {
+            api_base: args.api_base.clone(),
+            executor: executor(args)?,
+            accounts,
+            scenario: ScenarioConfig {
+                login_path: args.login_path.clone(),
+                generate_path: args.generate_path.clone(),
+                model: args.model.clone(),
+                outputs: args.outputs,
+                login_timeout: parse_duration("login-timeout", &args.login_timeout)?,
+                generate_timeout: parse_duration("generate-timeout", &args.generate_timeout)?,
+                login,
+                think_time: parse_think_time(&args.think_time)?,
+                tracking,
+            },
+            thresholds: thresholds_of(args)?,
+            outputs: outputs_of(args)?,
+            summary_export: args.summary_export.clone(),
+            report: args.report.clone(),
+            seed: args.seed,
+            quiet: args.quiet,
+            color: !args.no_color && std::env::var_os("NO_COLOR").is_none(),
+            http_debug: args.http_debug,
+        })
+    }
+
+    /// The sub-metrics the thresholds refer to.
+    pub fn sub_metrics(&self) -> Vec<SubMetric> {
+        let mut subs: Vec<SubMetric> = Vec::new();
+        for spec in &self.thresholds {
+            let sub = SubMetric {
+                metric: spec.metric.clone(),
+                tags: spec.tags.clone(),
+            };
+            if !spec.tags.is_empty() && !subs.contains(&sub) {
+                subs.push(sub);
+            }
+        }
+        subs
+    }
+
+    /// The most generations the plan can request (for seeding credits).
+    pub fn max_generations(&self) -> u64 {
+        let (min_think, _) = self.scenario.think_time;
+        // An iteration takes at least a few ms even against a fast mock.
+        let per_vu_per_sec = 1.0 / (min_think.as_secs_f64() + 0.002);
+        let seconds = self.executor.planned_duration().as_secs_f64() + 1.0;
+        let by_time = (self.executor.max_vus() as f64 * per_vu_per_sec * seconds).ceil() as u64;
+        match &self.executor {
+            Executor::PerVuIterations {
+                vus, iterations, ..
+            } => vus * iterations,
+            Executor::SharedIterations { iterations, .. } => *iterations,
+            Executor::ConstantArrivalRate {
+                rate,
+                time_unit,
+                duration,
+                ..
+            } => (rate / time_unit.as_secs_f64() * duration.as_secs_f64()).ceil() as u64 + 1,
+            _ => by_time,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_and_think_times() {
+        let stages = parse_stages(DEFAULT_STAGES).unwrap();
+        assert_eq!(stages.len(), 4);
+        assert_eq!(
+            stages[2],
+            Stage {
+                duration: Duration::from_secs(30),
+                target: 10
+            }
+        );
+        assert!(parse_stages("10s").is_err());
+        assert!(parse_stages("10x:5").is_err());
+        assert_eq!(
+            parse_think_time("50ms..100ms").unwrap(),
+            (Duration::from_millis(50), Duration::from_millis(100))
+        );
+        assert_eq!(
+            parse_think_time("0").unwrap(),
+            (Duration::ZERO, Duration::ZERO)
+        );
+        assert!(parse_think_time("3s..1s").is_err());
+    }
+}

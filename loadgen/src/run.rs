@@ -1,0 +1,230 @@
+//! One run from start to verdict: setup, the executor, the once-a-second
+//! aggregation (streaming outputs, progress, abortOnFail), thresholds and
+//! the exit code (k6's).
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::executor::{self, RunContext};
+use crate::http::BaseUrl;
+use crate::metrics::{Collector, SeriesPoint};
+use crate::output::csv::CsvWriter;
+use crate::output::ndjson::NdjsonWriter;
+use crate::plan::{OutputTarget, Plan};
+use crate::progress::{Progress, Status};
+use crate::sample::Sample;
+use crate::scenario::{Scenario, SetupError};
+use crate::snapshot::{Snapshot, Values};
+use crate::thresholds;
+
+/// k6's exit codes, plus the audit's.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const THRESHOLDS_FAILED: i32 = 99;
+    pub const INVALID_CONFIG: i32 = 104;
+    pub const INTERRUPTED: i32 = 105;
+    pub const SETUP_FAILED: i32 = 107;
+    pub const ABORTED_BY_THRESHOLD: i32 = 108;
+    /// Not k6's: a ledger invariant failed in the audit after the run.
+    pub const AUDIT_FAILED: i32 = 113;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    #[error("cannot write {path}: {source}")]
+    Output {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid --api-base: {0}")]
+    BaseUrl(#[from] crate::http::BaseUrlError),
+}
+
+impl RunError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Setup(_) => exit::SETUP_FAILED,
+            RunError::Output { .. } | RunError::BaseUrl(_) => exit::INVALID_CONFIG,
+        }
+    }
+}
+
+pub struct RunOutcome {
+    pub snapshot: Snapshot,
+    pub series: Vec<SeriesPoint>,
+    pub exit_code: i32,
+    pub completed_iterations: u64,
+    pub interrupted_iterations: u64,
+    /// 202 answers seen (accepted generations).
+    pub accepted_generations: u64,
+}
+
+enum Writer {
+    Json(NdjsonWriter<BufWriter<File>>),
+    Csv(CsvWriter<BufWriter<File>>),
+}
+
+impl Writer {
+    fn write(&mut self, sample: &Sample) -> std::io::Result<()> {
+        match self {
+            Writer::Json(w) => w.write(sample),
+            Writer::Csv(w) => w.write(sample),
+        }
+    }
+
+    fn finish(self) -> std::io::Result<()> {
+        match self {
+            Writer::Json(w) => w.finish().map(drop),
+            Writer::Csv(w) => w.finish().map(drop),
+        }
+    }
+}
+
+fn open_writers(plan: &Plan) -> Result<Vec<Writer>, RunError> {
+    plan.outputs
+        .iter()
+        .map(|target| {
+            let path = match target {
+                OutputTarget::Json(p) | OutputTarget::Csv(p) => p,
+            };
+            let file = File::create(path).map_err(|source| RunError::Output {
+                path: path.display().to_string(),
+                source,
+            })?;
+            Ok(match target {
+                OutputTarget::Json(_) => Writer::Json(
+                    NdjsonWriter::new(BufWriter::new(file)).with_thresholds(&plan.thresholds),
+                ),
+                OutputTarget::Csv(_) => Writer::Csv(CsvWriter::new(BufWriter::new(file))),
+            })
+        })
+        .collect()
+}
+
+fn counter(snapshot: &Snapshot, key: &str) -> f64 {
+    match snapshot.metric(key).map(|m| &m.values) {
+        Some(Values::Counter { count }) => *count,
+        _ => 0.0,
+    }
+}
+
+fn rate(snapshot: &Snapshot, key: &str) -> f64 {
+    match snapshot.metric(key).map(|m| &m.values) {
+        Some(Values::Rate { passes, fails }) if passes + fails > 0 => {
+            *passes as f64 / (passes + fails) as f64
+        }
+        _ => 0.0,
+    }
+}
+
+/// Runs the plan against `plan.api_base`. `interrupt` stops it gracefully
+/// (Ctrl-C in the binary); the outcome then carries exit code 105.
+pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcome, RunError> {
+    let base = BaseUrl::parse(&plan.api_base)?;
+    let scenario = Scenario::new(plan.scenario.clone(), base);
+    let (email, password) = &plan.accounts[0];
+    scenario.setup(email, password).await?;
+    let mut writers = open_writers(&plan)?;
+    let collector = Collector::new(plan.sub_metrics(), !writers.is_empty());
+    let ctx = RunContext::new(
+        scenario.clone(),
+        collector.clone(),
+        plan.accounts.clone(),
+        plan.seed,
+        plan.http_debug,
+    );
+    let aborted = Arc::new(AtomicBool::new(false));
+    let planned = plan.executor.planned_duration();
+    let vus_max = plan.executor.max_vus();
+    let aggregator = {
+        let (collector, ctx, aborted, interrupt) = (
+            collector.clone(),
+            ctx.clone(),
+            aborted.clone(),
+            interrupt.clone(),
+        );
+        let specs = plan.thresholds.clone();
+        let quiet = plan.quiet;
+        tokio::spawn(async move {
+            let mut progress = Progress::new(quiet, planned);
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut write_error = None;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = ctx.done.cancelled() => break,
+                }
+                if interrupt.load(Ordering::Relaxed) {
+                    ctx.stop.cancel();
+                }
+                let samples = collector.tick();
+                for writer in &mut writers {
+                    for sample in &samples {
+                        if let Err(e) = writer.write(sample) {
+                            write_error.get_or_insert(e);
+                        }
+                    }
+                }
+                let snapshot = collector.snapshot(collector.elapsed());
+                if thresholds::should_abort(&specs, &snapshot, collector.elapsed()).is_some() {
+                    aborted.store(true, Ordering::Relaxed);
+                    ctx.stop.cancel();
+                }
+                progress.update(&Status {
+                    elapsed: collector.elapsed(),
+                    vus: collector.active_vus(),
+                    vus_max,
+                    iterations: counter(&snapshot, "iterations") as u64,
+                    requests: counter(&snapshot, "http_reqs"),
+                    failed_rate: rate(&snapshot, "http_req_failed"),
+                });
+            }
+            progress.finish();
+            (writers, write_error)
+        })
+    };
+    executor::run(ctx.clone(), plan.executor.clone()).await;
+    scenario.wait_for_trackers().await;
+    ctx.done.cancel();
+    let (writers, write_error) = aggregator.await.unwrap_or_default();
+    let samples = collector.tick();
+    let mut finish_error = write_error;
+    for mut writer in writers {
+        for sample in &samples {
+            if let Err(e) = writer.write(sample) {
+                finish_error.get_or_insert(e);
+            }
+        }
+        if let Err(e) = writer.finish() {
+            finish_error.get_or_insert(e);
+        }
+    }
+    if let Some(e) = finish_error {
+        tracing::warn!("streaming output incomplete: {e}");
+    }
+    let mut snapshot = collector.snapshot(collector.elapsed());
+    snapshot.thresholds = thresholds::evaluate(&plan.thresholds, &snapshot);
+    let exit_code = if interrupt.load(Ordering::Relaxed) {
+        exit::INTERRUPTED
+    } else if aborted.load(Ordering::Relaxed) {
+        exit::ABORTED_BY_THRESHOLD
+    } else if snapshot.thresholds.iter().any(|t| !t.ok) {
+        exit::THRESHOLDS_FAILED
+    } else {
+        exit::OK
+    };
+    Ok(RunOutcome {
+        series: collector.series(),
+        snapshot,
+        exit_code,
+        completed_iterations: ctx.completed.load(Ordering::Relaxed),
+        interrupted_iterations: ctx.interrupted.load(Ordering::Relaxed),
+        accepted_generations: scenario.accepted.load(Ordering::Relaxed),
+    })
+}

@@ -1,0 +1,43 @@
+//! One virtual user: its own connection and cookie jar, its RNG (derived
+//! from `--seed` and the VU id, so prompts and think times are
+//! reproducible), its account and, with `--login once`, its token.
+
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+use crate::http::{BaseUrl, Client};
+
+pub struct Vu {
+    pub id: u64,
+    pub client: Client,
+    pub rng: SmallRng,
+    pub email: String,
+    pub password: String,
+    pub token: Option<String>,
+}
+
+impl Vu {
+    /// VU `id` (1-based) uses account `id - 1` mod the number of accounts.
+    pub fn new(
+        id: u64,
+        base: &BaseUrl,
+        accounts: &[(String, String)],
+        seed: Option<u64>,
+        debug: bool,
+    ) -> Vu {
+        let (email, password) = accounts[((id - 1) % accounts.len() as u64) as usize].clone();
+        let rng = match seed {
+            // SplitMix-style spreading so neighbouring VUs get unrelated streams.
+            Some(seed) => SmallRng::seed_from_u64(seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            None => SmallRng::from_entropy(),
+        };
+        Vu {
+            id,
+            client: Client::new(base.clone(), debug),
+            rng,
+            email,
+            password,
+            token: None,
+        }
+    }
+}
