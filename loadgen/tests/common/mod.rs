@@ -1,0 +1,101 @@
+//! A tiny stand-in for the backend, on 127.0.0.1:0, whose behaviour each
+//! test chooses: the engine's mechanics are tested without the mock.
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::json;
+
+#[derive(Clone, Copy, Debug)]
+pub enum Behaviour {
+    Accept,
+    /// Login answers 401.
+    RejectLogin,
+    /// Generate answers 500.
+    FailGenerate,
+    /// Generate answers after this long.
+    Stall(Duration),
+}
+
+pub struct Server {
+    pub base: String,
+    pub generates: Arc<AtomicU64>,
+}
+
+pub async fn start(behaviour: Behaviour) -> Server {
+    let generates = Arc::new(AtomicU64::new(0));
+    let app = Router::new()
+        .route("/api/auth/login", post(login))
+        .route("/api/images/seedream4/generate", post(generate))
+        .with_state((behaviour, generates.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Server { base, generates }
+}
+
+type AppState = (Behaviour, Arc<AtomicU64>);
+
+async fn login(State((behaviour, _)): State<AppState>) -> impl IntoResponse {
+    match behaviour {
+        Behaviour::RejectLogin => (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "Invalid credentials"})),
+        ),
+        _ => (
+            StatusCode::OK,
+            Json(json!({"id": "u1", "email": "test@example.com", "credits": 10, "token": "t0k"})),
+        ),
+    }
+}
+
+async fn generate(State((behaviour, count)): State<AppState>) -> impl IntoResponse {
+    count.fetch_add(1, Ordering::Relaxed);
+    match behaviour {
+        Behaviour::FailGenerate => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": "provider exploded"})),
+        ),
+        Behaviour::Stall(delay) => {
+            tokio::time::sleep(delay).await;
+            accepted()
+        }
+        _ => accepted(),
+    }
+}
+
+fn accepted() -> (StatusCode, Json<serde_json::Value>) {
+    (
+        StatusCode::ACCEPTED,
+        Json(
+            json!({"accepted": true, "clientKey": "k", "reservationId": "r", "sessionId": "s", "status": "queued"}),
+        ),
+    )
+}
+
+/// Options for a short run against `base` with no think time.
+pub fn args(base: &str, extra: &[&str]) -> loadgen::cli::RunArgs {
+    use clap::Parser;
+    let mut argv = vec![
+        "loadgen",
+        "run",
+        "--quiet",
+        "--think-time",
+        "0",
+        "--api-base",
+        base,
+    ];
+    argv.extend_from_slice(extra);
+    match loadgen::cli::Cli::parse_from(argv).command {
+        loadgen::cli::Command::Run(args) => *args,
+        _ => unreachable!("run was given"),
+    }
+}

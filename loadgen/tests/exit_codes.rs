@@ -1,0 +1,142 @@
+//! Every exit code of `loadgen run`, produced on purpose with the binary.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{start, Behaviour};
+
+fn loadgen(base: &str, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "run",
+            "--quiet",
+            "--no-color",
+            "--think-time",
+            "0",
+            "--api-base",
+            base,
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("loadgen runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_when_thresholds_pass() {
+    let server = start(Behaviour::Accept).await;
+    let out = loadgen(&server.base, &["--vus", "2", "--iterations", "6"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("✓ status is 202"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ninety_nine_when_a_threshold_fails() {
+    let server = start(Behaviour::FailGenerate).await;
+    let out = loadgen(&server.base, &["--vus", "1", "--iterations", "3"]);
+    assert_eq!(out.status.code(), Some(99), "{}", stderr(&out));
+}
+
+#[test]
+fn one_hundred_four_for_invalid_options() {
+    for bad in [
+        &["--duration", "ten"][..],
+        &["--stages", "10s"][..],
+        &["--executor", "warp-speed"][..],
+        &["--threshold", "nope:rate<1"][..],
+        &["--threshold", "errors:rat<0.1"][..],
+        &["--no-such-flag"][..],
+    ] {
+        let out = loadgen("http://127.0.0.1:9", bad);
+        assert_eq!(out.status.code(), Some(104), "{bad:?}: {}", stderr(&out));
+        assert_eq!(
+            stderr(&out).trim().lines().count(),
+            1,
+            "{bad:?}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_hundred_five_when_interrupted() {
+    let server = start(Behaviour::Accept).await;
+    let child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "run",
+            "--quiet",
+            "--no-color",
+            "--think-time",
+            "50ms",
+            "--api-base",
+        ])
+        .arg(&server.base)
+        .args(["--vus", "2", "--duration", "60s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once it has sent load: the server's counter is the signal.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while server.generates.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no load arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(105), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("status is 202"));
+}
+
+#[test]
+fn one_hundred_seven_when_the_connection_is_refused() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = loadgen(
+        &format!("http://127.0.0.1:{port}"),
+        &["--vus", "1", "--iterations", "1"],
+    );
+    assert_eq!(out.status.code(), Some(107), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("connection refused"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_hundred_seven_when_login_is_refused() {
+    let server = start(Behaviour::RejectLogin).await;
+    let out = loadgen(&server.base, &["--vus", "1", "--iterations", "1"]);
+    assert_eq!(out.status.code(), Some(107), "{}", stderr(&out));
+    assert!(stderr(&out).contains("401"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_hundred_eight_when_abort_on_fail_fires() {
+    let server = start(Behaviour::FailGenerate).await;
+    let out = loadgen(
+        &server.base,
+        &[
+            "--vus",
+            "1",
+            "--duration",
+            "30s",
+            "--threshold",
+            "errors:rate<0.01;abortOnFail",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(108), "{}", stderr(&out));
+}
