@@ -42,11 +42,7 @@ pub enum LedgerError {
         wanted: &'static str,
     },
     #[error("user {user} has {in_lots} credits in open lots but the capture needs {needed}")]
-    LotsShort {
-        user: Id,
-        in_lots: i64,
-        needed: i32,
-    },
+    LotsShort { user: Id, in_lots: i64, needed: i32 },
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
 }
@@ -157,7 +153,10 @@ pub enum Accepted {
     New(Reservation),
     /// The user already sent this `clientKey`: the earlier generation's ids,
     /// and nothing was reserved.
-    Replay { session_id: Id, reservation_id: Id },
+    Replay {
+        session_id: Id,
+        reservation_id: Id,
+    },
 }
 
 #[derive(Clone, Debug)]

@@ -95,7 +95,9 @@ fn unavailable<T>(what: &str, why: &str) -> Option<T> {
     if std::env::var_os("CI").is_some() {
         panic!("{what} is required in CI but unavailable: {why}");
     }
-    eprintln!("SKIP: {what} unavailable ({why}); set TEST_DATABASE_URL / TEST_REDIS_URL or install it");
+    eprintln!(
+        "SKIP: {what} unavailable ({why}); set TEST_DATABASE_URL / TEST_REDIS_URL or install it"
+    );
     None
 }
 
@@ -199,7 +201,11 @@ fn start_postgres() -> Result<String, String> {
     run(pg_ctl, "pg_ctl start")?;
     let stop = format!(
         "{runner} {pg_ctl} -D {data} -m immediate stop; rm -rf {dir}",
-        runner = if is_root() { "runuser -u postgres --" } else { "" },
+        runner = if is_root() {
+            "runuser -u postgres --"
+        } else {
+            ""
+        },
         pg_ctl = bin.join("pg_ctl").display(),
         data = data.display(),
         dir = dir.display(),

@@ -62,7 +62,8 @@ pub async fn find_by_email(db: &Db, email: &str) -> Result<Option<User>, UserErr
     let sql = format!(
         "SELECT {USER_COLUMNS} FROM users WHERE lower(email) = lower($1) AND deleted_at IS NULL"
     );
-    let row: Option<UserRow> = with_pool!(db, pool => sqlx::query_as(&sql).bind(email).fetch_optional(pool).await)?;
+    let row: Option<UserRow> =
+        with_pool!(db, pool => sqlx::query_as(&sql).bind(email).fetch_optional(pool).await)?;
     Ok(row.map(from_row))
 }
 
@@ -148,6 +149,9 @@ mod tests {
     #[test]
     fn bad_cost_is_an_error() {
         assert!(matches!(hash_password("pw", 3), Err(UserError::BadCost(3))));
-        assert!(matches!(hash_password("pw", 32), Err(UserError::BadCost(32))));
+        assert!(matches!(
+            hash_password("pw", 32),
+            Err(UserError::BadCost(32))
+        ));
     }
 }
