@@ -145,6 +145,9 @@ pub struct NewSession {
     pub seed: Option<i64>,
     /// The outbox row's payload (contract §5).
     pub payload: Value,
+    /// The direct path runs the generation itself: its outbox row is
+    /// recorded as already dispatched so the relay never queues it too.
+    pub dispatched: bool,
 }
 
 /// What [`reserve_for_session`] did.
@@ -309,12 +312,13 @@ async fn reserve_inner(
             .execute(&mut *tx)
             .await?;
             sqlx::query(
-                "INSERT INTO outbox (event_type, reservation_id, payload, created_at) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO outbox (event_type, reservation_id, payload, created_at, dispatched_at) VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(GENERATION_EVENT)
             .bind(reservation_id)
             .bind(Json(&s.payload))
             .bind(now)
+            .bind(s.dispatched.then_some(now))
             .execute(&mut *tx)
             .await?;
         }

@@ -10,13 +10,28 @@
 //! - [`audit`]: invariants I1–I7 of the contract, checked by SQL on any
 //!   database with the contract's schema.
 //! - [`users`]: accounts and password hashes.
+//! - [`seeding`]: creates the test user(s) and tops up their credits (the
+//!   `seed` binary and the server's first start).
 //! - [`queue`]: the job queue trait (embedded and Redis/BullMQ).
+//! - [`provider`]: the simulated image provider (MOCK_API mode).
+//! - [`jobs`]: the outbox relay, the generation workers and the reservation
+//!   sweeper.
+//! - [`config`]: the server's flags and environment variables.
+//! - [`server`]: builds the app from a config and serves it on a bound
+//!   listener until shutdown.
+//! - [`http`]: the routes, per area, with their state, auth and errors.
 //! - `testing` (feature `testing`): throwaway PostgreSQL / Redis servers.
 
 pub mod audit;
+pub mod config;
 pub mod db;
+pub mod http;
+pub mod jobs;
 pub mod ledger;
+pub mod provider;
 pub mod queue;
+pub mod seeding;
+pub mod server;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod users;

@@ -86,6 +86,67 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
+/// A configuration for tests: loopback port 0, the given database, a
+/// fast provider (5..20 ms), cheap bcrypt, a fixed JWT secret, and nothing
+/// read from the environment.
+pub fn test_config(database_url: &str) -> crate::config::Config {
+    #[derive(clap::Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        config: crate::config::Config,
+    }
+    let mut config = <Wrapper as clap::Parser>::try_parse_from(["mock-api"])
+        .expect("the defaults parse")
+        .config;
+    config.bind = "127.0.0.1:0".parse().expect("a socket address");
+    config.port = None;
+    config.database_url = database_url.to_string();
+    config.redis_url = None;
+    config.jwt_secret = Some(format!("test-secret-{}", uuid::Uuid::new_v4()));
+    config.admin_email = None;
+    config.admin_password = None;
+    config.bcrypt_cost = 4;
+    config.mock_min_ms = 5;
+    config.mock_max_ms = 20;
+    config.mock_seed = Some(7);
+    config.outbox_poll_ms = 50;
+    config.shutdown_grace_ms = 5_000;
+    config
+}
+
+/// A mock-api served in this process on a free loopback port.
+pub struct TestServer {
+    pub base: String,
+    shutdown: tokio_util::sync::CancellationToken,
+    handle: tokio::task::JoinHandle<Result<(), crate::server::StartError>>,
+}
+
+impl TestServer {
+    pub async fn start(config: crate::config::Config) -> TestServer {
+        let listener = tokio::net::TcpListener::bind(config.listen_addr())
+            .await
+            .expect("bind a loopback port");
+        let base = format!("http://{}", listener.local_addr().expect("a bound address"));
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let handle = tokio::spawn(crate::server::run(listener, config, shutdown.clone()));
+        TestServer {
+            base,
+            shutdown,
+            handle,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Shuts down as SIGTERM would and returns the server's result.
+    pub async fn stop(self) -> Result<(), crate::server::StartError> {
+        self.shutdown.cancel();
+        self.handle.await.expect("the server task does not panic")
+    }
+}
+
 /// A SQLite URL for a new database file in `dir`.
 pub fn sqlite_url(dir: &Path) -> String {
     format!("sqlite:{}", dir.join("test.db").display())

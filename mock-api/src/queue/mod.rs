@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::db::Id;
 
 pub mod bullmq;
+pub mod embedded;
 
 /// BullMQ's retry policy of the real backend: 5 attempts, exponential
 /// backoff from 1000 ms.

@@ -1,0 +1,212 @@
+//! The server's configuration: flags with environment fallbacks, named as
+//! the real backend names its environment variables wherever it has one, so
+//! a `.env` written for the real backend configures the mock too.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::db::{redact_url, DEFAULT_DATABASE_URL};
+use crate::jobs::JobsConfig;
+use crate::provider::ProviderConfig;
+
+#[derive(Args, Clone, Debug)]
+pub struct Config {
+    /// Address to listen on. Loopback by default; `PORT` alone changes only the port.
+    #[arg(long, env = "BIND", default_value = "127.0.0.1:5001")]
+    pub bind: SocketAddr,
+    /// Overrides the port of --bind (the real backend reads PORT).
+    #[arg(long, env = "PORT")]
+    pub port: Option<u16>,
+    /// sqlite:FILE (created on first use) or postgres://USER:PASSWORD@HOST/DB.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+    pub database_url: String,
+    /// Redis for the queue (BullMQ layout); the embedded queue when unset.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// BullMQ queue name: keys are bull:<QUEUE_NAME>:*. The real backend uses cooly-generation.
+    #[arg(long, env = "QUEUE_NAME", default_value = "main")]
+    pub queue_name: String,
+    /// HS256 secret for login tokens; random per process when unset.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Admin login e-mail; no admin login at all unless both admin variables are set.
+    #[arg(long, env = "ADMIN_EMAIL")]
+    pub admin_email: Option<String>,
+    /// Admin login password.
+    #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// Do not create the test user on a first start with an empty users table.
+    #[arg(long)]
+    pub no_seed: bool,
+    /// bcrypt cost of passwords set by register and the first-start seed.
+    #[arg(long, env = "BCRYPT_COST", default_value_t = crate::users::DEFAULT_BCRYPT_COST)]
+    pub bcrypt_cost: u32,
+    /// Credits per generated image.
+    #[arg(long, env = "CREDIT_COST_PER_OUTPUT", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
+    pub credit_cost_per_output: i32,
+    /// Largest `outputs` a generate request may ask for.
+    #[arg(long, env = "MAX_OUTPUTS", default_value_t = 15, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub max_outputs: i32,
+    /// Seconds a reservation holds credits before the sweeper expires it.
+    #[arg(long, env = "RESERVATION_TTL_SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub reservation_ttl_seconds: u64,
+    /// Answer generate with 202 and finish it in a queue worker (true), or
+    /// run the provider in the request's background and answer 200 (false).
+    #[arg(long, env = "ENABLE_ENQUEUE_FIRST", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enqueue_first: bool,
+    /// Generation workers.
+    #[arg(long, env = "GEN_WORKER_CONCURRENCY", default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=50))]
+    pub worker_concurrency: u16,
+    /// How often the relay looks for undispatched outbox rows (it is also woken by each 202).
+    #[arg(long, env = "OUTBOX_POLL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub outbox_poll_ms: u64,
+    /// Outbox rows dispatched per poll.
+    #[arg(long, env = "OUTBOX_BATCH", default_value_t = 25, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    pub outbox_batch: i64,
+    /// Simulate the provider (the only mode: the mock never calls a real provider).
+    #[arg(long, env = "MOCK_API", default_value_t = true, action = clap::ArgAction::Set)]
+    pub mock_api: bool,
+    /// The real backend's per-provider switch; either switch enables the simulator.
+    #[arg(long, env = "MOCK_SEEDREAM4", action = clap::ArgAction::Set)]
+    pub mock_seedream4: Option<bool>,
+    /// Shortest simulated provider latency.
+    #[arg(long, env = "SEEDREAM4_MOCK_MIN_MS", default_value_t = 3000)]
+    pub mock_min_ms: u64,
+    /// Longest simulated provider latency.
+    #[arg(long, env = "SEEDREAM4_MOCK_MAX_MS", default_value_t = 8000)]
+    pub mock_max_ms: u64,
+    /// Seed for every random decision of the simulator (random when unset).
+    #[arg(long, env = "MOCK_SEED")]
+    pub mock_seed: Option<u64>,
+    /// How long running jobs may take to finish at shutdown before they go back to the queue.
+    #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// A configuration the server refuses to start with.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {field}: {why}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub why: String,
+}
+
+impl Config {
+    /// The defaults, as if no flag and no variable were given.
+    pub fn defaults() -> Config {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        // Parsing from an empty argument list reads no environment only
+        // when the variables are unset; tests set fields explicitly instead.
+        <Wrapper as clap::Parser>::parse_from(["mock-api"]).config
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        let mut addr = self.bind;
+        if let Some(port) = self.port {
+            addr.set_port(port);
+        }
+        addr
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let simulated = self.mock_api || self.mock_seedream4 == Some(true);
+        if !simulated {
+            return Err(ConfigError {
+                field: "MOCK_API",
+                why: "the mock has no real provider; MOCK_API must stay true".into(),
+            });
+        }
+        if !(4..=31).contains(&self.bcrypt_cost) {
+            return Err(ConfigError {
+                field: "BCRYPT_COST",
+                why: format!("{} is outside bcrypt's 4..=31", self.bcrypt_cost),
+            });
+        }
+        self.provider_config()
+            .validate()
+            .map_err(|why| ConfigError {
+                field: "SEEDREAM4_MOCK_MIN_MS/SEEDREAM4_MOCK_MAX_MS",
+                why,
+            })?;
+        if self.admin_email.is_some() != self.admin_password.is_some() {
+            return Err(ConfigError {
+                field: "ADMIN_EMAIL/ADMIN_PASSWORD",
+                why: "set both or neither".into(),
+            });
+        }
+        if self.queue_name.is_empty() || self.queue_name.contains(':') {
+            return Err(ConfigError {
+                field: "QUEUE_NAME",
+                why: format!("{:?} must be non-empty and contain no ':'", self.queue_name),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn reservation_ttl(&self) -> Duration {
+        Duration::from_secs(self.reservation_ttl_seconds)
+    }
+
+    pub fn provider_config(&self) -> ProviderConfig {
+        ProviderConfig {
+            min_ms: self.mock_min_ms,
+            max_ms: self.mock_max_ms,
+            seed: self.mock_seed,
+            ..ProviderConfig::default()
+        }
+    }
+
+    pub fn jobs_config(&self) -> JobsConfig {
+        JobsConfig {
+            concurrency: usize::from(self.worker_concurrency),
+            outbox_poll: Duration::from_millis(self.outbox_poll_ms),
+            outbox_batch: self.outbox_batch,
+            grace: Duration::from_millis(self.shutdown_grace_ms),
+            ..JobsConfig::default()
+        }
+    }
+
+    /// One line per setting for the start-up log, secrets masked.
+    pub fn describe(&self) -> String {
+        let masked = |set: bool| if set { "(set)" } else { "(unset)" };
+        format!(
+            "listen={} database={} queue={} queue_name={} jwt_secret={} admin={} seed_on_first_start={} \
+             enqueue_first={} workers={} outbox_poll_ms={} outbox_batch={} cost_per_output={} max_outputs={} \
+             reservation_ttl_s={} provider_latency_ms={}..{} mock_seed={} bcrypt_cost={} shutdown_grace_ms={}",
+            self.listen_addr(),
+            redact_url(&self.database_url),
+            if self.redis_url.is_some() { "redis" } else { "embedded" },
+            self.queue_name,
+            masked(self.jwt_secret.is_some()),
+            self.admin_email.as_deref().unwrap_or("(disabled)"),
+            !self.no_seed,
+            self.enqueue_first,
+            self.worker_concurrency,
+            self.outbox_poll_ms,
+            self.outbox_batch,
+            self.credit_cost_per_output,
+            self.max_outputs,
+            self.reservation_ttl_seconds,
+            self.mock_min_ms,
+            self.mock_max_ms,
+            self.mock_seed.map_or("(random)".to_string(), |s| s.to_string()),
+            self.bcrypt_cost,
+            self.shutdown_grace_ms,
+        )
+    }
+}

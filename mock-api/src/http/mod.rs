@@ -1,0 +1,69 @@
+//! The HTTP surface: one router per area of the contract over a shared
+//! [`AppState`]; handlers are thin and leave credits to the ledger.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use tokio::sync::Notify;
+
+use crate::db::Db;
+use crate::provider::Provider;
+use crate::queue::Queue;
+
+pub mod account;
+pub mod admin;
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod generation;
+pub mod health;
+pub mod observe;
+pub mod openapi;
+
+pub use error::ApiError;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub queue: Arc<dyn Queue>,
+    pub tokens: Arc<auth::Tokens>,
+    pub provider: Arc<Provider>,
+    pub settings: Arc<Settings>,
+    /// Woken after each accepted generation so the relay dispatches it now
+    /// rather than at its next poll.
+    pub relay_wake: Arc<Notify>,
+    pub admin: Option<Arc<admin::AdminAccount>>,
+}
+
+/// The request-handling part of the configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub credit_cost_per_output: i32,
+    pub max_outputs: i32,
+    pub reservation_ttl: Duration,
+    pub enqueue_first: bool,
+    pub bcrypt_cost: u32,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(account::router())
+        .merge(generation::router())
+        .merge(admin::router())
+        .merge(health::router())
+        .merge(observe::router())
+        .merge(openapi::router())
+        .fallback(not_found)
+        // Express answers an unknown method on a known path with its 404.
+        .method_not_allowed_fallback(not_found)
+        .layer(DefaultBodyLimit::max(body::BODY_LIMIT))
+        .layer(axum::middleware::from_fn(observe::count_requests))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("Not found")
+}

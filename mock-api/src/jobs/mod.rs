@@ -1,0 +1,167 @@
+//! Background work of the enqueue-first path (contract §5): the outbox
+//! relay, the generation workers and the reservation sweeper.
+//!
+//! - The **relay** ([`relay`]) moves undispatched outbox rows into the
+//!   [`Queue`]; the HTTP handler wakes it after each 202 and it also polls
+//!   every `outbox_poll`.
+//! - The **workers** ([`worker`]) take jobs, run the [`Provider`] and record
+//!   the outcome with [`ledger::finish_session`] (capture + images, or
+//!   release + error), retrying failed attempts as the queue says.
+//! - The **sweeper** ([`sweeper`]) expires reservations past their TTL.
+//!
+//! # Nothing accepted is lost
+//!
+//! An accepted generation is a `processing` session plus an outbox row,
+//! committed together. The relay marks a row dispatched only after the
+//! queue took the job, and a worker completes a job only after its outcome
+//! is committed. At shutdown a worker gets `grace` to finish its provider
+//! call; past it, the job is handed back to the queue. On start the relay
+//! re-dispatches every session still `processing` (see [`relay`]), so jobs
+//! that lived only in an embedded queue run again. Recording an outcome is
+//! idempotent (a session is only updated while `processing`, a reservation
+//! is settled once), so a job that runs twice still completes once.
+//!
+//! [`ledger::finish_session`]: crate::ledger::finish_session
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::Db;
+use crate::provider::Provider;
+use crate::queue::Queue;
+
+pub mod relay;
+pub mod sweeper;
+pub mod worker;
+
+pub use worker::{run_generation, GenerationResult};
+
+#[derive(Clone, Debug)]
+pub struct JobsConfig {
+    /// Workers running generations at once (`GEN_WORKER_CONCURRENCY`,
+    /// default 5); 0 counts as 1.
+    pub concurrency: usize,
+    /// How often the relay looks at the outbox when nobody wakes it
+    /// (`OUTBOX_POLL_MS`, default 1000 ms).
+    pub outbox_poll: Duration,
+    /// Outbox rows dispatched per transaction (`OUTBOX_BATCH`, default 25).
+    pub outbox_batch: i64,
+    /// At shutdown, how long a running provider call may take before its
+    /// job is handed back to the queue (default 10 s).
+    pub grace: Duration,
+    /// How often overdue reservations are expired (default 5 s).
+    pub sweep_every: Duration,
+    /// How long a worker's `take` waits for a job before it looks at the
+    /// shutdown signal again (default 500 ms).
+    pub take_wait: Duration,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            concurrency: 5,
+            outbox_poll: Duration::from_millis(1000),
+            outbox_batch: 25,
+            grace: Duration::from_secs(10),
+            sweep_every: Duration::from_secs(5),
+            take_wait: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The running relay, workers and sweeper.
+pub struct Jobs {
+    wake: Arc<Notify>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Jobs {
+    /// Spawns the relay, `concurrency` workers and the sweeper; they run
+    /// until `shutdown` is cancelled.
+    pub fn start(
+        db: Db,
+        queue: Arc<dyn Queue>,
+        provider: Arc<Provider>,
+        config: JobsConfig,
+        shutdown: CancellationToken,
+    ) -> Jobs {
+        Jobs::start_with_waker(
+            db,
+            queue,
+            provider,
+            config,
+            shutdown,
+            Arc::new(Notify::new()),
+        )
+    }
+
+    /// Like [`start`](Self::start), with the relay woken through `wake`
+    /// (for an app state built before the jobs start).
+    pub fn start_with_waker(
+        db: Db,
+        queue: Arc<dyn Queue>,
+        provider: Arc<Provider>,
+        config: JobsConfig,
+        shutdown: CancellationToken,
+        wake: Arc<Notify>,
+    ) -> Jobs {
+        tracing::info!(
+            workers = config.concurrency.max(1),
+            outbox_poll_ms = config.outbox_poll.as_millis() as u64,
+            outbox_batch = config.outbox_batch,
+            grace_ms = config.grace.as_millis() as u64,
+            provider_seed = provider.seed(),
+            "starting the outbox relay, the workers and the sweeper"
+        );
+        let mut tasks = Vec::with_capacity(config.concurrency.max(1) + 2);
+        tasks.push(tokio::spawn(relay::run(
+            db.clone(),
+            Arc::clone(&queue),
+            Arc::clone(&wake),
+            relay::RelayConfig {
+                poll: config.outbox_poll,
+                batch: config.outbox_batch.max(1),
+            },
+            shutdown.clone(),
+        )));
+        let worker = worker::Worker {
+            db: db.clone(),
+            queue,
+            provider,
+            grace: config.grace,
+            take_wait: config.take_wait,
+            shutdown: shutdown.clone(),
+        };
+        for n in 0..config.concurrency.max(1) {
+            tasks.push(tokio::spawn(worker.clone().run(n)));
+        }
+        tasks.push(tokio::spawn(sweeper::run(db, config.sweep_every, shutdown)));
+        Jobs { wake, tasks }
+    }
+
+    /// Makes the relay dispatch now instead of at its next poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The relay's wake-up, for the HTTP state.
+    pub fn waker(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
+    }
+
+    /// Waits for every task to end. They end only once the shutdown token
+    /// is cancelled; workers then finish (within the grace) or hand back
+    /// their jobs.
+    pub async fn join(self) {
+        for task in self.tasks {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "a background job task panicked");
+            }
+        }
+        tracing::info!("background jobs stopped");
+    }
+}

@@ -1,0 +1,181 @@
+//! The outbox relay: moves undispatched outbox rows into the queue.
+//!
+//! Each round is one write transaction: up to `batch` undispatched rows in
+//! id order (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so several instances
+//! share the work; SQLite's write lock serialises them), each pushed as a
+//! job whose id is its reservation id, then marked `dispatched_at = now`
+//! with `dispatch_attempts + 1`. A push that fails leaves its row
+//! undispatched (its attempts counted) and ends the round; the row is tried
+//! again at the next one. Pushing a job twice queues it once, so a row
+//! dispatched twice (a crash between push and commit) is harmless.
+//!
+//! # Recovery on start
+//!
+//! Before its first round the relay clears `dispatched_at` of every outbox
+//! row whose session is still `processing`, so those generations are pushed
+//! again. For the embedded queue this is what makes the outbox durable: the
+//! jobs that were waiting, delayed or running when the process stopped
+//! existed only in memory. For Redis it is done too, deliberately: the jobs
+//! normally survive in Redis and the push of a known id is a no-op there,
+//! but a row marked dispatched whose push never reached Redis (a Redis
+//! restart without persistence, a flushed key space) is recovered the same
+//! way. The cost is one extra push per in-flight job at each start; a
+//! generation that runs twice is still recorded once.
+//!
+//! The transaction never awaits the pool itself (the SQLite pool has one
+//! connection, so a pool query inside it would wait for ever) and only
+//! awaits queue pushes, which are in memory or one Redis round trip each.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::types::Json;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{BeginWrite, Db, Id};
+use crate::queue::{NewJob, Queue};
+use crate::with_pool;
+
+pub(crate) struct RelayConfig {
+    pub poll: Duration,
+    pub batch: i64,
+}
+
+/// What one round did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Round {
+    /// Rows pushed and marked dispatched.
+    pub dispatched: usize,
+    /// Rows whose push failed (left undispatched).
+    pub failed: usize,
+    /// Rows read: a full batch means more may be waiting.
+    pub read: usize,
+}
+
+pub(crate) async fn run(
+    db: Db,
+    queue: Arc<dyn Queue>,
+    wake: Arc<Notify>,
+    config: RelayConfig,
+    shutdown: CancellationToken,
+) {
+    match requeue_processing(&db).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(rows = n, "re-dispatching generations still processing"),
+        Err(e) => tracing::error!(error = %e, "cannot re-dispatch generations still processing"),
+    }
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let round = match dispatch_round(&db, queue.as_ref(), config.batch).await {
+            Ok(round) => round,
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox relay round failed");
+                Round::default()
+            }
+        };
+        if round.dispatched > 0 {
+            metrics::counter!("mock_outbox_dispatched_total").increment(round.dispatched as u64);
+            tracing::debug!(jobs = round.dispatched, "outbox rows dispatched");
+        }
+        if round.failed > 0 {
+            metrics::counter!("mock_outbox_dispatch_failures_total").increment(round.failed as u64);
+        }
+        report_depth(queue.as_ref()).await;
+        let more = round.failed == 0 && round.read as i64 >= config.batch;
+        if more {
+            continue;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(config.poll) => {}
+        }
+    }
+    tracing::debug!("outbox relay stopped");
+}
+
+/// Clears `dispatched_at` of the outbox rows of sessions still
+/// `processing`; returns how many rows.
+pub async fn requeue_processing(db: &Db) -> Result<u64, sqlx::Error> {
+    with_pool!(db, pool => {
+        sqlx::query(
+            "UPDATE outbox SET dispatched_at = NULL WHERE dispatched_at IS NOT NULL AND reservation_id IN \
+             (SELECT reservation_id FROM generation_sessions WHERE status = 'processing')",
+        )
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected())
+    })
+}
+
+/// One round: up to `batch` undispatched rows pushed and marked.
+pub async fn dispatch_round(db: &Db, queue: &dyn Queue, batch: i64) -> Result<Round, sqlx::Error> {
+    let dialect = db.dialect();
+    with_pool!(db, pool => {
+        let mut tx = pool.begin_write().await?;
+        let rows: Vec<(i64, String, Option<Id>, Json<Value>)> = sqlx::query_as(&format!(
+            "SELECT id, event_type, reservation_id, payload FROM outbox \
+             WHERE dispatched_at IS NULL ORDER BY id LIMIT $1{}",
+            dialect.for_update_skip_locked()
+        ))
+        .bind(batch)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut round = Round { read: rows.len(), ..Round::default() };
+        let now = chrono::Utc::now();
+        for (row, event_type, reservation, Json(payload)) in rows {
+            let pushed = match reservation {
+                Some(id) => queue
+                    .push(NewJob { id, name: event_type, payload })
+                    .await
+                    .map_err(|e| e.to_string()),
+                None => {
+                    // No job id to give it: mark it so it does not block the outbox.
+                    tracing::warn!(outbox_id = row, "outbox row without a reservation id skipped");
+                    Ok(())
+                }
+            };
+            match pushed {
+                Ok(()) => {
+                    sqlx::query(
+                        "UPDATE outbox SET dispatched_at = $2, dispatch_attempts = dispatch_attempts + 1 WHERE id = $1",
+                    )
+                    .bind(row)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    round.dispatched += 1;
+                }
+                Err(why) => {
+                    tracing::warn!(outbox_id = row, reservation = ?reservation, error = %why,
+                        "cannot push a job; it stays in the outbox");
+                    sqlx::query("UPDATE outbox SET dispatch_attempts = dispatch_attempts + 1 WHERE id = $1")
+                        .bind(row)
+                        .execute(&mut *tx)
+                        .await?;
+                    round.failed += 1;
+                    // The queue is likely down: do not hold the transaction
+                    // through more timeouts.
+                    break;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(round)
+    })
+}
+
+async fn report_depth(queue: &dyn Queue) {
+    match queue.depth().await {
+        Ok(depth) => {
+            metrics::gauge!("mock_queue_depth", "state" => "wait").set(depth.wait as f64);
+            metrics::gauge!("mock_queue_depth", "state" => "active").set(depth.active as f64);
+            metrics::gauge!("mock_queue_depth", "state" => "delayed").set(depth.delayed as f64);
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot read the queue depth"),
+    }
+}

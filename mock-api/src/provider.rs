@@ -1,0 +1,457 @@
+//! The simulated image provider of MOCK_API mode (contract §6).
+//!
+//! A generation takes a uniform random time between `min_ms` and `max_ms`,
+//! then yields `outputs` images with placeholder URLs on `mock.invalid`
+//! (a reserved name that never resolves) and `storage_provider = 'mock'`.
+//!
+//! # Reproducibility
+//!
+//! Every random choice of an attempt is drawn from a generator seeded by
+//! (provider seed, reservation id, attempt) alone — never from a shared
+//! generator — so what happens to a job does not depend on how workers
+//! were scheduled, and a run with the same seed repeats exactly. The
+//! generator is a SplitMix64 stream written out here, so a seed means the
+//! same thing on every platform and with every `rand` version.
+//!
+//! # Fault injection
+//!
+//! [`Provider::decide`] is a pure function from a request to a
+//! [`Decision`] (how long to take and what to answer);
+//! [`Provider::generate`] only sleeps and applies it. Richer faults (latency
+//! distributions, 429s, timeouts, partial results) are new [`Planned`]
+//! variants and new draws in `decide`.
+
+use std::time::Duration;
+
+use crate::db::Id;
+use crate::ledger::NewImage;
+
+/// The generation tool recorded on every image.
+pub const GENERATION_TOOL: &str = "byteplus-seedream-4";
+/// The storage provider recorded on every image.
+pub const STORAGE_PROVIDER: &str = "mock";
+/// Placeholder images live under this base; `.invalid` never resolves.
+pub const URL_BASE: &str = "https://mock.invalid/seedream4";
+const DEFAULT_SIDE: i32 = 1024;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProviderConfig {
+    /// Shortest simulated generation (ms).
+    pub min_ms: u64,
+    /// Longest simulated generation (ms), at least `min_ms`.
+    pub max_ms: u64,
+    /// `None`: a random seed, drawn once when the provider is built (see
+    /// [`Provider::seed`] to log it and replay the run).
+    pub seed: Option<u64>,
+    /// Probability (0.0..=1.0) that an attempt fails with a 500.
+    pub fail_rate: f64,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        ProviderConfig {
+            min_ms: 3000,
+            max_ms: 8000,
+            seed: None,
+            fail_rate: 0.0,
+        }
+    }
+}
+
+impl ProviderConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.min_ms > self.max_ms {
+            return Err(format!(
+                "the provider's minimum latency ({} ms) is above its maximum ({} ms)",
+                self.min_ms, self.max_ms
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.fail_rate) {
+            return Err(format!(
+                "the provider's failure rate must be between 0 and 1, got {}",
+                self.fail_rate
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One attempt at a generation, as a worker or the direct path asks for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerationRequest {
+    pub reservation_id: Id,
+    pub session_id: Id,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub prompt: String,
+    pub model: String,
+    pub outputs: i32,
+    /// `WIDTHxHEIGHT` (or `1K`/`2K`/`4K`); `None` means 1024x1024.
+    pub size: Option<String>,
+    pub client_key: String,
+}
+
+/// A failed attempt, as the provider's HTTP answer would report it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("provider answered {status}: {message}")]
+pub struct ProviderFailure {
+    pub status: u16,
+    pub message: String,
+}
+
+/// What an attempt will do.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub latency: Duration,
+    pub outcome: Planned,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Planned {
+    /// Succeed with this many images.
+    Images(u32),
+    Fail(ProviderFailure),
+}
+
+/// The simulated provider. Share it behind an `Arc`.
+#[derive(Debug)]
+pub struct Provider {
+    config: ProviderConfig,
+    seed: u64,
+}
+
+impl Provider {
+    /// A provider; an invalid config (see [`ProviderConfig::validate`]) is
+    /// made usable: the latency bounds are swapped and the failure rate is
+    /// clamped. Use [`Provider::try_new`] to reject it instead.
+    pub fn new(mut config: ProviderConfig) -> Provider {
+        if config.min_ms > config.max_ms {
+            std::mem::swap(&mut config.min_ms, &mut config.max_ms);
+        }
+        config.fail_rate = if config.fail_rate.is_nan() {
+            0.0
+        } else {
+            config.fail_rate.clamp(0.0, 1.0)
+        };
+        let seed = config.seed.unwrap_or_else(rand::random);
+        Provider { config, seed }
+    }
+
+    pub fn try_new(config: ProviderConfig) -> Result<Provider, String> {
+        config.validate()?;
+        Ok(Provider::new(config))
+    }
+
+    /// The seed every decision derives from (the configured one or the one
+    /// drawn at construction).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    pub fn config(&self) -> &ProviderConfig {
+        &self.config
+    }
+
+    /// What the attempt will do: a pure function of the provider's seed and
+    /// config and the request's reservation id and attempt.
+    pub fn decide(&self, request: &GenerationRequest) -> Decision {
+        let mut draws = Draws::new(self.seed, request.reservation_id, request.attempt);
+        let span = self.config.max_ms - self.config.min_ms;
+        let latency_ms = self.config.min_ms + draws.below(span.saturating_add(1));
+        // Always drawn, so adding a fault later does not shift the latency.
+        let fails = draws.unit() < self.config.fail_rate;
+        let outcome = if fails {
+            Planned::Fail(ProviderFailure {
+                status: 500,
+                message: "mock provider failure (injected)".into(),
+            })
+        } else {
+            Planned::Images(request.outputs.max(0) as u32)
+        };
+        Decision {
+            latency: Duration::from_millis(latency_ms),
+            outcome,
+        }
+    }
+
+    /// Runs the attempt: waits its latency, then answers its images or its
+    /// failure.
+    pub async fn generate(
+        &self,
+        request: &GenerationRequest,
+    ) -> Result<Vec<NewImage>, ProviderFailure> {
+        let decision = self.decide(request);
+        tokio::time::sleep(decision.latency).await;
+        match decision.outcome {
+            Planned::Images(count) => Ok(images(request, count)),
+            Planned::Fail(failure) => Err(failure),
+        }
+    }
+}
+
+/// `count` placeholder images for the request's session.
+pub fn images(request: &GenerationRequest, count: u32) -> Vec<NewImage> {
+    let (width, height) = dimensions(request.size.as_deref());
+    (1..=count)
+        .map(|n| NewImage {
+            url: format!("{URL_BASE}/{}/{n}.png", request.session_id),
+            width,
+            height,
+            storage_provider: STORAGE_PROVIDER.into(),
+            generation_tool: GENERATION_TOOL.into(),
+            client_key: Some(request.client_key.clone()),
+        })
+        .collect()
+}
+
+/// `1024x1024`, `2048*1536`, `2K`…; anything else is 1024x1024.
+fn dimensions(size: Option<&str>) -> (i32, i32) {
+    let default = (DEFAULT_SIDE, DEFAULT_SIDE);
+    let Some(size) = size.map(str::trim) else {
+        return default;
+    };
+    match size.to_ascii_uppercase().as_str() {
+        "1K" => return (1024, 1024),
+        "2K" => return (2048, 2048),
+        "4K" => return (4096, 4096),
+        _ => {}
+    }
+    let Some((w, h)) = size.split_once(['x', 'X', '*']) else {
+        return default;
+    };
+    match (w.trim().parse::<i32>(), h.trim().parse::<i32>()) {
+        (Ok(w), Ok(h)) if w > 0 && h > 0 => (w, h),
+        _ => default,
+    }
+}
+
+/// A SplitMix64 stream keyed by (seed, reservation, attempt).
+struct Draws(u64);
+
+impl Draws {
+    fn new(seed: u64, reservation: Id, attempt: u32) -> Draws {
+        let (hi, lo) = reservation.0.as_u64_pair();
+        let mut key = mix(seed);
+        key = mix(key ^ hi);
+        key = mix(key ^ lo);
+        key = mix(key ^ u64::from(attempt));
+        Draws(key)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        mix(self.0)
+    }
+
+    /// Uniform in `0..n` (0 when `n` is 0); the modulo bias is below 2^-40
+    /// for any latency span in milliseconds.
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+
+    /// Uniform in `[0, 1)`.
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// SplitMix64's finaliser.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(min_ms: u64, max_ms: u64, seed: u64) -> ProviderConfig {
+        ProviderConfig {
+            min_ms,
+            max_ms,
+            seed: Some(seed),
+            fail_rate: 0.0,
+        }
+    }
+
+    fn request(reservation_id: Id, attempt: u32) -> GenerationRequest {
+        GenerationRequest {
+            reservation_id,
+            session_id: Id::random(),
+            attempt,
+            prompt: "a cat".into(),
+            model: "seedream-4-0-250828".into(),
+            outputs: 2,
+            size: None,
+            client_key: "key-1".into(),
+        }
+    }
+
+    #[test]
+    fn same_seed_and_key_decide_the_same() {
+        let a = Provider::new(config(100, 5000, 42));
+        let b = Provider::new(config(100, 5000, 42));
+        for _ in 0..50 {
+            let r = request(Id::random(), 1);
+            assert_eq!(a.decide(&r), b.decide(&r));
+            // The session, prompt… do not matter; only the key does.
+            let mut other = request(r.reservation_id, 1);
+            other.prompt = "a dog".into();
+            assert_eq!(a.decide(&r), a.decide(&other));
+        }
+    }
+
+    #[test]
+    fn the_seed_and_the_attempt_change_the_decision() {
+        let a = Provider::new(config(0, 1_000_000, 1));
+        let b = Provider::new(config(0, 1_000_000, 2));
+        let r = request(Id::random(), 1);
+        assert_ne!(a.decide(&r).latency, b.decide(&r).latency);
+        assert_ne!(
+            a.decide(&r).latency,
+            a.decide(&request(r.reservation_id, 2)).latency
+        );
+    }
+
+    #[test]
+    fn a_random_seed_is_drawn_once() {
+        let p = Provider::new(ProviderConfig::default());
+        let r = request(Id::random(), 1);
+        assert_eq!(p.decide(&r), p.decide(&r));
+        let replay = Provider::new(ProviderConfig {
+            seed: Some(p.seed()),
+            ..ProviderConfig::default()
+        });
+        assert_eq!(p.decide(&r), replay.decide(&r));
+    }
+
+    #[test]
+    fn latency_stays_within_bounds_and_spreads() {
+        let p = Provider::new(config(3000, 8000, 7));
+        let latencies: Vec<u128> = (0..2000)
+            .map(|_| p.decide(&request(Id::random(), 1)).latency.as_millis())
+            .collect();
+        assert!(latencies.iter().all(|ms| (3000..=8000).contains(ms)));
+        assert!(latencies.iter().any(|&ms| ms < 3500));
+        assert!(latencies.iter().any(|&ms| ms > 7500));
+    }
+
+    #[test]
+    fn equal_bounds_give_that_latency() {
+        let p = Provider::new(config(250, 250, 3));
+        for _ in 0..20 {
+            assert_eq!(
+                p.decide(&request(Id::random(), 1)).latency,
+                Duration::from_millis(250)
+            );
+        }
+        let zero = Provider::new(config(0, 0, 3));
+        assert_eq!(
+            zero.decide(&request(Id::random(), 1)).latency,
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn validate_rejects_inverted_bounds_and_bad_rates() {
+        assert!(config(10, 5, 0).validate().is_err());
+        assert!(config(5, 5, 0).validate().is_ok());
+        assert!(ProviderConfig::default().validate().is_ok());
+        let bad_rate = ProviderConfig {
+            fail_rate: 1.5,
+            ..ProviderConfig::default()
+        };
+        assert!(bad_rate.validate().is_err());
+        assert!(Provider::try_new(config(10, 5, 0)).is_err());
+        // `new` still makes something usable of it.
+        let swapped = Provider::new(config(10, 5, 0));
+        let ms = swapped
+            .decide(&request(Id::random(), 1))
+            .latency
+            .as_millis();
+        assert!((5..=10).contains(&ms));
+    }
+
+    #[test]
+    fn fail_rate_zero_never_fails_and_one_always_fails() {
+        let never = Provider::new(config(0, 0, 9));
+        let always = Provider::new(ProviderConfig {
+            fail_rate: 1.0,
+            ..config(0, 0, 9)
+        });
+        for attempt in 1..=5 {
+            let r = request(Id::random(), attempt);
+            assert_eq!(never.decide(&r).outcome, Planned::Images(2));
+            assert!(matches!(
+                always.decide(&r).outcome,
+                Planned::Fail(ProviderFailure { status: 500, .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn a_fail_rate_fails_about_that_share() {
+        let p = Provider::new(ProviderConfig {
+            fail_rate: 0.3,
+            ..config(0, 0, 11)
+        });
+        let failed = (0..10_000)
+            .filter(|_| {
+                matches!(
+                    p.decide(&request(Id::random(), 1)).outcome,
+                    Planned::Fail(_)
+                )
+            })
+            .count();
+        assert!((2500..3500).contains(&failed), "{failed}");
+    }
+
+    #[tokio::test]
+    async fn generate_makes_placeholder_images() {
+        let p = Provider::new(config(1, 5, 5));
+        let mut r = request(Id::random(), 1);
+        r.outputs = 3;
+        r.size = Some("2048x1536".into());
+        let images = p.generate(&r).await.unwrap();
+        assert_eq!(images.len(), 3);
+        for (n, image) in images.iter().enumerate() {
+            assert_eq!(
+                image.url,
+                format!(
+                    "https://mock.invalid/seedream4/{}/{}.png",
+                    r.session_id,
+                    n + 1
+                )
+            );
+            assert_eq!((image.width, image.height), (2048, 1536));
+            assert_eq!(image.storage_provider, "mock");
+            assert_eq!(image.generation_tool, "byteplus-seedream-4");
+            assert_eq!(image.client_key.as_deref(), Some("key-1"));
+        }
+    }
+
+    #[tokio::test]
+    async fn generate_reports_a_planned_failure() {
+        let p = Provider::new(ProviderConfig {
+            fail_rate: 1.0,
+            ..config(0, 0, 5)
+        });
+        let err = p.generate(&request(Id::random(), 1)).await.unwrap_err();
+        assert_eq!(err.status, 500);
+    }
+
+    #[test]
+    fn sizes_parse_or_default() {
+        assert_eq!(dimensions(None), (1024, 1024));
+        assert_eq!(dimensions(Some("1024x1024")), (1024, 1024));
+        assert_eq!(dimensions(Some("2048*1152")), (2048, 1152));
+        assert_eq!(dimensions(Some("2K")), (2048, 2048));
+        assert_eq!(dimensions(Some("square")), (1024, 1024));
+        assert_eq!(dimensions(Some("0x10")), (1024, 1024));
+    }
+}

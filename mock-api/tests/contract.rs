@@ -1,0 +1,467 @@
+//! Contract tests: every row of contract §1, §2 and §7 — status and exact
+//! JSON key set — on SQLite with the embedded queue, and on PostgreSQL with
+//! Redis.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use mock_api::config::Config;
+use mock_api::testing::{self, TestServer};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, SET_COOKIE};
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{json, Value};
+
+const EMAIL: &str = "test@example.com";
+const PASSWORD: &str = "testpassword123";
+
+fn keys(v: &Value) -> BTreeSet<String> {
+    v.as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .cloned()
+        .collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+async fn json_of(r: Response) -> (StatusCode, Value) {
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status} not JSON ({e}): {text}"));
+    (status, value)
+}
+
+async fn expect_error(r: Response, status: StatusCode, message: &str) {
+    let (got, body) = json_of(r).await;
+    assert_eq!(got, status, "{body}");
+    assert_eq!(body, json!({"error": message}));
+}
+
+struct Api {
+    server: TestServer,
+    http: Client,
+}
+
+impl Api {
+    async fn start(config: Config) -> Api {
+        Api {
+            server: TestServer::start(config).await,
+            http: Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+        }
+    }
+
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.server.url(path))
+    }
+
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.server.url(path))
+    }
+
+    async fn login(&self, email: &str, password: &str) -> String {
+        let r = self
+            .post("/api/auth/login")
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = json_of(r).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["token"].as_str().unwrap().to_string()
+    }
+
+    async fn generate(&self, token: &str, body: Value) -> Response {
+        self.post("/api/images/seedream4/generate")
+            .header(COOKIE, format!("token={token}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+async fn auth_rows(api: &Api) {
+    // Login: body with token, the real cookie, case-insensitive e-mail.
+    let r = api
+        .post("/api/auth/login")
+        .json(&json!({"email": "TEST@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()[SET_COOKIE].to_str().unwrap().to_string();
+    let (status, body) = json_of(r).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(keys(&body), set(&["id", "email", "credits", "token"]));
+    assert_eq!(body["credits"], 1000);
+    let token = body["token"].as_str().unwrap();
+    assert_eq!(
+        cookie,
+        format!("token={token}; Max-Age=604800; Path=/; HttpOnly; SameSite=Lax")
+    );
+
+    for (email, password) in [(EMAIL, "wrong"), ("nobody@example.com", PASSWORD)] {
+        let r = api
+            .post("/api/auth/login")
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, StatusCode::UNAUTHORIZED, "Invalid credentials").await;
+    }
+    let r = api.post("/api/auth/login").json(&json!({"email": EMAIL})).send().await.unwrap();
+    expect_error(r, StatusCode::BAD_REQUEST, "password is required").await;
+    let r = api
+        .post("/api/auth/login")
+        .header(CONTENT_TYPE, "application/json")
+        .body("{\"email\":")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(r).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().starts_with("malformed JSON"), "{body}");
+    let r = api
+        .post("/api/auth/login")
+        .header(CONTENT_TYPE, "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::BAD_REQUEST, "Content-Type must be application/json").await;
+
+    // Register.
+    let r = api
+        .post("/api/auth/register")
+        .json(&json!({"email": "new@example.com", "password": "pw123456"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()[SET_COOKIE].to_str().unwrap().starts_with("token="));
+    let (status, body) = json_of(r).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(keys(&body), set(&["id", "email", "credits"]));
+    assert_eq!(body["credits"], 10);
+    let r = api
+        .post("/api/auth/register")
+        .json(&json!({"email": "NEW@example.com", "password": "x"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::BAD_REQUEST, "Email already registered").await;
+
+    // Me: its own wording; cookie or bearer.
+    let r = api.get("/api/auth/me").header(COOKIE, format!("token={token}")).send().await.unwrap();
+    let (status, body) = json_of(r).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(keys(&body), set(&["id", "email", "credits"]));
+    let r = api.get("/api/auth/me").header(AUTHORIZATION, format!("Bearer {token}")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = api.get("/api/auth/me").send().await.unwrap();
+    expect_error(r, StatusCode::UNAUTHORIZED, "Not authenticated").await;
+    let r = api.get("/api/auth/me").header(COOKIE, "token=garbage").send().await.unwrap();
+    expect_error(r, StatusCode::UNAUTHORIZED, "Invalid token").await;
+
+    // Credits: the auth middleware's wording.
+    let r = api.get("/api/user/credits").header(COOKIE, format!("token={token}")).send().await.unwrap();
+    let (status, body) = json_of(r).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(keys(&body), set(&["credits", "available", "reserved"]));
+    let r = api.get("/api/user/credits").send().await.unwrap();
+    expect_error(r, StatusCode::UNAUTHORIZED, "No token, authorization denied").await;
+    let r = api.get("/api/user/credits").header(AUTHORIZATION, "Bearer x.y.z").send().await.unwrap();
+    expect_error(r, StatusCode::UNAUTHORIZED, "Token is not valid").await;
+
+    // Logout.
+    let r = api.post("/api/auth/logout").send().await.unwrap();
+    assert_eq!(
+        r.headers()[SET_COOKIE].to_str().unwrap(),
+        "token=; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; SameSite=Lax"
+    );
+    let (status, body) = json_of(r).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"message": "Logged out successfully"}));
+}
+
+async fn generation_rows(api: &Api) {
+    let token = api.login(EMAIL, PASSWORD).await;
+    let k6_body = json!({"prompt": "a red fox", "model": "seedream-4-0-t2i-250415", "outputs": 1});
+    let (status, body) = json_of(api.generate(&token, k6_body.clone()).await).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        keys(&body),
+        set(&["accepted", "clientKey", "reservationId", "sessionId", "session_id", "status"])
+    );
+    assert_eq!(body["session_id"], body["sessionId"]);
+    assert_eq!(body["status"], "queued");
+    assert!(uuid::Uuid::parse_str(body["clientKey"].as_str().unwrap()).is_ok());
+
+    // The same clientKey again: the same ids, nothing new reserved.
+    let keyed = json!({"prompt": "p", "clientKey": "k-1"});
+    let (_, first) = json_of(api.generate(&token, keyed.clone()).await).await;
+    let (status, again) = json_of(api.generate(&token, keyed).await).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(first, again);
+
+    for (bad, message) in [
+        (json!({"prompt": ""}), "Prompt is required"),
+        (json!({"model": "m"}), "Prompt is required"),
+        (json!({"prompt": "p", "outputs": 0}), "outputs must be an integer from 1 to 15"),
+        (json!({"prompt": "p", "outputs": -1}), "outputs must be an integer from 1 to 15"),
+        (json!({"prompt": "p", "outputs": "abc"}), "outputs must be an integer from 1 to 15"),
+        (json!({"prompt": "p", "outputs": 16}), "outputs must be an integer from 1 to 15"),
+        (json!({"prompt": "p", "outputs": 1.5}), "outputs must be an integer from 1 to 15"),
+    ] {
+        expect_error(api.generate(&token, bad).await, StatusCode::BAD_REQUEST, message).await;
+    }
+    let r = api
+        .post("/api/images/seedream4/generate")
+        .header(COOKIE, format!("token={token}"))
+        .header(CONTENT_TYPE, "application/json")
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = api.post("/api/images/seedream4/generate").json(&k6_body).send().await.unwrap();
+    expect_error(r, StatusCode::UNAUTHORIZED, "No token, authorization denied").await;
+    let r = api
+        .post("/api/images/seedream4/generate")
+        .header(COOKIE, format!("token={token}"))
+        .header(CONTENT_TYPE, "application/json")
+        .body(format!("{{\"prompt\":\"{}\"}}", "x".repeat(70 * 1024)))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::PAYLOAD_TOO_LARGE, "request body larger than 65536 bytes").await;
+
+    // 402 when the rest of the credits is asked for more than is available.
+    let r = api.get("/api/user/credits").header(COOKIE, format!("token={token}")).send().await.unwrap();
+    let (_, credits) = json_of(r).await;
+    let available = credits["available"].as_i64().unwrap();
+    assert!(available > 15, "{credits}");
+    let mut spent = 0;
+    while available - spent >= 15 {
+        let (status, _) = json_of(api.generate(&token, json!({"prompt": "bulk", "outputs": 15})).await).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        spent += 15;
+    }
+    let r = api.generate(&token, json!({"prompt": "one too many", "outputs": 15})).await;
+    expect_error(r, StatusCode::PAYMENT_REQUIRED, "Insufficient credits").await;
+
+    // History: exactly the real item keys.
+    let r = api
+        .get("/api/images/seedream4/history?limit=10&offset=0")
+        .header(COOKIE, format!("token={token}"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(r).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(keys(&body), set(&["items", "pagination"]));
+    assert_eq!(keys(&body["pagination"]), set(&["total", "limit", "offset", "hasMore"]));
+    assert_eq!(body["pagination"]["limit"], 10);
+    let items = body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 10);
+    assert_eq!(body["pagination"]["hasMore"], true);
+    assert_eq!(
+        keys(&items[0]),
+        set(&[
+            "session_id", "prompt", "model", "status", "created_at", "completed_at", "outputs", "aspect_ratio",
+            "resolution", "guidance_scale", "credit_cost", "error_details", "ref_image_url", "ref_image_urls",
+            "input_settings", "client_key", "url", "b2_url", "image_client_key", "image_created_at",
+            "image_completed_at",
+        ])
+    );
+    let r = api.get("/api/images/seedream4/history").send().await.unwrap();
+    expect_error(r, StatusCode::UNAUTHORIZED, "No token, authorization denied").await;
+    let r = api
+        .get("/api/images/seedream4/history?limit=abc")
+        .header(COOKIE, format!("token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    // The single-session route.
+    let session = first["sessionId"].as_str().unwrap();
+    let r = api
+        .get(&format!("/api/images/seedream4/sessions/{session}"))
+        .header(COOKIE, format!("token={token}"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(r).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        keys(&body),
+        set(&[
+            "id", "session_id", "status", "prompt", "model", "outputs", "credit_cost", "reservation_id",
+            "client_key", "error_details", "created_at", "completed_at", "duration_ms", "images",
+        ])
+    );
+    for missing in [uuid::Uuid::new_v4().to_string(), "not-a-uuid".to_string()] {
+        let r = api
+            .get(&format!("/api/images/seedream4/sessions/{missing}"))
+            .header(COOKIE, format!("token={token}"))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, StatusCode::NOT_FOUND, "Session not found").await;
+    }
+}
+
+async fn around_rows(api: &Api) {
+    let r = api.get("/healthz").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), "ok");
+    let r = api.get("/readyz").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), "ready");
+    for path in ["/nope", "/api/auth/login"] {
+        let r = api.get(path).send().await.unwrap();
+        expect_error(r, StatusCode::NOT_FOUND, "Not found").await;
+    }
+    let r = api.get("/metrics").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("mock_http_requests_total"), "{text}");
+    let (status, doc) = json_of(api.get("/openapi.json").send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.0.3");
+    assert!(doc["paths"]["/api/images/seedream4/generate"]["post"]["responses"]["202"].is_object());
+
+    // Admin: bearer only, admin role only.
+    let r = api
+        .post("/api/admin/login")
+        .json(&json!({"email": "admin@example.com", "password": "wrong"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::UNAUTHORIZED, "Invalid credentials").await;
+    let r = api
+        .post("/api/admin/login")
+        .json(&json!({"email": "admin@example.com", "password": "admin-pw"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(r).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(keys(&body), set(&["token", "admin"]));
+    assert_eq!(keys(&body["admin"]), set(&["id", "email", "role"]));
+    let admin_token = body["token"].as_str().unwrap().to_string();
+
+    // The account registered above: no generation moves its credits meanwhile.
+    let user_token = api.login("new@example.com", "pw123456").await;
+    let r = api.get("/api/auth/me").header(COOKIE, format!("token={user_token}")).send().await.unwrap();
+    let (_, me) = json_of(r).await;
+    let user_id = me["id"].as_str().unwrap();
+    let credits_path = format!("/api/admin/users/{user_id}/credits");
+    let r = api
+        .post(&credits_path)
+        .header(AUTHORIZATION, format!("Bearer {admin_token}"))
+        .json(&json!({"amount": 25, "reason": "test"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(r).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(keys(&body), set(&["success", "newCredits"]));
+    assert_eq!(me["credits"], 10);
+    assert_eq!(body["newCredits"], 35);
+    let r = api
+        .post(&credits_path)
+        .header(COOKIE, format!("token={admin_token}"))
+        .json(&json!({"amount": 25}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::UNAUTHORIZED, "No token, authorization denied").await;
+    let r = api
+        .post(&credits_path)
+        .header(AUTHORIZATION, format!("Bearer {user_token}"))
+        .json(&json!({"amount": 25}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::FORBIDDEN, "Admin access required").await;
+    let r = api
+        .post(&credits_path)
+        .header(AUTHORIZATION, format!("Bearer {admin_token}"))
+        .json(&json!({"amount": -5}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::BAD_REQUEST, "amount must be a positive integer").await;
+}
+
+fn with_admin(mut config: Config) -> Config {
+    config.admin_email = Some("admin@example.com".into());
+    config.admin_password = Some("admin-pw".into());
+    config
+}
+
+async fn whole_contract(config: Config) {
+    let api = Api::start(with_admin(config)).await;
+    auth_rows(&api).await;
+    generation_rows(&api).await;
+    around_rows(&api).await;
+    api.server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn contract_on_sqlite_with_the_embedded_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    whole_contract(testing::test_config(&testing::sqlite_url(dir.path()))).await;
+}
+
+#[tokio::test]
+async fn contract_on_postgres_with_redis() {
+    let (Some(db), Some(redis)) = (testing::postgres_url().await, testing::redis_url().await) else {
+        return;
+    };
+    let mut config = testing::test_config(&db);
+    config.redis_url = Some(redis);
+    config.queue_name = testing::unique_name("contract");
+    whole_contract(config).await;
+}
+
+#[tokio::test]
+async fn without_admin_variables_there_is_no_admin_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start(testing::test_config(&testing::sqlite_url(dir.path()))).await;
+    let r = api
+        .post("/api/admin/login")
+        .json(&json!({"email": "", "password": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = api
+        .post("/api/admin/login")
+        .json(&json!({"email": "admin@example.com", "password": "admin-pw"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::UNAUTHORIZED, "Invalid credentials").await;
+    api.server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn direct_path_answers_200_with_the_real_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = testing::test_config(&testing::sqlite_url(dir.path()));
+    config.enqueue_first = false;
+    let api = Api::start(config).await;
+    let token = api.login(EMAIL, PASSWORD).await;
+    let (status, body) = json_of(api.generate(&token, json!({"prompt": "p", "outputs": 2})).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        keys(&body),
+        set(&["success", "sessionId", "clientKey", "creditsUsed", "creditsLeft", "status"])
+    );
+    assert_eq!(body["creditsUsed"], 2);
+    assert_eq!(body["creditsLeft"], 998);
+    api.server.stop().await.unwrap();
+}

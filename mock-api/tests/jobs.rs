@@ -1,0 +1,614 @@
+//! The outbox relay, the workers and the sweeper end to end: real SQLite
+//! with the embedded queue, and real PostgreSQL with the Redis (BullMQ)
+//! queue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mock_api::db::{Db, Id};
+use mock_api::jobs::{run_generation, GenerationResult, Jobs, JobsConfig};
+use mock_api::ledger::{self, Accepted, LotSource, NewSession, Transition, GENERATION_EVENT};
+use mock_api::provider::{GenerationRequest, Provider, ProviderConfig};
+use mock_api::queue::bullmq::{BullOptions, BullQueue};
+use mock_api::queue::embedded::EmbeddedQueue;
+use mock_api::queue::{Queue, MAX_ATTEMPTS};
+use mock_api::testing::{postgres_url, redis_url, sqlite_url, unique_name};
+use mock_api::{users, with_pool};
+use serde_json::{json, Value};
+use sqlx::types::Json;
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+const INITIAL_CREDITS: i32 = 1000;
+const TTL: Duration = Duration::from_secs(600);
+/// A run that takes longer fails the test rather than hanging it.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+struct Fixture {
+    db: Db,
+    user: Id,
+    _dir: Option<TempDir>,
+}
+
+/// An accepted generation.
+#[derive(Clone, Copy, Debug)]
+struct Accepted1 {
+    session: Id,
+    reservation: Id,
+    outputs: i32,
+}
+
+impl Fixture {
+    async fn sqlite() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&sqlite_url(dir.path())).await.unwrap();
+        Fixture::with_user(db, Some(dir)).await
+    }
+
+    async fn postgres() -> Option<Fixture> {
+        let url = postgres_url().await?;
+        let db = Db::open(&url).await.unwrap();
+        Some(Fixture::with_user(db, None).await)
+    }
+
+    async fn with_user(db: Db, dir: Option<TempDir>) -> Fixture {
+        let now = chrono::Utc::now();
+        let user = users::create(&db, "jobs@example.com", "not-a-hash", "user", now)
+            .await
+            .unwrap();
+        ledger::add_credits(
+            &db,
+            user.id,
+            INITIAL_CREDITS,
+            LotSource::Adjustment,
+            now + chrono::Duration::days(365),
+            "test grant",
+            now,
+        )
+        .await
+        .unwrap();
+        Fixture {
+            db,
+            user: user.id,
+            _dir: dir,
+        }
+    }
+
+    /// Accepts a generation as the enqueue-first handler does: reservation,
+    /// `processing` session and outbox row in one transaction.
+    async fn accept(&self, outputs: i32) -> Accepted1 {
+        self.accept_with(outputs, TTL, false, None).await
+    }
+
+    async fn accept_with(
+        &self,
+        outputs: i32,
+        ttl: Duration,
+        dispatched: bool,
+        payload: Option<Value>,
+    ) -> Accepted1 {
+        let session = Id::random();
+        let reservation = Id::random();
+        let client_key = format!("ck-{session}");
+        let payload = payload.unwrap_or_else(|| {
+            json!({
+                "payloadVersion": 1,
+                "jobType": GENERATION_EVENT,
+                "userId": self.user,
+                "clientKey": client_key,
+                "mock": true,
+                "reservationId": reservation,
+                "sessionId": session,
+                "params": {"prompt": "a lighthouse", "model": "seedream-4-0-t2i-250415",
+                           "outputs": outputs, "size": "1024x1024"},
+            })
+        });
+        let new = NewSession {
+            id: session,
+            reservation_id: reservation,
+            prompt: "a lighthouse".into(),
+            model: "seedream-4-0-t2i-250415".into(),
+            outputs,
+            client_key,
+            resolution: Some("1024x1024".into()),
+            aspect_ratio: None,
+            guidance_scale: None,
+            seed: None,
+            payload,
+            dispatched,
+        };
+        let accepted = ledger::reserve_for_session(
+            &self.db,
+            self.user,
+            outputs,
+            ttl,
+            &new,
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(accepted, Accepted::New(_)), "{accepted:?}");
+        Accepted1 {
+            session,
+            reservation,
+            outputs,
+        }
+    }
+
+    async fn credits(&self) -> i32 {
+        with_pool!(&self.db, pool => {
+            let (credits,): (i32,) = sqlx::query_as("SELECT credits FROM users WHERE id = $1")
+                .bind(self.user)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            credits
+        })
+    }
+
+    async fn session_status(&self, session: Id) -> String {
+        with_pool!(&self.db, pool => {
+            let (status,): (String,) = sqlx::query_as("SELECT status FROM generation_sessions WHERE id = $1")
+                .bind(session)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            status
+        })
+    }
+
+    async fn error_details(&self, session: Id) -> Option<Value> {
+        with_pool!(&self.db, pool => {
+            let (details,): (Option<Json<Value>>,) =
+                sqlx::query_as("SELECT error_details FROM generation_sessions WHERE id = $1")
+                    .bind(session)
+                    .fetch_one(pool)
+                    .await
+                    .unwrap();
+            details.map(|Json(v)| v)
+        })
+    }
+
+    async fn reservation_status(&self, reservation: Id) -> String {
+        with_pool!(&self.db, pool => {
+            let (status,): (String,) = sqlx::query_as("SELECT status FROM credit_reservations WHERE id = $1")
+                .bind(reservation)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            status
+        })
+    }
+
+    async fn image_urls(&self, session: Id) -> Vec<String> {
+        with_pool!(&self.db, pool => {
+            let rows: Vec<(String,)> = sqlx::query_as("SELECT url FROM images WHERE session_id = $1 ORDER BY url")
+                .bind(session)
+                .fetch_all(pool)
+                .await
+                .unwrap();
+            rows.into_iter().map(|(u,)| u).collect()
+        })
+    }
+
+    async fn count_processing(&self) -> i64 {
+        with_pool!(&self.db, pool => {
+            let (n,): (i64,) = sqlx::query_as(
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM generation_sessions WHERE status = 'processing'",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            n
+        })
+    }
+
+    async fn dispatch_attempts(&self, reservation: Id) -> i32 {
+        with_pool!(&self.db, pool => {
+            let (n,): (i32,) = sqlx::query_as("SELECT dispatch_attempts FROM outbox WHERE reservation_id = $1")
+                .bind(reservation)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            n
+        })
+    }
+
+    /// Waits (bounded) until no session is `processing`.
+    async fn wait_settled(&self) {
+        let polled = tokio::time::timeout(PATIENCE, async {
+            loop {
+                if self.count_processing().await == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(
+            polled.is_ok(),
+            "{} sessions still processing after {PATIENCE:?}",
+            self.count_processing().await
+        );
+    }
+
+    /// Each session completed exactly once: `outputs` distinct images,
+    /// its reservation captured; the user paid for all of them.
+    async fn assert_all_completed(&self, accepted: &[Accepted1]) {
+        let mut cost = 0;
+        for a in accepted {
+            assert_eq!(self.session_status(a.session).await, "completed", "{a:?}");
+            assert_eq!(
+                self.reservation_status(a.reservation).await,
+                "captured",
+                "{a:?}"
+            );
+            let urls = self.image_urls(a.session).await;
+            let expected: Vec<String> = (1..=a.outputs)
+                .map(|n| format!("https://mock.invalid/seedream4/{}/{n}.png", a.session))
+                .collect();
+            assert_eq!(urls, expected, "{a:?}");
+            cost += a.outputs;
+        }
+        assert_eq!(self.credits().await, INITIAL_CREDITS - cost);
+    }
+}
+
+fn provider(min_ms: u64, max_ms: u64, fail_rate: f64) -> Arc<Provider> {
+    Arc::new(
+        Provider::try_new(ProviderConfig {
+            min_ms,
+            max_ms,
+            seed: Some(7),
+            fail_rate,
+        })
+        .unwrap(),
+    )
+}
+
+fn fast_config() -> JobsConfig {
+    JobsConfig {
+        concurrency: 4,
+        outbox_poll: Duration::from_millis(50),
+        outbox_batch: 25,
+        grace: Duration::from_secs(5),
+        sweep_every: Duration::from_secs(1),
+        take_wait: Duration::from_millis(50),
+    }
+}
+
+fn fast_queue() -> Arc<dyn Queue> {
+    Arc::new(EmbeddedQueue::with_backoff_base(Duration::from_millis(5)))
+}
+
+struct Running {
+    jobs: Jobs,
+    shutdown: CancellationToken,
+}
+
+impl Running {
+    fn start(
+        db: &Db,
+        queue: Arc<dyn Queue>,
+        provider: Arc<Provider>,
+        config: JobsConfig,
+    ) -> Running {
+        let shutdown = CancellationToken::new();
+        let jobs = Jobs::start(db.clone(), queue, provider, config, shutdown.clone());
+        Running { jobs, shutdown }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(PATIENCE, self.jobs.join())
+            .await
+            .expect("the jobs stop within the grace");
+    }
+}
+
+async fn end_to_end(fx: &Fixture, queue: Arc<dyn Queue>) -> Vec<Accepted1> {
+    let mut accepted = Vec::new();
+    // Some before the jobs start (found by the poll), some after (woken).
+    for n in 0..10 {
+        accepted.push(fx.accept(1 + n % 3).await);
+    }
+    let running = Running::start(&fx.db, queue, provider(5, 20, 0.0), fast_config());
+    for n in 0..10 {
+        accepted.push(fx.accept(1 + n % 4).await);
+        running.jobs.wake();
+    }
+    fx.wait_settled().await;
+    running.stop().await;
+    fx.assert_all_completed(&accepted).await;
+    for a in &accepted {
+        assert_eq!(fx.dispatch_attempts(a.reservation).await, 1);
+    }
+    accepted
+}
+
+#[tokio::test]
+async fn embedded_queue_completes_every_generation() {
+    let fx = Fixture::sqlite().await;
+    end_to_end(&fx, fast_queue()).await;
+}
+
+#[tokio::test]
+async fn a_provider_that_always_fails_releases_after_every_attempt() {
+    let fx = Fixture::sqlite().await;
+    let accepted = vec![fx.accept(2).await, fx.accept(1).await];
+    let running = Running::start(&fx.db, fast_queue(), provider(1, 3, 1.0), fast_config());
+    running.jobs.wake();
+    fx.wait_settled().await;
+    running.stop().await;
+    for a in &accepted {
+        assert_eq!(fx.session_status(a.session).await, "failed");
+        assert_eq!(fx.reservation_status(a.reservation).await, "released");
+        assert!(fx.image_urls(a.session).await.is_empty());
+        let details = fx
+            .error_details(a.session)
+            .await
+            .expect("error_details set");
+        assert_eq!(details["status"], 500, "{details}");
+        assert_eq!(details["attempts"], MAX_ATTEMPTS, "{details}");
+        assert!(
+            details["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{details}"
+        );
+    }
+    assert_eq!(fx.credits().await, INITIAL_CREDITS);
+}
+
+#[tokio::test]
+async fn a_malformed_job_fails_its_session_for_good() {
+    let fx = Fixture::sqlite().await;
+    let good = fx.accept(1).await;
+    let bad = fx
+        .accept_with(
+            2,
+            TTL,
+            false,
+            Some(json!({"payloadVersion": 1, "params": "nope"})),
+        )
+        .await;
+    let running = Running::start(&fx.db, fast_queue(), provider(1, 3, 0.0), fast_config());
+    fx.wait_settled().await;
+    running.stop().await;
+    fx.assert_all_completed_partial(&[good]).await;
+    assert_eq!(fx.session_status(bad.session).await, "failed");
+    assert_eq!(fx.reservation_status(bad.reservation).await, "released");
+    let details = fx.error_details(bad.session).await.unwrap();
+    assert!(
+        details["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed job"),
+        "{details}"
+    );
+    assert_eq!(fx.credits().await, INITIAL_CREDITS - 1);
+}
+
+impl Fixture {
+    async fn assert_all_completed_partial(&self, accepted: &[Accepted1]) {
+        for a in accepted {
+            assert_eq!(self.session_status(a.session).await, "completed", "{a:?}");
+            assert_eq!(self.reservation_status(a.reservation).await, "captured");
+            assert_eq!(self.image_urls(a.session).await.len() as i32, a.outputs);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_generation_outliving_its_reservation_fails_without_charge() {
+    let fx = Fixture::sqlite().await;
+    let late = fx
+        .accept_with(1, Duration::from_millis(30), false, None)
+        .await;
+    let config = JobsConfig {
+        sweep_every: Duration::from_secs(3600),
+        ..fast_config()
+    };
+    let running = Running::start(&fx.db, fast_queue(), provider(150, 200, 0.0), config);
+    fx.wait_settled().await;
+    running.stop().await;
+    assert_eq!(fx.session_status(late.session).await, "failed");
+    assert_eq!(fx.reservation_status(late.reservation).await, "expired");
+    assert!(fx.image_urls(late.session).await.is_empty());
+    assert_eq!(fx.credits().await, INITIAL_CREDITS);
+}
+
+#[tokio::test]
+async fn the_sweeper_expires_overdue_reservations() {
+    let fx = Fixture::sqlite().await;
+    let stuck = fx
+        .accept_with(1, Duration::from_millis(10), false, None)
+        .await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let config = JobsConfig {
+        sweep_every: Duration::from_millis(20),
+        grace: Duration::ZERO,
+        ..fast_config()
+    };
+    // The provider is far slower than the sweeper.
+    let running = Running::start(&fx.db, fast_queue(), provider(30_000, 30_000, 0.0), config);
+    fx.wait_settled().await;
+    running.stop().await;
+    assert_eq!(fx.session_status(stuck.session).await, "failed");
+    assert_eq!(fx.reservation_status(stuck.reservation).await, "expired");
+    assert_eq!(fx.credits().await, INITIAL_CREDITS);
+}
+
+#[tokio::test]
+async fn a_restart_runs_every_accepted_generation_exactly_once() {
+    let fx = Fixture::sqlite().await;
+    let mut accepted = Vec::new();
+    for n in 0..12 {
+        accepted.push(fx.accept(1 + n % 3).await);
+    }
+    // First life: slow generations, stopped with no grace while some are
+    // running and others wait in the (lost) in-memory queue.
+    let config = JobsConfig {
+        concurrency: 3,
+        grace: Duration::ZERO,
+        ..fast_config()
+    };
+    let first = Running::start(&fx.db, fast_queue(), provider(50, 400, 0.0), config);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    first.stop().await;
+    let unfinished = fx.count_processing().await;
+    assert!(unfinished > 0, "the first life should leave work behind");
+    // Accepted while nothing runs: only in the outbox.
+    for _ in 0..3 {
+        accepted.push(fx.accept(2).await);
+    }
+    // Second life on the same database with a fresh queue.
+    let second = Running::start(&fx.db, fast_queue(), provider(5, 20, 0.0), fast_config());
+    fx.wait_settled().await;
+    second.stop().await;
+    fx.assert_all_completed(&accepted).await;
+    let mut redispatched = 0;
+    for a in &accepted {
+        if fx.dispatch_attempts(a.reservation).await > 1 {
+            redispatched += 1;
+        }
+    }
+    // Exactly the generations the first life left unfinished were pushed
+    // again.
+    assert_eq!(redispatched, unfinished);
+}
+
+#[tokio::test]
+async fn postgres_and_redis_complete_every_generation() {
+    let Some(fx) = Fixture::postgres().await else {
+        eprintln!("SKIP: postgres_and_redis_complete_every_generation needs PostgreSQL");
+        return;
+    };
+    let Some(redis) = redis_url().await else {
+        eprintln!("SKIP: postgres_and_redis_complete_every_generation needs Redis");
+        return;
+    };
+    let name = unique_name("jobs");
+    let queue = BullQueue::connect_with(
+        &redis,
+        &name,
+        "bull",
+        BullOptions {
+            lock_ttl: Duration::from_secs(5),
+            backoff_base: Duration::from_millis(5),
+        },
+    )
+    .await
+    .unwrap();
+    let accepted = end_to_end(&fx, Arc::new(queue)).await;
+    // Every job went through Redis and finished there.
+    let mut conn = redis::Client::open(redis.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let completed: usize = redis::cmd("ZCARD")
+        .arg(format!("bull:{name}:completed"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(completed, accepted.len());
+    let waiting: usize = redis::cmd("LLEN")
+        .arg(format!("bull:{name}:wait"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(waiting, 0);
+}
+
+#[tokio::test]
+async fn postgres_and_redis_retry_then_fail_for_good() {
+    let Some(fx) = Fixture::postgres().await else {
+        eprintln!("SKIP: postgres_and_redis_retry_then_fail_for_good needs PostgreSQL");
+        return;
+    };
+    let Some(redis) = redis_url().await else {
+        eprintln!("SKIP: postgres_and_redis_retry_then_fail_for_good needs Redis");
+        return;
+    };
+    let queue = BullQueue::connect_with(
+        &redis,
+        &unique_name("jobs"),
+        "bull",
+        BullOptions {
+            lock_ttl: Duration::from_secs(5),
+            backoff_base: Duration::from_millis(5),
+        },
+    )
+    .await
+    .unwrap();
+    let accepted = [fx.accept(1).await, fx.accept(3).await];
+    let running = Running::start(&fx.db, Arc::new(queue), provider(1, 3, 1.0), fast_config());
+    fx.wait_settled().await;
+    running.stop().await;
+    for a in &accepted {
+        assert_eq!(fx.session_status(a.session).await, "failed");
+        assert_eq!(fx.reservation_status(a.reservation).await, "released");
+        let details = fx.error_details(a.session).await.unwrap();
+        assert_eq!(details["attempts"], MAX_ATTEMPTS, "{details}");
+    }
+    assert_eq!(fx.credits().await, INITIAL_CREDITS);
+}
+
+#[tokio::test]
+async fn the_direct_path_runs_the_provider_once_and_records_it() {
+    let fx = Fixture::sqlite().await;
+    let ok = fx.accept_with(3, TTL, true, None).await;
+    let request = |a: Accepted1| GenerationRequest {
+        reservation_id: a.reservation,
+        session_id: a.session,
+        attempt: 1,
+        prompt: "a lighthouse".into(),
+        model: "seedream-4-0-250828".into(),
+        outputs: a.outputs,
+        size: Some("1024x1024".into()),
+        client_key: format!("ck-{}", a.session),
+    };
+    let result = run_generation(&fx.db, &provider(1, 5, 0.0), request(ok)).await;
+    assert!(
+        matches!(result, GenerationResult::Completed(Transition::Applied)),
+        "{result:?}"
+    );
+    fx.assert_all_completed(&[ok]).await;
+    // Running it again changes nothing.
+    let again = run_generation(&fx.db, &provider(1, 5, 0.0), request(ok)).await;
+    assert!(
+        matches!(again, GenerationResult::Completed(Transition::Unchanged(_))),
+        "{again:?}"
+    );
+    fx.assert_all_completed(&[ok]).await;
+
+    let failing = fx.accept_with(2, TTL, true, None).await;
+    let result = run_generation(&fx.db, &provider(1, 5, 1.0), request(failing)).await;
+    match result {
+        GenerationResult::Failed {
+            failure,
+            transition,
+        } => {
+            assert_eq!(failure.status, 500);
+            assert_eq!(transition, Transition::Applied);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fx.session_status(failing.session).await, "failed");
+    assert_eq!(fx.reservation_status(failing.reservation).await, "released");
+    let details = fx.error_details(failing.session).await.unwrap();
+    assert_eq!(details["attempts"], 1);
+    assert_eq!(fx.credits().await, INITIAL_CREDITS - 3);
+
+    // The relay never queues a direct-path generation.
+    let queue = Arc::new(EmbeddedQueue::new());
+    let running = Running::start(&fx.db, queue.clone(), provider(1, 5, 0.0), fast_config());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    running.stop().await;
+    assert_eq!(queue.depth().await.unwrap(), Default::default());
+    let mut attempts = HashMap::new();
+    for a in [ok, failing] {
+        attempts.insert(a.reservation, fx.dispatch_attempts(a.reservation).await);
+    }
+    assert!(attempts.values().all(|&n| n == 0), "{attempts:?}");
+}
