@@ -560,3 +560,210 @@ async fn counts(db: &Db, since: Timestamp) -> Result<AuditCounts, sqlx::Error> {
         captured_credits: row.13,
     })
 }
+
+/// Ledger-built databases for the audit's tests and the loadgen's
+/// (feature `testing`): a clean one, and one statement per invariant that
+/// breaks it, the way a faulty backend would.
+#[cfg(feature = "testing")]
+pub mod fixture {
+    use std::time::Duration;
+
+    use serde_json::json;
+    use sqlx::types::Json;
+
+    use crate::db::{Db, Id};
+    use crate::ledger::{self, LedgerError, LotSource, NewImage, NewSession, SessionOutcome};
+    use crate::with_pool;
+
+    /// A generation: its session and reservation.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Generation {
+        pub session: Id,
+        pub reservation: Id,
+    }
+
+    /// What [`clean`] wrote.
+    #[derive(Clone, Debug)]
+    pub struct Fixture {
+        pub user: Id,
+        /// Completed with 3 images, paid from both lots.
+        pub completed: Generation,
+        /// Failed: its reservation released.
+        pub failed: Generation,
+        /// Its reservation expired by the sweeper, the session failed.
+        pub expired: Generation,
+    }
+
+    async fn accept(
+        db: &Db,
+        user: Id,
+        outputs: i32,
+        now: crate::db::Timestamp,
+    ) -> Result<Generation, LedgerError> {
+        let generation = Generation {
+            session: Id::random(),
+            reservation: Id::random(),
+        };
+        let client_key = format!("key-{}", generation.session);
+        let session = NewSession {
+            id: generation.session,
+            reservation_id: generation.reservation,
+            prompt: "a cat".into(),
+            model: "seedream-4".into(),
+            outputs,
+            client_key: client_key.clone(),
+            resolution: None,
+            aspect_ratio: None,
+            guidance_scale: None,
+            seed: None,
+            payload: json!({
+                "payloadVersion": 1,
+                "jobType": ledger::GENERATION_EVENT,
+                "userId": user.to_string(),
+                "clientKey": client_key,
+                "mock": true,
+                "reservationId": generation.reservation.to_string(),
+                "sessionId": generation.session.to_string(),
+                "params": {"prompt": "a cat", "model": "seedream-4", "outputs": outputs},
+            }),
+            dispatched: false,
+        };
+        ledger::reserve_for_session(db, user, outputs, Duration::from_secs(600), &session, now)
+            .await?;
+        Ok(generation)
+    }
+
+    /// One user with two lots (2 and 100 credits), a completed generation
+    /// of 3 outputs, a failed one and an expired one: a database the audit
+    /// finds clean.
+    pub async fn clean(db: &Db) -> Result<Fixture, LedgerError> {
+        let now = chrono::Utc::now();
+        let email = format!("audit-{}@example.com", Id::random());
+        let user = crate::users::create(db, &email, "x", "user", now)
+            .await
+            .map_err(|e| match e {
+                crate::users::UserError::Db(e) => LedgerError::Db(e),
+                other => LedgerError::Db(sqlx::Error::Protocol(other.to_string())),
+            })?
+            .id;
+        let day = chrono::Duration::days(1);
+        ledger::add_credits(
+            db,
+            user,
+            2,
+            LotSource::Subscription,
+            now + day,
+            "subscription",
+            now,
+        )
+        .await?;
+        ledger::add_credits(
+            db,
+            user,
+            100,
+            LotSource::Adjustment,
+            now + day * 365,
+            "adjustment",
+            now,
+        )
+        .await?;
+        let completed = accept(db, user, 3, now).await?;
+        let failed = accept(db, user, 1, now).await?;
+        let images = (0..3)
+            .map(|n| NewImage {
+                url: format!("https://example.test/{}/{n}.png", completed.session),
+                width: 1024,
+                height: 1024,
+                storage_provider: "mock".into(),
+                generation_tool: "seedream4".into(),
+                client_key: None,
+            })
+            .collect();
+        ledger::finish_session(
+            db,
+            completed.reservation,
+            &SessionOutcome::Completed {
+                images,
+                duration_ms: 5,
+            },
+            now,
+        )
+        .await?;
+        ledger::finish_session(
+            db,
+            failed.reservation,
+            &SessionOutcome::Failed {
+                error_details: json!({"error": "provider failed"}),
+                duration_ms: 5,
+            },
+            now,
+        )
+        .await?;
+        let expired = accept(db, user, 1, now).await?;
+        ledger::expire_overdue(db, now + chrono::Duration::seconds(601)).await?;
+        Ok(Fixture {
+            user,
+            completed,
+            failed,
+            expired,
+        })
+    }
+
+    /// Breaks `invariant` ("I1" … "I7") with raw SQL; returns an id the
+    /// audit should name among the samples (none for I5's count mismatch).
+    pub async fn break_invariant(
+        db: &Db,
+        f: &Fixture,
+        invariant: &str,
+    ) -> Result<Option<String>, sqlx::Error> {
+        let now = chrono::Utc::now();
+        with_pool!(db, pool => {
+            Ok(match invariant {
+                "I1" => {
+                    sqlx::query("UPDATE generation_sessions SET credit_cost = credit_cost + 1 WHERE id = $1")
+                        .bind(f.failed.session).execute(pool).await?;
+                    Some(f.failed.session.to_string())
+                }
+                "I2" => {
+                    sqlx::query("UPDATE generation_sessions SET status = 'processing' WHERE id = $1")
+                        .bind(f.expired.session).execute(pool).await?;
+                    sqlx::query("UPDATE credit_reservations SET status = 'reserved' WHERE id = $1")
+                        .bind(f.expired.reservation).execute(pool).await?;
+                    Some(f.expired.session.to_string())
+                }
+                "I3" => {
+                    sqlx::query("UPDATE outbox SET payload = $1 WHERE reservation_id = $2")
+                        .bind(Json(json!({"sessionId": Id::random().to_string()})))
+                        .bind(f.completed.reservation).execute(pool).await?;
+                    let (id,): (String,) = sqlx::query_as("SELECT CAST(id AS TEXT) FROM outbox WHERE reservation_id = $1")
+                        .bind(f.completed.reservation).fetch_one(pool).await?;
+                    Some(id)
+                }
+                "I4" => {
+                    sqlx::query("DELETE FROM images WHERE session_id = $1")
+                        .bind(f.completed.session).execute(pool).await?;
+                    Some(f.completed.session.to_string())
+                }
+                "I5" => {
+                    sqlx::query("INSERT INTO outbox (event_type, reservation_id, payload, created_at) VALUES ($1, $2, $3, $4)")
+                        .bind(ledger::GENERATION_EVENT).bind(Id::random()).bind(Json(json!({}))).bind(now)
+                        .execute(pool).await?;
+                    None
+                }
+                "I6" => {
+                    sqlx::query("UPDATE users SET credits = credits + 5 WHERE id = $1")
+                        .bind(f.user).execute(pool).await?;
+                    Some(f.user.to_string())
+                }
+                "I7" => {
+                    let row = Id::random();
+                    sqlx::query("INSERT INTO credit_transactions (id, user_id, description, amount, balance_after, created_at) \
+                                 VALUES ($1, $2, 'overdraft', 0, -1, $3)")
+                        .bind(row).bind(f.user).bind(now).execute(pool).await?;
+                    Some(row.to_string())
+                }
+                other => return Err(sqlx::Error::Protocol(format!("no invariant {other}"))),
+            })
+        })
+    }
+}

@@ -586,3 +586,23 @@ async fn the_real_backends_capture_defect_is_an_i6_violation() {
     })
     .await;
 }
+
+/// `audit::fixture` (used by the loadgen's tests) breaks what it says.
+#[tokio::test]
+async fn the_shared_fixture_breaks_each_invariant_in_turn() {
+    use mock_api::audit::fixture;
+    on_both(|db| async move {
+        let f = fixture::clean(&db).await.unwrap();
+        let report = audit(&db, None).await.unwrap();
+        assert!(report.is_clean(), "{report:#?}");
+        for (id, _) in INVARIANTS {
+            let sample = fixture::break_invariant(&db, &f, id).await.unwrap();
+            let report = audit(&db, None).await.unwrap();
+            match sample {
+                Some(sample) => assert_names(&report, id, &sample),
+                None => assert!(report.count_of(id) > 0, "{id}: {report:#?}"),
+            }
+        }
+    })
+    .await;
+}

@@ -88,6 +88,38 @@ fn depends_on(service: &Yaml, dependency: &str) -> String {
     .to_string()
 }
 
+/// Every environment variable name the crate's sources read: clap's
+/// `env = "NAME"` and `std::env::var("NAME")`.
+fn variables_read_by(crate_dir: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for source in rust_sources(&repo_root().join(crate_dir).join("src")) {
+        let code = std::fs::read_to_string(&source).unwrap();
+        for marker in ["env = \"", "env::var(\"", "env::var_os(\""] {
+            for (at, _) in code.match_indices(marker) {
+                let rest = &code[at + marker.len()..];
+                if let Some(end) = rest.find('"') {
+                    names.insert(rest[..end].to_string());
+                }
+            }
+        }
+    }
+    names
+}
+
+fn rust_sources(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(rust_sources(&path));
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// The binaries of the workspace: members with a `src/main.rs`.
 fn workspace_binaries() -> Vec<String> {
     let manifest: toml::Table = read("Cargo.toml").parse().unwrap();
     manifest["workspace"]["members"]
@@ -160,6 +192,41 @@ fn the_api_is_published_on_loopback_port_5001_and_listens_on_all_interfaces_insi
         env_value(service(&compose, "loadgen"), "API_BASE"),
         "http://mock-api:5001"
     );
+}
+
+#[test]
+fn every_variable_set_for_a_binary_is_one_it_reads() {
+    let compose = compose();
+    let binaries = workspace_binaries();
+    let image_env: Vec<String> = dockerfile_env().into_iter().map(|(name, _)| name).collect();
+    let mut checked = 0;
+    for (name, definition) in compose["services"].as_hash().unwrap() {
+        let name = text(name, "a service name");
+        if definition["build"].is_badvalue() {
+            continue;
+        }
+        let command = strings(&definition["command"], "command");
+        let binary = &command[0];
+        assert!(
+            binaries.contains(binary),
+            "service {name} runs {binary:?}, not one of the workspace binaries {binaries:?}"
+        );
+        let read = variables_read_by(binary);
+        let mut set: Vec<String> = environment(definition)
+            .into_iter()
+            .map(|(var, _)| var)
+            .collect();
+        if binary == "mock-api" {
+            set.extend(image_env.iter().cloned());
+        }
+        let unread: Vec<&String> = set.iter().filter(|var| !read.contains(*var)).collect();
+        assert!(
+            unread.is_empty(),
+            "service {name}: {binary} reads none of {unread:?} (it reads {read:?})"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 3, "seed, mock-api and loadgen are built here");
 }
 
 #[test]

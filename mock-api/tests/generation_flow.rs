@@ -1,0 +1,201 @@
+//! The generation flow through the whole server: the k6 test's path to a
+//! completed session, credit exhaustion under concurrency, clientKey
+//! idempotency under concurrency, and a restart with jobs pending.
+
+use std::time::Duration;
+
+use mock_api::audit::audit;
+use mock_api::config::Config;
+use mock_api::db::Db;
+use mock_api::seeding::{ensure_user, SeedUser};
+use mock_api::server::{wait_for_drain, Drain};
+use mock_api::testing::{self, TestServer};
+use reqwest::header::COOKIE;
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+
+const EMAIL: &str = "flow@example.com";
+const PASSWORD: &str = "flowpassword";
+
+/// A server on `config` whose only user is `EMAIL` with `credits`.
+async fn server_with_user(mut config: Config, credits: i64) -> (TestServer, Db) {
+    let db = Db::open(&config.database_url).await.unwrap();
+    ensure_user(&db, &SeedUser::new(EMAIL, PASSWORD), credits, 4, chrono::Utc::now())
+        .await
+        .unwrap();
+    config.no_seed = true;
+    (TestServer::start(config).await, db)
+}
+
+async fn login(http: &Client, server: &TestServer) -> String {
+    let body: Value = http
+        .post(server.url("/api/auth/login"))
+        .json(&json!({"email": EMAIL, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["token"].as_str().unwrap().to_string()
+}
+
+async fn generate(http: &Client, server: &TestServer, token: &str, body: Value) -> (StatusCode, Value) {
+    let r = http
+        .post(server.url("/api/images/seedream4/generate"))
+        .header(COOKIE, format!("token={token}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.json().await.unwrap())
+}
+
+async fn assert_drained_and_clean(db: &Db, accepted: u64) {
+    assert_eq!(wait_for_drain(db, Duration::from_secs(60)).await.unwrap(), Drain::Drained);
+    let mut report = audit(db, None).await.unwrap();
+    report.compare_accepted(accepted);
+    assert!(report.is_clean(), "{report:#?}");
+}
+
+#[tokio::test]
+async fn k6_flow_reaches_completed_with_its_images_and_charges_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, db) = server_with_user(testing::test_config(&testing::sqlite_url(dir.path())), 100).await;
+    let http = Client::new();
+    let token = login(&http, &server).await;
+    let (status, accepted) = generate(
+        &http,
+        &server,
+        &token,
+        json!({"prompt": "a lighthouse", "model": "seedream-4-0-t2i-250415", "outputs": 3}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let session = accepted["session_id"].as_str().unwrap();
+    assert_drained_and_clean(&db, 1).await;
+    let body: Value = http
+        .get(server.url(&format!("/api/images/seedream4/sessions/{session}")))
+        .header(COOKIE, format!("token={token}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["status"], "completed", "{body}");
+    assert_eq!(body["images"].as_array().unwrap().len(), 3);
+    assert!(body["completed_at"].is_string() && body["duration_ms"].is_number());
+    let credits: Value = http
+        .get(server.url("/api/user/credits"))
+        .header(COOKIE, format!("token={token}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(credits, json!({"credits": 97, "available": 97, "reserved": 0}));
+    server.stop().await.unwrap();
+}
+
+async fn exhaustion_under_concurrency(config: Config) {
+    let (server, db) = server_with_user(config, 50).await;
+    let http = Client::new();
+    let token = login(&http, &server).await;
+    let requests = (0..200).map(|i| {
+        let (http, server, token) = (&http, &server, &token);
+        async move { generate(http, server, token, json!({"prompt": format!("p{i}")})).await }
+    });
+    let answers = futures::future::join_all(requests).await;
+    let accepted = answers.iter().filter(|(s, _)| *s == StatusCode::ACCEPTED).count();
+    let refused = answers
+        .iter()
+        .filter(|(s, b)| *s == StatusCode::PAYMENT_REQUIRED && b["error"] == "Insufficient credits")
+        .count();
+    assert_eq!((accepted, refused), (50, 150));
+    assert_drained_and_clean(&db, 50).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_generates_with_fifty_credits_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    exhaustion_under_concurrency(testing::test_config(&testing::sqlite_url(dir.path()))).await;
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_generates_with_fifty_credits_on_postgres_and_redis() {
+    let (Some(db), Some(redis)) = (testing::postgres_url().await, testing::redis_url().await) else {
+        return;
+    };
+    let mut config = testing::test_config(&db);
+    config.redis_url = Some(redis);
+    config.queue_name = testing::unique_name("flow");
+    exhaustion_under_concurrency(config).await;
+}
+
+async fn duplicate_client_key(config: Config) {
+    let (server, db) = server_with_user(config, 100).await;
+    let http = Client::new();
+    let token = login(&http, &server).await;
+    let body = json!({"prompt": "same", "clientKey": "retry-me"});
+    let answers = futures::future::join_all((0..20).map(|_| generate(&http, &server, &token, body.clone()))).await;
+    assert!(answers.iter().all(|(s, _)| *s == StatusCode::ACCEPTED), "{answers:?}");
+    let first = &answers[0].1;
+    assert!(answers.iter().all(|(_, b)| b == first), "{answers:?}");
+    assert_drained_and_clean(&db, 1).await;
+    let report = audit(&db, None).await.unwrap();
+    assert_eq!((report.counts.sessions, report.counts.reservations), (1, 1));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn duplicate_client_key_twenty_times_at_once_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    duplicate_client_key(testing::test_config(&testing::sqlite_url(dir.path()))).await;
+}
+
+#[tokio::test]
+async fn duplicate_client_key_twenty_times_at_once_on_postgres() {
+    let Some(db) = testing::postgres_url().await else {
+        return;
+    };
+    duplicate_client_key(testing::test_config(&db)).await;
+}
+
+#[tokio::test]
+async fn restart_with_jobs_pending_completes_every_accepted_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = testing::test_config(&testing::sqlite_url(dir.path()));
+    // Slow enough that the stop below finds jobs queued and running, and no
+    // grace: running jobs go back to the queue at once.
+    config.mock_min_ms = 2_000;
+    config.mock_max_ms = 3_000;
+    config.worker_concurrency = 2;
+    config.shutdown_grace_ms = 0;
+    let (server, db) = server_with_user(config.clone(), 100).await;
+    let http = Client::new();
+    let token = login(&http, &server).await;
+    for i in 0..10 {
+        let (status, _) = generate(&http, &server, &token, json!({"prompt": format!("r{i}"), "outputs": 2})).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    server.stop().await.unwrap();
+    let pending = audit(&db, None).await.unwrap().counts.processing;
+    assert!(pending > 0, "the stop left nothing pending, so this tests nothing");
+
+    config.mock_min_ms = 5;
+    config.mock_max_ms = 20;
+    config.no_seed = true;
+    let server = TestServer::start(config).await;
+    assert_drained_and_clean(&db, 10).await;
+    let (completed, images): (i64, i64) = mock_api::with_pool!(&db, pool => sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM generation_sessions WHERE status = 'completed'), (SELECT COUNT(*) FROM images)"
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap());
+    assert_eq!((completed, images), (10, 20));
+    server.stop().await.unwrap();
+}
