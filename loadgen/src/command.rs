@@ -12,9 +12,7 @@ use crate::run::{self, exit, RunOutcome};
 /// `loadgen run`.
 pub async fn run(args: RunArgs, interrupt: Arc<AtomicBool>) -> i32 {
     if args.spawn_mock {
-        // The in-process mock server does not exist yet (issue 3/6).
-        eprintln!("loadgen: invalid --spawn-mock: the in-process mock is not built yet; start a backend and pass --api-base");
-        return exit::INVALID_CONFIG;
+        return crate::spawn::run(args, interrupt).await;
     }
     let plan = match Plan::from_args(&args) {
         Ok(plan) => plan,

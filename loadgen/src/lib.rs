@@ -29,5 +29,6 @@ pub mod run;
 pub mod sample;
 pub mod scenario;
 pub mod snapshot;
+pub mod spawn;
 pub mod thresholds;
 pub mod vu;

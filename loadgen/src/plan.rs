@@ -19,11 +19,17 @@ pub struct PlanError {
     pub why: String,
 }
 
-fn bad(option: &'static str, why: impl Into<String>) -> PlanError {
-    PlanError {
-        option,
-        why: why.into(),
+impl PlanError {
+    pub fn new(option: &'static str, why: impl Into<String>) -> PlanError {
+        PlanError {
+            option,
+            why: why.into(),
+        }
     }
+}
+
+fn bad(option: &'static str, why: impl Into<String>) -> PlanError {
+    PlanError::new(option, why)
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -85,24 +91,24 @@ pub fn parse_stages(text: &str) -> Result<Vec<Stage>, PlanError> {
         })
 }
 
-/// `1s..3s`, `500ms`, or `0`.
-pub fn parse_think_time(text: &str) -> Result<(Duration, Duration), PlanError> {
+/// A range `1s..3s`, or one duration `500ms` / `0` (min = max).
+pub fn parse_duration_range(
+    option: &'static str,
+    text: &str,
+) -> Result<(Duration, Duration), PlanError> {
     match text.split_once("..") {
         Some((min, max)) => {
-            let (min, max) = (
-                parse_duration("think-time", min)?,
-                parse_duration("think-time", max)?,
-            );
+            let (min, max) = (parse_duration(option, min)?, parse_duration(option, max)?);
             if min > max {
                 return Err(bad(
-                    "think-time",
+                    option,
                     format!("{text:?}: the minimum is above the maximum"),
                 ));
             }
             Ok((min, max))
         }
         None => {
-            let fixed = parse_duration("think-time", text)?;
+            let fixed = parse_duration(option, text)?;
             Ok((fixed, fixed))
         }
     }
@@ -318,7 +324,7 @@ impl Plan {
                 login_timeout: parse_duration("login-timeout", &args.login_timeout)?,
                 generate_timeout: parse_duration("generate-timeout", &args.generate_timeout)?,
                 login,
-                think_time: parse_think_time(&args.think_time)?,
+                think_time: parse_duration_range("think-time", &args.think_time)?,
                 tracking,
             },
             thresholds: thresholds_of(args)?,
@@ -388,13 +394,13 @@ mod tests {
         assert!(parse_stages("10s").is_err());
         assert!(parse_stages("10x:5").is_err());
         assert_eq!(
-            parse_think_time("50ms..100ms").unwrap(),
+            parse_duration_range("think-time", "50ms..100ms").unwrap(),
             (Duration::from_millis(50), Duration::from_millis(100))
         );
         assert_eq!(
-            parse_think_time("0").unwrap(),
+            parse_duration_range("think-time", "0").unwrap(),
             (Duration::ZERO, Duration::ZERO)
         );
-        assert!(parse_think_time("3s..1s").is_err());
+        assert!(parse_duration_range("think-time", "3s..1s").is_err());
     }
 }

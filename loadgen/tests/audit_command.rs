@@ -118,7 +118,8 @@ async fn json_output_parses_and_says_not_clean() {
     assert_eq!(json["counts"]["sessions"], 3);
     assert!(json["counts"]["captured_credits"].is_i64());
 
-    let (clean_url, _) = clean_database(tempfile::tempdir().unwrap().path()).await;
+    let clean_dir = tempfile::tempdir().unwrap();
+    let (clean_url, _) = clean_database(clean_dir.path()).await;
     let out = loadgen(&["--database-url", &clean_url, "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

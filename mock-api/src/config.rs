@@ -103,16 +103,15 @@ pub struct ConfigError {
 }
 
 impl Config {
-    /// The defaults, as if no flag and no variable were given.
+    /// The defaults, as if no flag and no variable were given: for a mock
+    /// embedded in another process (`loadgen --spawn-mock`, tests), whose
+    /// environment may be meant for a real backend.
     pub fn defaults() -> Config {
-        #[derive(clap::Parser)]
-        struct Wrapper {
-            #[command(flatten)]
-            config: Config,
-        }
-        // Parsing from an empty argument list reads no environment only
-        // when the variables are unset; tests set fields explicitly instead.
-        <Wrapper as clap::Parser>::parse_from(["mock-api"]).config
+        use clap::{FromArgMatches, Args as _};
+        let command = Config::augment_args(clap::Command::new("mock-api"))
+            .mut_args(|arg| arg.env(None));
+        let matches = command.get_matches_from(["mock-api"]);
+        Config::from_arg_matches(&matches).expect("the defaults are valid")
     }
 
     pub fn listen_addr(&self) -> SocketAddr {

@@ -87,24 +87,13 @@ pub fn unique_name(prefix: &str) -> String {
 }
 
 /// A configuration for tests: loopback port 0, the given database, a
-/// fast provider (5..20 ms), cheap bcrypt, a fixed JWT secret, and nothing
-/// read from the environment.
+/// fast provider (5..20 ms), cheap bcrypt, a JWT secret, and nothing read
+/// from the environment.
 pub fn test_config(database_url: &str) -> crate::config::Config {
-    #[derive(clap::Parser)]
-    struct Wrapper {
-        #[command(flatten)]
-        config: crate::config::Config,
-    }
-    let mut config = <Wrapper as clap::Parser>::try_parse_from(["mock-api"])
-        .expect("the defaults parse")
-        .config;
+    let mut config = crate::config::Config::defaults();
     config.bind = "127.0.0.1:0".parse().expect("a socket address");
-    config.port = None;
     config.database_url = database_url.to_string();
-    config.redis_url = None;
     config.jwt_secret = Some(format!("test-secret-{}", uuid::Uuid::new_v4()));
-    config.admin_email = None;
-    config.admin_password = None;
     config.bcrypt_cost = 4;
     config.mock_min_ms = 5;
     config.mock_max_ms = 20;

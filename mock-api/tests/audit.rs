@@ -44,15 +44,62 @@ where
     F: Fn(Db) -> Fut,
     Fut: Future<Output = ()>,
 {
+    on_both_with(Schema::Migrated, case).await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Schema {
+    /// `Db::open`: our migrations, with our indexes.
+    Migrated,
+    /// Like a foreign (real backend) database: the same tables created by
+    /// hand without any index, opened with `Db::connect` (no migration).
+    Bare,
+}
+
+async fn open(url: &str, schema: Schema, migration: &str) -> Db {
+    match schema {
+        Schema::Migrated => Db::open(url).await.unwrap(),
+        Schema::Bare => {
+            let db = Db::connect(url).await.unwrap();
+            for statement in migration.split(';') {
+                let code: String = statement
+                    .lines()
+                    .filter(|line| !line.trim_start().starts_with("--"))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let code = code.trim();
+                if code.is_empty() || code.contains("INDEX") {
+                    continue;
+                }
+                with_pool!(&db, pool => sqlx::query(code).execute(pool).await.map(drop)).unwrap();
+            }
+            db
+        }
+    }
+}
+
+async fn on_both_with<F, Fut>(schema: Schema, case: F)
+where
+    F: Fn(Db) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&mock_api::testing::sqlite_url(dir.path()))
-        .await
-        .unwrap();
+    let db = open(
+        &mock_api::testing::sqlite_url(dir.path()),
+        schema,
+        include_str!("../migrations/sqlite/0001_schema.sql"),
+    )
+    .await;
     case(db.clone()).await;
     db.close().await;
     match mock_api::testing::postgres_url().await {
         Some(url) => {
-            let db = Db::open(&url).await.unwrap();
+            let db = open(
+                &url,
+                schema,
+                include_str!("../migrations/postgres/0001_schema.sql"),
+            )
+            .await;
             case(db.clone()).await;
             db.close().await;
         }
@@ -537,7 +584,7 @@ async fn since_limits_the_per_row_checks() {
 /// emptied the whole first lot and left `users.credits` at 1500.
 #[tokio::test]
 async fn the_real_backends_capture_defect_is_an_i6_violation() {
-    on_both(|db| async move {
+    on_both_with(Schema::Bare, |db| async move {
         let now = Utc::now();
         let (user, lot_a, lot_b) = (Id::random(), Id::random(), Id::random());
         let (session, reservation) = (Id::random(), Id::random());
@@ -603,6 +650,32 @@ async fn the_shared_fixture_breaks_each_invariant_in_turn() {
                 None => assert!(report.count_of(id) > 0, "{id}: {report:#?}"),
             }
         }
+    })
+    .await;
+}
+
+/// A foreign database (no index, never migrated by us) built by the ledger
+/// audits clean, and the audit leaves it without our migrations table.
+#[tokio::test]
+async fn a_database_without_our_indexes_audits_clean() {
+    use mock_api::audit::fixture;
+    on_both_with(Schema::Bare, |db| async move {
+        fixture::clean(&db).await.unwrap();
+        let report = audit(&db, None).await.unwrap();
+        assert!(report.is_clean(), "{report:#?}");
+        assert_eq!(report.counts.sessions, 3);
+        let tables = match db.dialect() {
+            mock_api::db::Dialect::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE name = $1",
+            mock_api::db::Dialect::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = $1"
+            }
+        };
+        let migrated: (i64,) = with_pool!(&db, pool => sqlx::query_as(tables)
+            .bind("_sqlx_migrations")
+            .fetch_one(pool)
+            .await)
+        .unwrap();
+        assert_eq!(migrated.0, 0);
     })
     .await;
 }

@@ -12,7 +12,7 @@ use mock_api::ledger::{self, Accepted, LotSource, NewSession, Transition, GENERA
 use mock_api::provider::{GenerationRequest, Provider, ProviderConfig};
 use mock_api::queue::bullmq::{BullOptions, BullQueue};
 use mock_api::queue::embedded::EmbeddedQueue;
-use mock_api::queue::{Queue, MAX_ATTEMPTS};
+use mock_api::queue::{AfterFailure, Depth, Job, NewJob, Queue, QueueError, MAX_ATTEMPTS};
 use mock_api::testing::{postgres_url, redis_url, sqlite_url, unique_name};
 use mock_api::{users, with_pool};
 use serde_json::{json, Value};
@@ -611,4 +611,110 @@ async fn the_direct_path_runs_the_provider_once_and_records_it() {
         attempts.insert(a.reservation, fx.dispatch_attempts(a.reservation).await);
     }
     assert!(attempts.values().all(|&n| n == 0), "{attempts:?}");
+}
+
+/// An embedded queue whose pushes fail while `down` is set.
+struct FlakyQueue {
+    inner: EmbeddedQueue,
+    down: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Queue for FlakyQueue {
+    async fn push(&self, job: NewJob) -> Result<(), QueueError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(QueueError::Unavailable("down for the test".into()));
+        }
+        self.inner.push(job).await
+    }
+    async fn take(&self, wait: Duration) -> Result<Option<Job>, QueueError> {
+        self.inner.take(wait).await
+    }
+    async fn complete(&self, job: &Job) -> Result<(), QueueError> {
+        self.inner.complete(job).await
+    }
+    async fn fail(&self, job: &Job, error: &str) -> Result<AfterFailure, QueueError> {
+        self.inner.fail(job, error).await
+    }
+    async fn give_back(&self, job: &Job) -> Result<(), QueueError> {
+        self.inner.give_back(job).await
+    }
+    async fn depth(&self) -> Result<Depth, QueueError> {
+        self.inner.depth().await
+    }
+    async fn ping(&self) -> bool {
+        !self.down.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn rows_stay_in_the_outbox_while_the_queue_refuses_them() {
+    let fx = Fixture::sqlite().await;
+    let queue = Arc::new(FlakyQueue {
+        inner: EmbeddedQueue::new(),
+        down: true.into(),
+    });
+    let accepted = vec![fx.accept(1).await, fx.accept(2).await];
+    let running = Running::start(&fx.db, queue.clone(), provider(1, 5, 0.0), fast_config());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for a in &accepted {
+        assert_eq!(fx.session_status(a.session).await, "processing");
+    }
+    // A failed push ends the round: the first row is tried at every poll,
+    // the rows behind it wait for the queue to come back.
+    assert!(fx.dispatch_attempts(accepted[0].reservation).await >= 2);
+    let undispatched = with_pool!(&fx.db, pool => {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM outbox WHERE dispatched_at IS NULL",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        n
+    });
+    assert_eq!(undispatched, 2);
+    queue.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    fx.wait_settled().await;
+    running.stop().await;
+    fx.assert_all_completed(&accepted).await;
+}
+
+#[tokio::test]
+async fn redis_jobs_handed_back_at_shutdown_complete_after_a_restart() {
+    let Some(fx) = Fixture::postgres().await else {
+        eprintln!("SKIP: redis restart test needs PostgreSQL");
+        return;
+    };
+    let Some(redis) = redis_url().await else {
+        eprintln!("SKIP: redis restart test needs Redis");
+        return;
+    };
+    let name = unique_name("jobs");
+    let options = BullOptions {
+        lock_ttl: Duration::from_secs(5),
+        backoff_base: Duration::from_millis(5),
+    };
+    let mut accepted = Vec::new();
+    for n in 0..8 {
+        accepted.push(fx.accept(1 + n % 2).await);
+    }
+    let config = JobsConfig {
+        concurrency: 2,
+        grace: Duration::ZERO,
+        ..fast_config()
+    };
+    let queue = BullQueue::connect_with(&redis, &name, "bull", options)
+        .await
+        .unwrap();
+    let first = Running::start(&fx.db, Arc::new(queue), provider(100, 400, 0.0), config);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    first.stop().await;
+    assert!(fx.count_processing().await > 0);
+    let queue = BullQueue::connect_with(&redis, &name, "bull", options)
+        .await
+        .unwrap();
+    let second = Running::start(&fx.db, Arc::new(queue), provider(5, 20, 0.0), fast_config());
+    fx.wait_settled().await;
+    second.stop().await;
+    fx.assert_all_completed(&accepted).await;
 }

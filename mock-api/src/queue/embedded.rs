@@ -3,8 +3,8 @@
 //! It keeps BullMQ's life of a job (see [`super::bullmq`]) in memory: a
 //! `wait` deque, an `active` set, `delayed` retries ordered by due time and
 //! an attempts counter per job. Job ids are remembered once pushed
-//! (including finished ones), so pushing a known id is a no-op, as with a
-//! BullMQ job hash.
+//! (finished ones too, the latest [`FINISHED_KEPT`]), so pushing a known id
+//! is a no-op, as with a BullMQ job hash.
 //!
 //! Nothing here survives the process: durability comes from the database
 //! outbox. On start the relay re-dispatches every generation still
@@ -47,9 +47,16 @@ struct State {
     /// Retries, by due time.
     delayed: BTreeSet<(Instant, Id)>,
     /// Ids that left the queue (completed or out of attempts): still known,
-    /// so they are never queued again.
+    /// so they are not queued again. Only the latest [`FINISHED_KEPT`] are
+    /// kept, oldest first in `finished_order`, so memory stays bounded in
+    /// long runs; a job pushed again after that is harmless anyway (the
+    /// worker finds its session settled and completes it unrun).
     finished: HashSet<Id>,
+    finished_order: VecDeque<Id>,
 }
+
+/// How many finished ids an [`EmbeddedQueue`] remembers.
+pub const FINISHED_KEPT: usize = 200_000;
 
 impl State {
     /// Moves the retries that fell due to the back of `wait`.
@@ -60,6 +67,19 @@ impl State {
             }
             self.delayed.pop_first();
             self.wait.push_back(id);
+        }
+    }
+
+    /// The job left the queue for good.
+    fn finish(&mut self, id: Id) {
+        self.jobs.remove(&id);
+        if self.finished.insert(id) {
+            self.finished_order.push_back(id);
+            while self.finished_order.len() > FINISHED_KEPT {
+                if let Some(old) = self.finished_order.pop_front() {
+                    self.finished.remove(&old);
+                }
+            }
         }
     }
 
@@ -181,8 +201,7 @@ impl Queue for EmbeddedQueue {
     async fn complete(&self, job: &Job) -> Result<(), QueueError> {
         let mut state = self.state();
         state.release_held(job)?;
-        state.jobs.remove(&job.id);
-        state.finished.insert(job.id);
+        state.finish(job.id);
         Ok(())
     }
 
@@ -197,8 +216,7 @@ impl Queue for EmbeddedQueue {
             entry.attempts_made += 1;
             let attempts = entry.attempts_made;
             if attempts >= MAX_ATTEMPTS {
-                state.jobs.remove(&job.id);
-                state.finished.insert(job.id);
+                state.finish(job.id);
                 tracing::debug!(job = %job.id, attempts, error, "job out of attempts");
                 AfterFailure::Exhausted
             } else {
