@@ -88,12 +88,16 @@ fn one_account_per_vu_with_users() {
 #[test]
 fn bad_mock_options_are_one_line_errors() {
     for (args, wanted) in [
-        (vec!["--think-time", "2s..1s"], "invalid --think-time"),
+        (vec!["--mock-latency", "2s..1s"], "invalid --mock-latency"),
         (vec!["--drain-timeout", "soon"], "invalid --drain-timeout"),
         (vec!["--users", "0"], "invalid --users"),
         (vec!["--mock-database-url", "mysql://u:secret@h/db"], "unsupported database URL"),
     ] {
-        let out = spawn_run(&args);
+        let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args(["run", "--spawn-mock", "--quiet", "--iterations", "1"])
+            .args(&args)
+            .output()
+            .unwrap();
         let (_, stderr) = texts(&out);
         assert_ne!(out.status.code(), Some(0), "{args:?}");
         assert!(stderr.contains(wanted), "{args:?}: {stderr}");
