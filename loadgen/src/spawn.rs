@@ -60,7 +60,9 @@ fn mock_plan(args: &RunArgs, plan: &Plan) -> Result<MockPlan, PlanError> {
             let dir = tempfile::Builder::new()
                 .prefix("loadgen-mock-")
                 .tempdir()
-                .map_err(|e| PlanError::new("spawn-mock", format!("cannot make a temp dir: {e}")))?;
+                .map_err(|e| {
+                    PlanError::new("spawn-mock", format!("cannot make a temp dir: {e}"))
+                })?;
             let url = format!("sqlite:{}", dir.path().join("mock.db").display());
             (Some(dir), url)
         }
@@ -78,11 +80,14 @@ fn mock_plan(args: &RunArgs, plan: &Plan) -> Result<MockPlan, PlanError> {
         Some(n) => {
             let file = dir
                 .as_ref()
-                .map_or_else(|| std::env::temp_dir(), |d| d.path().to_path_buf())
+                .map_or_else(std::env::temp_dir, |d| d.path().to_path_buf())
                 .join(format!("loadgen-users-{}.csv", std::process::id()));
             (loadtest_users(n as usize, &args.password), Some(file))
         }
-        None => (vec![SeedUser::new(args.email.clone(), args.password.clone())], None),
+        None => (
+            vec![SeedUser::new(args.email.clone(), args.password.clone())],
+            None,
+        ),
     };
     Ok(MockPlan {
         since: args.mock_database_url.as_ref().map(|_| chrono::Utc::now()),
@@ -160,7 +165,10 @@ pub async fn run(mut args: RunArgs, interrupt: Arc<AtomicBool>) -> i32 {
         Some(_) => ensure_users(&db, &mock.accounts, mock.credits, cost, now).await,
     };
     if let Err(e) = seeded {
-        eprintln!("loadgen: cannot seed {}: {e}", redact_url(&mock.database_url));
+        eprintln!(
+            "loadgen: cannot seed {}: {e}",
+            redact_url(&mock.database_url)
+        );
         return exit::SETUP_FAILED;
     }
     if let Some(file) = &mock.users_file {
@@ -246,9 +254,14 @@ pub async fn run(mut args: RunArgs, interrupt: Arc<AtomicBool>) -> i32 {
             return exit::SETUP_FAILED;
         }
     };
-    check_accepted(&mut report, outcome.accepted_generations, outcome.interrupted_iterations);
+    check_accepted(
+        &mut report,
+        outcome.accepted_generations,
+        outcome.interrupted_iterations,
+    );
     print!("{}", crate::audit::render_text(&report));
-    let written = write_files(&plan, &outcome, Some(audit_rows(&report))).unwrap_or(exit::INVALID_CONFIG);
+    let written =
+        write_files(&plan, &outcome, Some(audit_rows(&report))).unwrap_or(exit::INVALID_CONFIG);
     if let Some(file) = &mock.users_file {
         let _ = std::fs::remove_file(file);
     }

@@ -173,3 +173,32 @@ async fn bad_since_and_format_are_usage_errors() {
     assert_one_line_error(&out);
     assert_eq!(out.status.code(), Some(INVALID_CONFIG));
 }
+
+#[tokio::test]
+async fn a_postgres_database_is_audited_too() {
+    let Some(url) = mock_api::testing::postgres_url().await else {
+        eprintln!("SKIP: no PostgreSQL for the audit command");
+        return;
+    };
+    let db = Db::open(&url).await.unwrap();
+    let f = fixture::clean(&db).await.unwrap();
+    let out = loadgen(&["--database-url", &url]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let sample = fixture::break_invariant(&db, &f, "I6")
+        .await
+        .unwrap()
+        .unwrap();
+    db.close().await;
+    let out = loadgen(&["--database-url", &url, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(AUDIT_FAILED), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["clean"], false);
+    assert_eq!(json["violations"][0]["invariant"], "I6");
+    assert_eq!(json["violations"][0]["samples"][0], json!(sample));
+}

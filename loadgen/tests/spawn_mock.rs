@@ -51,13 +51,28 @@ fn hermetic_run_passes_its_checks_and_its_audit() {
     ]);
     let (stdout, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    for check in ["login successful", "login returned token", "status is 202", "has session_id", "has client_key"] {
+    for check in [
+        "login successful",
+        "login returned token",
+        "status is 202",
+        "has session_id",
+        "has client_key",
+    ] {
         assert!(stdout.contains(&format!("✓ {check}")), "{check}: {stdout}");
     }
-    assert!(!stdout.contains("✗ login") && !stdout.contains("✗ status"), "{stdout}");
-    assert!(stdout.contains("AUDIT ✓ all 7 ledger invariants hold"), "{stdout}");
+    assert!(
+        !stdout.contains("✗ login") && !stdout.contains("✗ status"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("AUDIT ✓ all 7 ledger invariants hold"),
+        "{stdout}"
+    );
     let html = std::fs::read_to_string(&report).unwrap();
-    assert!(html.contains("I6") && html.contains("<svg"), "the report has the audit and charts");
+    assert!(
+        html.contains("I6") && html.contains("<svg"),
+        "the report has the audit and charts"
+    );
     let summary: Value = serde_json::from_slice(&std::fs::read(&export).unwrap()).unwrap();
     let completed = metric(&summary, "generation_completed", "count");
     assert!(completed > 0.0);
@@ -68,13 +83,21 @@ fn hermetic_run_passes_its_checks_and_its_audit() {
 fn few_credits_fail_the_thresholds_with_credit_errors_but_keep_the_ledger_clean() {
     let dir = tempfile::tempdir().unwrap();
     let export = dir.path().join("summary.json");
-    let out = spawn_run(&["--credits", "5", "--summary-export", export.to_str().unwrap()]);
+    let out = spawn_run(&[
+        "--credits",
+        "5",
+        "--summary-export",
+        export.to_str().unwrap(),
+    ]);
     let (stdout, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(99), "{stdout}\n{stderr}");
     let summary: Value = serde_json::from_slice(&std::fs::read(&export).unwrap()).unwrap();
     assert!(metric(&summary, "credit_errors", "count") > 0.0);
     assert_eq!(metric(&summary, "generation_completed", "count"), 5.0);
-    assert!(stdout.contains("AUDIT ✓ all 7 ledger invariants hold"), "{stdout}");
+    assert!(
+        stdout.contains("AUDIT ✓ all 7 ledger invariants hold"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -91,7 +114,10 @@ fn bad_mock_options_are_one_line_errors() {
         (vec!["--mock-latency", "2s..1s"], "invalid --mock-latency"),
         (vec!["--drain-timeout", "soon"], "invalid --drain-timeout"),
         (vec!["--users", "0"], "invalid --users"),
-        (vec!["--mock-database-url", "mysql://u:secret@h/db"], "unsupported database URL"),
+        (
+            vec!["--mock-database-url", "mysql://u:secret@h/db"],
+            "unsupported database URL",
+        ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
             .args(["run", "--spawn-mock", "--quiet", "--iterations", "1"])
@@ -101,7 +127,10 @@ fn bad_mock_options_are_one_line_errors() {
         let (_, stderr) = texts(&out);
         assert_ne!(out.status.code(), Some(0), "{args:?}");
         assert!(stderr.contains(wanted), "{args:?}: {stderr}");
-        assert!(!stderr.contains("secret") && !stderr.contains("panicked"), "{stderr}");
+        assert!(
+            !stderr.contains("secret") && !stderr.contains("panicked"),
+            "{stderr}"
+        );
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
     }
 }

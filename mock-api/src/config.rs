@@ -107,9 +107,9 @@ impl Config {
     /// embedded in another process (`loadgen --spawn-mock`, tests), whose
     /// environment may be meant for a real backend.
     pub fn defaults() -> Config {
-        use clap::{FromArgMatches, Args as _};
-        let command = Config::augment_args(clap::Command::new("mock-api"))
-            .mut_args(|arg| arg.env(None));
+        use clap::{Args as _, FromArgMatches};
+        let command =
+            Config::augment_args(clap::Command::new("mock-api")).mut_args(|arg| arg.env(None));
         let matches = command.get_matches_from(["mock-api"]);
         Config::from_arg_matches(&matches).expect("the defaults are valid")
     }

@@ -10,7 +10,11 @@ use mock_api::server::{self, StartError};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "mock-api", version, about = "Emulates the Cooly image-generation backend for load tests")]
+#[command(
+    name = "mock-api",
+    version,
+    about = "Emulates the Cooly image-generation backend for load tests"
+)]
 struct Cli {
     #[command(flatten)]
     config: Config,
@@ -19,7 +23,9 @@ struct Cli {
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -51,7 +51,11 @@ pub enum StartError {
 
 /// Runs the mock on `listener` until `shutdown` is cancelled, then drains
 /// as described in the module doc and returns.
-pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
     config.validate()?;
     let db = Db::open(&config.database_url).await?;
     if !config.no_seed && users::count(&db).await? == 0 {
@@ -59,7 +63,15 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
             email: TEST_EMAIL.into(),
             password: TEST_PASSWORD.into(),
         };
-        for action in seeding::ensure_user(&db, &user, TEST_CREDITS, config.bcrypt_cost, chrono::Utc::now()).await? {
+        for action in seeding::ensure_user(
+            &db,
+            &user,
+            TEST_CREDITS,
+            config.bcrypt_cost,
+            chrono::Utc::now(),
+        )
+        .await?
+        {
             tracing::info!("first start: {action}");
         }
     }
@@ -68,6 +80,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         None => Arc::new(EmbeddedQueue::new()),
     };
     let provider = Arc::new(Provider::new(config.provider_config()));
+    // Before the workers start, so their first metrics are recorded.
+    http::observe::prometheus();
     let stop_jobs = CancellationToken::new();
     let jobs = Jobs::start(
         db.clone(),
@@ -99,7 +113,6 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         relay_wake: jobs.waker(),
         admin,
     };
-    http::observe::prometheus();
     tracing::info!(addr = %listener.local_addr()?, "mock-api listening");
     let served = axum::serve(listener, http::router(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())

@@ -29,7 +29,8 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 async fn json_of(r: Response) -> (StatusCode, Value) {
     let status = r.status();
     let text = r.text().await.unwrap();
-    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status} not JSON ({e}): {text}"));
+    let value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status} not JSON ({e}): {text}"));
     (status, value)
 }
 
@@ -48,7 +49,10 @@ impl Api {
     async fn start(config: Config) -> Api {
         Api {
             server: TestServer::start(config).await,
-            http: Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            http: Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
         }
     }
 
@@ -110,7 +114,12 @@ async fn auth_rows(api: &Api) {
             .unwrap();
         expect_error(r, StatusCode::UNAUTHORIZED, "Invalid credentials").await;
     }
-    let r = api.post("/api/auth/login").json(&json!({"email": EMAIL})).send().await.unwrap();
+    let r = api
+        .post("/api/auth/login")
+        .json(&json!({"email": EMAIL}))
+        .send()
+        .await
+        .unwrap();
     expect_error(r, StatusCode::BAD_REQUEST, "password is required").await;
     let r = api
         .post("/api/auth/login")
@@ -121,7 +130,13 @@ async fn auth_rows(api: &Api) {
         .unwrap();
     let (status, body) = json_of(r).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["error"].as_str().unwrap().starts_with("malformed JSON"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed JSON"),
+        "{body}"
+    );
     let r = api
         .post("/api/auth/login")
         .header(CONTENT_TYPE, "text/plain")
@@ -129,7 +144,12 @@ async fn auth_rows(api: &Api) {
         .send()
         .await
         .unwrap();
-    expect_error(r, StatusCode::BAD_REQUEST, "Content-Type must be application/json").await;
+    expect_error(
+        r,
+        StatusCode::BAD_REQUEST,
+        "Content-Type must be application/json",
+    )
+    .await;
 
     // Register.
     let r = api
@@ -138,7 +158,10 @@ async fn auth_rows(api: &Api) {
         .send()
         .await
         .unwrap();
-    assert!(r.headers()[SET_COOKIE].to_str().unwrap().starts_with("token="));
+    assert!(r.headers()[SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .starts_with("token="));
     let (status, body) = json_of(r).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(keys(&body), set(&["id", "email", "credits"]));
@@ -152,25 +175,55 @@ async fn auth_rows(api: &Api) {
     expect_error(r, StatusCode::BAD_REQUEST, "Email already registered").await;
 
     // Me: its own wording; cookie or bearer.
-    let r = api.get("/api/auth/me").header(COOKIE, format!("token={token}")).send().await.unwrap();
+    let r = api
+        .get("/api/auth/me")
+        .header(COOKIE, format!("token={token}"))
+        .send()
+        .await
+        .unwrap();
     let (status, body) = json_of(r).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(keys(&body), set(&["id", "email", "credits"]));
-    let r = api.get("/api/auth/me").header(AUTHORIZATION, format!("Bearer {token}")).send().await.unwrap();
+    let r = api
+        .get("/api/auth/me")
+        .header(AUTHORIZATION, format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let r = api.get("/api/auth/me").send().await.unwrap();
     expect_error(r, StatusCode::UNAUTHORIZED, "Not authenticated").await;
-    let r = api.get("/api/auth/me").header(COOKIE, "token=garbage").send().await.unwrap();
+    let r = api
+        .get("/api/auth/me")
+        .header(COOKIE, "token=garbage")
+        .send()
+        .await
+        .unwrap();
     expect_error(r, StatusCode::UNAUTHORIZED, "Invalid token").await;
 
     // Credits: the auth middleware's wording.
-    let r = api.get("/api/user/credits").header(COOKIE, format!("token={token}")).send().await.unwrap();
+    let r = api
+        .get("/api/user/credits")
+        .header(COOKIE, format!("token={token}"))
+        .send()
+        .await
+        .unwrap();
     let (status, body) = json_of(r).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(keys(&body), set(&["credits", "available", "reserved"]));
     let r = api.get("/api/user/credits").send().await.unwrap();
-    expect_error(r, StatusCode::UNAUTHORIZED, "No token, authorization denied").await;
-    let r = api.get("/api/user/credits").header(AUTHORIZATION, "Bearer x.y.z").send().await.unwrap();
+    expect_error(
+        r,
+        StatusCode::UNAUTHORIZED,
+        "No token, authorization denied",
+    )
+    .await;
+    let r = api
+        .get("/api/user/credits")
+        .header(AUTHORIZATION, "Bearer x.y.z")
+        .send()
+        .await
+        .unwrap();
     expect_error(r, StatusCode::UNAUTHORIZED, "Token is not valid").await;
 
     // Logout.
@@ -191,7 +244,14 @@ async fn generation_rows(api: &Api) {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(
         keys(&body),
-        set(&["accepted", "clientKey", "reservationId", "sessionId", "session_id", "status"])
+        set(&[
+            "accepted",
+            "clientKey",
+            "reservationId",
+            "sessionId",
+            "session_id",
+            "status"
+        ])
     );
     assert_eq!(body["session_id"], body["sessionId"]);
     assert_eq!(body["status"], "queued");
@@ -207,13 +267,33 @@ async fn generation_rows(api: &Api) {
     for (bad, message) in [
         (json!({"prompt": ""}), "Prompt is required"),
         (json!({"model": "m"}), "Prompt is required"),
-        (json!({"prompt": "p", "outputs": 0}), "outputs must be an integer from 1 to 15"),
-        (json!({"prompt": "p", "outputs": -1}), "outputs must be an integer from 1 to 15"),
-        (json!({"prompt": "p", "outputs": "abc"}), "outputs must be an integer from 1 to 15"),
-        (json!({"prompt": "p", "outputs": 16}), "outputs must be an integer from 1 to 15"),
-        (json!({"prompt": "p", "outputs": 1.5}), "outputs must be an integer from 1 to 15"),
+        (
+            json!({"prompt": "p", "outputs": 0}),
+            "outputs must be an integer from 1 to 15",
+        ),
+        (
+            json!({"prompt": "p", "outputs": -1}),
+            "outputs must be an integer from 1 to 15",
+        ),
+        (
+            json!({"prompt": "p", "outputs": "abc"}),
+            "outputs must be an integer from 1 to 15",
+        ),
+        (
+            json!({"prompt": "p", "outputs": 16}),
+            "outputs must be an integer from 1 to 15",
+        ),
+        (
+            json!({"prompt": "p", "outputs": 1.5}),
+            "outputs must be an integer from 1 to 15",
+        ),
     ] {
-        expect_error(api.generate(&token, bad).await, StatusCode::BAD_REQUEST, message).await;
+        expect_error(
+            api.generate(&token, bad).await,
+            StatusCode::BAD_REQUEST,
+            message,
+        )
+        .await;
     }
     let r = api
         .post("/api/images/seedream4/generate")
@@ -224,8 +304,18 @@ async fn generation_rows(api: &Api) {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let r = api.post("/api/images/seedream4/generate").json(&k6_body).send().await.unwrap();
-    expect_error(r, StatusCode::UNAUTHORIZED, "No token, authorization denied").await;
+    let r = api
+        .post("/api/images/seedream4/generate")
+        .json(&k6_body)
+        .send()
+        .await
+        .unwrap();
+    expect_error(
+        r,
+        StatusCode::UNAUTHORIZED,
+        "No token, authorization denied",
+    )
+    .await;
     let r = api
         .post("/api/images/seedream4/generate")
         .header(COOKIE, format!("token={token}"))
@@ -234,20 +324,36 @@ async fn generation_rows(api: &Api) {
         .send()
         .await
         .unwrap();
-    expect_error(r, StatusCode::PAYLOAD_TOO_LARGE, "request body larger than 65536 bytes").await;
+    expect_error(
+        r,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "request body larger than 65536 bytes",
+    )
+    .await;
 
     // 402 when the rest of the credits is asked for more than is available.
-    let r = api.get("/api/user/credits").header(COOKIE, format!("token={token}")).send().await.unwrap();
+    let r = api
+        .get("/api/user/credits")
+        .header(COOKIE, format!("token={token}"))
+        .send()
+        .await
+        .unwrap();
     let (_, credits) = json_of(r).await;
     let available = credits["available"].as_i64().unwrap();
     assert!(available > 15, "{credits}");
     let mut spent = 0;
     while available - spent >= 15 {
-        let (status, _) = json_of(api.generate(&token, json!({"prompt": "bulk", "outputs": 15})).await).await;
+        let (status, _) = json_of(
+            api.generate(&token, json!({"prompt": "bulk", "outputs": 15}))
+                .await,
+        )
+        .await;
         assert_eq!(status, StatusCode::ACCEPTED);
         spent += 15;
     }
-    let r = api.generate(&token, json!({"prompt": "one too many", "outputs": 15})).await;
+    let r = api
+        .generate(&token, json!({"prompt": "one too many", "outputs": 15}))
+        .await;
     expect_error(r, StatusCode::PAYMENT_REQUIRED, "Insufficient credits").await;
 
     // History: exactly the real item keys.
@@ -260,7 +366,10 @@ async fn generation_rows(api: &Api) {
     let (status, body) = json_of(r).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(keys(&body), set(&["items", "pagination"]));
-    assert_eq!(keys(&body["pagination"]), set(&["total", "limit", "offset", "hasMore"]));
+    assert_eq!(
+        keys(&body["pagination"]),
+        set(&["total", "limit", "offset", "hasMore"])
+    );
     assert_eq!(body["pagination"]["limit"], 10);
     let items = body["items"].as_array().unwrap();
     assert_eq!(items.len(), 10);
@@ -268,14 +377,40 @@ async fn generation_rows(api: &Api) {
     assert_eq!(
         keys(&items[0]),
         set(&[
-            "session_id", "prompt", "model", "status", "created_at", "completed_at", "outputs", "aspect_ratio",
-            "resolution", "guidance_scale", "credit_cost", "error_details", "ref_image_url", "ref_image_urls",
-            "input_settings", "client_key", "url", "b2_url", "image_client_key", "image_created_at",
+            "session_id",
+            "prompt",
+            "model",
+            "status",
+            "created_at",
+            "completed_at",
+            "outputs",
+            "aspect_ratio",
+            "resolution",
+            "guidance_scale",
+            "credit_cost",
+            "error_details",
+            "ref_image_url",
+            "ref_image_urls",
+            "input_settings",
+            "client_key",
+            "url",
+            "b2_url",
+            "image_client_key",
+            "image_created_at",
             "image_completed_at",
         ])
     );
-    let r = api.get("/api/images/seedream4/history").send().await.unwrap();
-    expect_error(r, StatusCode::UNAUTHORIZED, "No token, authorization denied").await;
+    let r = api
+        .get("/api/images/seedream4/history")
+        .send()
+        .await
+        .unwrap();
+    expect_error(
+        r,
+        StatusCode::UNAUTHORIZED,
+        "No token, authorization denied",
+    )
+    .await;
     let r = api
         .get("/api/images/seedream4/history?limit=abc")
         .header(COOKIE, format!("token={token}"))
@@ -297,8 +432,20 @@ async fn generation_rows(api: &Api) {
     assert_eq!(
         keys(&body),
         set(&[
-            "id", "session_id", "status", "prompt", "model", "outputs", "credit_cost", "reservation_id",
-            "client_key", "error_details", "created_at", "completed_at", "duration_ms", "images",
+            "id",
+            "session_id",
+            "status",
+            "prompt",
+            "model",
+            "outputs",
+            "credit_cost",
+            "reservation_id",
+            "client_key",
+            "error_details",
+            "created_at",
+            "completed_at",
+            "duration_ms",
+            "images",
         ])
     );
     for missing in [uuid::Uuid::new_v4().to_string(), "not-a-uuid".to_string()] {
@@ -354,7 +501,12 @@ async fn around_rows(api: &Api) {
 
     // The account registered above: no generation moves its credits meanwhile.
     let user_token = api.login("new@example.com", "pw123456").await;
-    let r = api.get("/api/auth/me").header(COOKIE, format!("token={user_token}")).send().await.unwrap();
+    let r = api
+        .get("/api/auth/me")
+        .header(COOKIE, format!("token={user_token}"))
+        .send()
+        .await
+        .unwrap();
     let (_, me) = json_of(r).await;
     let user_id = me["id"].as_str().unwrap();
     let credits_path = format!("/api/admin/users/{user_id}/credits");
@@ -377,7 +529,12 @@ async fn around_rows(api: &Api) {
         .send()
         .await
         .unwrap();
-    expect_error(r, StatusCode::UNAUTHORIZED, "No token, authorization denied").await;
+    expect_error(
+        r,
+        StatusCode::UNAUTHORIZED,
+        "No token, authorization denied",
+    )
+    .await;
     let r = api
         .post(&credits_path)
         .header(AUTHORIZATION, format!("Bearer {user_token}"))
@@ -393,7 +550,12 @@ async fn around_rows(api: &Api) {
         .send()
         .await
         .unwrap();
-    expect_error(r, StatusCode::BAD_REQUEST, "amount must be a positive integer").await;
+    expect_error(
+        r,
+        StatusCode::BAD_REQUEST,
+        "amount must be a positive integer",
+    )
+    .await;
 }
 
 fn with_admin(mut config: Config) -> Config {
@@ -418,7 +580,8 @@ async fn contract_on_sqlite_with_the_embedded_queue() {
 
 #[tokio::test]
 async fn contract_on_postgres_with_redis() {
-    let (Some(db), Some(redis)) = (testing::postgres_url().await, testing::redis_url().await) else {
+    let (Some(db), Some(redis)) = (testing::postgres_url().await, testing::redis_url().await)
+    else {
         return;
     };
     let mut config = testing::test_config(&db);
@@ -455,11 +618,22 @@ async fn direct_path_answers_200_with_the_real_body() {
     config.enqueue_first = false;
     let api = Api::start(config).await;
     let token = api.login(EMAIL, PASSWORD).await;
-    let (status, body) = json_of(api.generate(&token, json!({"prompt": "p", "outputs": 2})).await).await;
+    let (status, body) = json_of(
+        api.generate(&token, json!({"prompt": "p", "outputs": 2}))
+            .await,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         keys(&body),
-        set(&["success", "sessionId", "clientKey", "creditsUsed", "creditsLeft", "status"])
+        set(&[
+            "success",
+            "sessionId",
+            "clientKey",
+            "creditsUsed",
+            "creditsLeft",
+            "status"
+        ])
     );
     assert_eq!(body["creditsUsed"], 2);
     assert_eq!(body["creditsLeft"], 998);

@@ -20,9 +20,15 @@ const PASSWORD: &str = "flowpassword";
 /// A server on `config` whose only user is `EMAIL` with `credits`.
 async fn server_with_user(mut config: Config, credits: i64) -> (TestServer, Db) {
     let db = Db::open(&config.database_url).await.unwrap();
-    ensure_user(&db, &SeedUser::new(EMAIL, PASSWORD), credits, 4, chrono::Utc::now())
-        .await
-        .unwrap();
+    ensure_user(
+        &db,
+        &SeedUser::new(EMAIL, PASSWORD),
+        credits,
+        4,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
     config.no_seed = true;
     (TestServer::start(config).await, db)
 }
@@ -40,7 +46,12 @@ async fn login(http: &Client, server: &TestServer) -> String {
     body["token"].as_str().unwrap().to_string()
 }
 
-async fn generate(http: &Client, server: &TestServer, token: &str, body: Value) -> (StatusCode, Value) {
+async fn generate(
+    http: &Client,
+    server: &TestServer,
+    token: &str,
+    body: Value,
+) -> (StatusCode, Value) {
     let r = http
         .post(server.url("/api/images/seedream4/generate"))
         .header(COOKIE, format!("token={token}"))
@@ -52,7 +63,10 @@ async fn generate(http: &Client, server: &TestServer, token: &str, body: Value) 
 }
 
 async fn assert_drained_and_clean(db: &Db, accepted: u64) {
-    assert_eq!(wait_for_drain(db, Duration::from_secs(60)).await.unwrap(), Drain::Drained);
+    assert_eq!(
+        wait_for_drain(db, Duration::from_secs(60)).await.unwrap(),
+        Drain::Drained
+    );
     let mut report = audit(db, None).await.unwrap();
     report.compare_accepted(accepted);
     assert!(report.is_clean(), "{report:#?}");
@@ -61,7 +75,8 @@ async fn assert_drained_and_clean(db: &Db, accepted: u64) {
 #[tokio::test]
 async fn k6_flow_reaches_completed_with_its_images_and_charges_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, db) = server_with_user(testing::test_config(&testing::sqlite_url(dir.path())), 100).await;
+    let (server, db) =
+        server_with_user(testing::test_config(&testing::sqlite_url(dir.path())), 100).await;
     let http = Client::new();
     let token = login(&http, &server).await;
     let (status, accepted) = generate(
@@ -95,7 +110,10 @@ async fn k6_flow_reaches_completed_with_its_images_and_charges_once() {
         .json()
         .await
         .unwrap();
-    assert_eq!(credits, json!({"credits": 97, "available": 97, "reserved": 0}));
+    assert_eq!(
+        credits,
+        json!({"credits": 97, "available": 97, "reserved": 0})
+    );
     server.stop().await.unwrap();
 }
 
@@ -108,7 +126,10 @@ async fn exhaustion_under_concurrency(config: Config) {
         async move { generate(http, server, token, json!({"prompt": format!("p{i}")})).await }
     });
     let answers = futures::future::join_all(requests).await;
-    let accepted = answers.iter().filter(|(s, _)| *s == StatusCode::ACCEPTED).count();
+    let accepted = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::ACCEPTED)
+        .count();
     let refused = answers
         .iter()
         .filter(|(s, b)| *s == StatusCode::PAYMENT_REQUIRED && b["error"] == "Insufficient credits")
@@ -126,7 +147,8 @@ async fn two_hundred_concurrent_generates_with_fifty_credits_on_sqlite() {
 
 #[tokio::test]
 async fn two_hundred_concurrent_generates_with_fifty_credits_on_postgres_and_redis() {
-    let (Some(db), Some(redis)) = (testing::postgres_url().await, testing::redis_url().await) else {
+    let (Some(db), Some(redis)) = (testing::postgres_url().await, testing::redis_url().await)
+    else {
         return;
     };
     let mut config = testing::test_config(&db);
@@ -140,8 +162,13 @@ async fn duplicate_client_key(config: Config) {
     let http = Client::new();
     let token = login(&http, &server).await;
     let body = json!({"prompt": "same", "clientKey": "retry-me"});
-    let answers = futures::future::join_all((0..20).map(|_| generate(&http, &server, &token, body.clone()))).await;
-    assert!(answers.iter().all(|(s, _)| *s == StatusCode::ACCEPTED), "{answers:?}");
+    let answers =
+        futures::future::join_all((0..20).map(|_| generate(&http, &server, &token, body.clone())))
+            .await;
+    assert!(
+        answers.iter().all(|(s, _)| *s == StatusCode::ACCEPTED),
+        "{answers:?}"
+    );
     let first = &answers[0].1;
     assert!(answers.iter().all(|(_, b)| b == first), "{answers:?}");
     assert_drained_and_clean(&db, 1).await;
@@ -178,12 +205,21 @@ async fn restart_with_jobs_pending_completes_every_accepted_session() {
     let http = Client::new();
     let token = login(&http, &server).await;
     for i in 0..10 {
-        let (status, _) = generate(&http, &server, &token, json!({"prompt": format!("r{i}"), "outputs": 2})).await;
+        let (status, _) = generate(
+            &http,
+            &server,
+            &token,
+            json!({"prompt": format!("r{i}"), "outputs": 2}),
+        )
+        .await;
         assert_eq!(status, StatusCode::ACCEPTED);
     }
     server.stop().await.unwrap();
     let pending = audit(&db, None).await.unwrap().counts.processing;
-    assert!(pending > 0, "the stop left nothing pending, so this tests nothing");
+    assert!(
+        pending > 0,
+        "the stop left nothing pending, so this tests nothing"
+    );
 
     config.mock_min_ms = 5;
     config.mock_max_ms = 20;

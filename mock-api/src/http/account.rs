@@ -68,7 +68,9 @@ async fn login(State(state): State<AppState>, body: JsonObject) -> Result<Respon
 async fn register(State(state): State<AppState>, body: JsonObject) -> Result<Response, ApiError> {
     let (email, password) = email_and_password(&body)?;
     if !email.contains('@') {
-        return Err(ApiError::BadRequest("email must be an e-mail address".into()));
+        return Err(ApiError::BadRequest(
+            "email must be an e-mail address".into(),
+        ));
     }
     let cost = state.settings.bcrypt_cost;
     let hash = tokio::task::spawn_blocking(move || users::hash_password(&password, cost))
@@ -100,14 +102,19 @@ async fn current_user(state: &AppState, id: Id) -> Result<User, ApiError> {
 }
 
 /// `/me` words its 401s differently from the auth middleware [real].
-async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+async fn me(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let claims = match presented(&headers, &state.tokens) {
         Presented::Missing => return Err(ApiError::Unauthorized("Not authenticated")),
         Presented::Invalid => return Err(ApiError::Unauthorized("Invalid token")),
         Presented::Valid(claims) => claims,
     };
     let user = current_user(&state, claims.user_id).await?;
-    Ok(Json(json!({"id": user.id, "email": user.email, "credits": user.credits})))
+    Ok(Json(
+        json!({"id": user.id, "email": user.email, "credits": user.credits}),
+    ))
 }
 
 async fn logout() -> Response {
@@ -118,7 +125,10 @@ async fn logout() -> Response {
         .into_response()
 }
 
-async fn credits(State(state): State<AppState>, AuthUser(claims): AuthUser) -> Result<Json<serde_json::Value>, ApiError> {
+async fn credits(
+    State(state): State<AppState>,
+    AuthUser(claims): AuthUser,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let balance = ledger::balance(&state.db, claims.user_id, chrono::Utc::now()).await?;
     Ok(Json(json!({
         "credits": balance.credits,

@@ -59,7 +59,9 @@ async fn add_credits(
     Path(id): Path<String>,
     body: JsonObject,
 ) -> Result<Json<Value>, ApiError> {
-    let user: Id = id.parse().map_err(|_| ApiError::NotFound("User not found"))?;
+    let user: Id = id
+        .parse()
+        .map_err(|_| ApiError::NotFound("User not found"))?;
     let amount = body
         .optional_i64("amount")?
         .filter(|a| (1..=i64::from(i32::MAX)).contains(a))

@@ -44,7 +44,9 @@ impl Tokens {
         let secret = match secret {
             Some(s) => s.as_bytes().to_vec(),
             None => {
-                tracing::warn!("JWT_SECRET is unset: using a random secret; tokens end with this process");
+                tracing::warn!(
+                    "JWT_SECRET is unset: using a random secret; tokens end with this process"
+                );
                 let mut bytes = vec![0u8; 32];
                 rand::thread_rng().fill_bytes(&mut bytes);
                 bytes
@@ -56,7 +58,13 @@ impl Tokens {
         }
     }
 
-    pub fn issue(&self, user_id: Id, email: &str, role: Option<&str>, now: Timestamp) -> Result<String, ApiError> {
+    pub fn issue(
+        &self,
+        user_id: Id,
+        email: &str,
+        role: Option<&str>,
+        now: Timestamp,
+    ) -> Result<String, ApiError> {
         let claims = Claims {
             user_id,
             email: email.to_string(),
@@ -81,11 +89,14 @@ pub fn login_cookie(token: &str) -> String {
 }
 
 /// The `Set-Cookie` value of a logout, byte for byte the real one.
-pub const LOGOUT_COOKIE: &str = "token=; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; SameSite=Lax";
+pub const LOGOUT_COOKIE: &str =
+    "token=; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; SameSite=Lax";
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
     Some(token.trim()).filter(|t| !t.is_empty())
 }
 
@@ -109,7 +120,9 @@ pub enum Presented {
 pub fn presented(headers: &HeaderMap, tokens: &Tokens) -> Presented {
     match cookie_token(headers).or_else(|| bearer(headers)) {
         None => Presented::Missing,
-        Some(token) => tokens.verify(token).map_or(Presented::Invalid, Presented::Valid),
+        Some(token) => tokens
+            .verify(token)
+            .map_or(Presented::Invalid, Presented::Valid),
     }
 }
 

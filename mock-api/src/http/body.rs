@@ -55,7 +55,9 @@ impl JsonObject {
     pub fn required_str(&self, field: &str, missing: &str) -> Result<String, ApiError> {
         match self.0.get(field) {
             Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
-            None | Some(Value::Null) | Some(Value::String(_)) => Err(ApiError::BadRequest(missing.into())),
+            None | Some(Value::Null) | Some(Value::String(_)) => {
+                Err(ApiError::BadRequest(missing.into()))
+            }
             Some(_) => Err(ApiError::BadRequest(format!("{field} must be a string"))),
         }
     }

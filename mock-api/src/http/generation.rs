@@ -46,7 +46,11 @@ struct GenerateRequest {
 
 fn parse_generate(body: &JsonObject, max_outputs: i32) -> Result<GenerateRequest, ApiError> {
     let prompt = body.required_str("prompt", "Prompt is required")?;
-    let outputs_error = || ApiError::BadRequest(format!("outputs must be an integer from 1 to {max_outputs}"));
+    let outputs_error = || {
+        ApiError::BadRequest(format!(
+            "outputs must be an integer from 1 to {max_outputs}"
+        ))
+    };
     let outputs = match body.0.get("outputs") {
         None | Some(Value::Null) => 1,
         Some(Value::Number(n)) => n
@@ -65,13 +69,19 @@ fn parse_generate(body: &JsonObject, max_outputs: i32) -> Result<GenerateRequest
         .filter(|k| !k.trim().is_empty())
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     if client_key.len() > 200 {
-        return Err(ApiError::BadRequest("clientKey must be at most 200 characters".into()));
+        return Err(ApiError::BadRequest(
+            "clientKey must be at most 200 characters".into(),
+        ));
     }
     Ok(GenerateRequest {
         prompt,
-        model: body.optional_str("model")?.unwrap_or_else(|| DEFAULT_MODEL.into()),
+        model: body
+            .optional_str("model")?
+            .unwrap_or_else(|| DEFAULT_MODEL.into()),
         outputs,
-        size: body.optional_str("size")?.unwrap_or_else(|| DEFAULT_SIZE.into()),
+        size: body
+            .optional_str("size")?
+            .unwrap_or_else(|| DEFAULT_SIZE.into()),
         client_key,
         guidance_scale: body.optional_f64("guidance_scale")?,
         seed: body.optional_i64("seed")?,
@@ -127,12 +137,20 @@ async fn generate(
         dispatched: !enqueue_first,
     };
     let now = chrono::Utc::now();
-    let accepted =
-        ledger::reserve_for_session(&state.db, user, cost, state.settings.reservation_ttl, &new_session, now).await;
+    let accepted = ledger::reserve_for_session(
+        &state.db,
+        user,
+        cost,
+        state.settings.reservation_ttl,
+        &new_session,
+        now,
+    )
+    .await;
     let accepted = match accepted {
         Ok(accepted) => accepted,
         Err(e) => {
-            metrics::counter!("mock_generate_rejected_total", "reason" => reject_reason(&e)).increment(1);
+            metrics::counter!("mock_generate_rejected_total", "reason" => reject_reason(&e))
+                .increment(1);
             return Err(e.into());
         }
     };
@@ -154,11 +172,16 @@ async fn generate(
                 };
                 let db = state.db.clone();
                 let provider = state.provider.clone();
-                tokio::spawn(async move { crate::jobs::run_generation(&db, &provider, request).await });
+                tokio::spawn(
+                    async move { crate::jobs::run_generation(&db, &provider, request).await },
+                );
             }
             (session_id, reservation.id)
         }
-        Accepted::Replay { session_id, reservation_id } => (session_id, reservation_id),
+        Accepted::Replay {
+            session_id,
+            reservation_id,
+        } => (session_id, reservation_id),
     };
     if enqueue_first {
         return Ok((
@@ -207,7 +230,9 @@ fn page_number(value: Option<&str>, field: &str, default: i64, max: i64) -> Resu
             .parse::<i64>()
             .ok()
             .filter(|n| (0..=max).contains(n))
-            .ok_or_else(|| ApiError::BadRequest(format!("{field} must be an integer from 0 to {max}"))),
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!("{field} must be an integer from 0 to {max}"))
+            }),
     }
 }
 
@@ -341,7 +366,9 @@ async fn session(
     AuthUser(claims): AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id: Id = id.parse().map_err(|_| ApiError::NotFound("Session not found"))?;
+    let id: Id = id
+        .parse()
+        .map_err(|_| ApiError::NotFound("Session not found"))?;
     let user = claims.user_id;
     let found: Option<(SessionRow, Vec<ImageRow>)> = with_pool!(&state.db, pool => {
         let session: Option<SessionRow> = sqlx::query_as(

@@ -39,10 +39,16 @@ fn object(required: &[&str], properties: Value) -> Value {
 /// Errors every JSON route may answer besides its own.
 fn with_common_errors(mut responses: Value, authenticated: bool) -> Value {
     let map = responses.as_object_mut().expect("responses is an object");
-    map.insert("400".into(), error_response("Missing field, malformed JSON or wrong content type"));
+    map.insert(
+        "400".into(),
+        error_response("Missing field, malformed JSON or wrong content type"),
+    );
     map.insert("413".into(), error_response("Body larger than 64 KiB"));
     if authenticated {
-        map.insert("401".into(), error_response("No token, authorization denied | Token is not valid"));
+        map.insert(
+            "401".into(),
+            error_response("No token, authorization denied | Token is not valid"),
+        );
     }
     map.insert("500".into(), error_response("Server error"));
     responses
@@ -61,9 +67,26 @@ pub fn document() -> Value {
     let nullable = |t: &str| json!({"type": t, "nullable": true});
     let history_item = object(
         &[
-            "session_id", "prompt", "model", "status", "created_at", "completed_at", "outputs", "aspect_ratio",
-            "resolution", "guidance_scale", "credit_cost", "error_details", "ref_image_url", "ref_image_urls",
-            "input_settings", "client_key", "url", "b2_url", "image_client_key", "image_created_at",
+            "session_id",
+            "prompt",
+            "model",
+            "status",
+            "created_at",
+            "completed_at",
+            "outputs",
+            "aspect_ratio",
+            "resolution",
+            "guidance_scale",
+            "credit_cost",
+            "error_details",
+            "ref_image_url",
+            "ref_image_urls",
+            "input_settings",
+            "client_key",
+            "url",
+            "b2_url",
+            "image_client_key",
+            "image_created_at",
             "image_completed_at",
         ],
         json!({
@@ -106,7 +129,14 @@ pub fn document() -> Value {
         }),
     );
     let accepted = object(
-        &["accepted", "clientKey", "reservationId", "sessionId", "session_id", "status"],
+        &[
+            "accepted",
+            "clientKey",
+            "reservationId",
+            "sessionId",
+            "session_id",
+            "status",
+        ],
         json!({
             "accepted": {"type": "boolean", "enum": [true]},
             "clientKey": {"type": "string"},
@@ -117,7 +147,14 @@ pub fn document() -> Value {
         }),
     );
     let direct = object(
-        &["success", "sessionId", "clientKey", "creditsUsed", "creditsLeft", "status"],
+        &[
+            "success",
+            "sessionId",
+            "clientKey",
+            "creditsUsed",
+            "creditsLeft",
+            "status",
+        ],
         json!({
             "success": {"type": "boolean", "enum": [true]},
             "sessionId": {"type": "string", "format": "uuid"},
@@ -128,7 +165,14 @@ pub fn document() -> Value {
         }),
     );
     let image = object(
-        &["id", "url", "width", "height", "storage_provider", "created_at"],
+        &[
+            "id",
+            "url",
+            "width",
+            "height",
+            "storage_provider",
+            "created_at",
+        ],
         json!({
             "id": {"type": "string", "format": "uuid"}, "url": nullable("string"), "width": nullable("integer"),
             "height": nullable("integer"), "storage_provider": nullable("string"),
@@ -137,8 +181,20 @@ pub fn document() -> Value {
     );
     let session = object(
         &[
-            "id", "session_id", "status", "prompt", "model", "outputs", "credit_cost", "reservation_id", "client_key",
-            "error_details", "created_at", "completed_at", "duration_ms", "images",
+            "id",
+            "session_id",
+            "status",
+            "prompt",
+            "model",
+            "outputs",
+            "credit_cost",
+            "reservation_id",
+            "client_key",
+            "error_details",
+            "created_at",
+            "completed_at",
+            "duration_ms",
+            "images",
         ],
         json!({
             "id": {"type": "string", "format": "uuid"},
