@@ -23,12 +23,12 @@ const TTL: Duration = Duration::from_secs(600);
 /// Enough credits that no cycle is ever refused.
 const CREDITS: i32 = 1_000_000_000;
 
-async fn users_with_credits(db: &Db, n: usize) -> Vec<Id> {
+async fn users_with_credits(db: &Db, prefix: &str, n: usize) -> Vec<Id> {
     let now = Utc::now();
     let hash = users::hash_password("pw", 4).expect("hash");
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
-        let user = users::create(db, &format!("bench{i}@example.com"), &hash, "user", now)
+        let user = users::create(db, &format!("{prefix}{i}@example.com"), &hash, "user", now)
             .await
             .expect("create user");
         ledger::add_credits(
@@ -88,10 +88,10 @@ async fn measure(db: &Db, users: &[Id], secs: f64) -> f64 {
 }
 
 async fn bench_backend(name: &str, db: Db, secs: f64) {
-    let hot = users_with_credits(&db, 1).await;
+    let hot = users_with_credits(&db, "hot", 1).await;
     let hot_rate = measure(&db, &hot, secs).await;
     println!("{name:<10} 1 hot user   {TASKS} tasks  {hot_rate:>8.0} reserve+capture cycles/s");
-    let many = users_with_credits(&db, 100).await;
+    let many = users_with_credits(&db, "spread", 100).await;
     let many_rate = measure(&db, &many, secs).await;
     println!("{name:<10} 100 users    {TASKS} tasks  {many_rate:>8.0} reserve+capture cycles/s");
     assert!(
