@@ -61,7 +61,11 @@ async fn credits(db: &Db, user: Id) -> i64 {
 }
 
 async fn audit_is_clean(db: &Db) -> bool {
-    mock_api::audit::audit(db, None).await.unwrap().is_clean()
+    let report = mock_api::audit::audit(db, None).await.unwrap();
+    if !report.is_clean() {
+        eprintln!("audit: {:#?}", report.violations);
+    }
+    report.is_clean()
 }
 
 // ---------------------------------------------------------------------------
