@@ -226,8 +226,8 @@ pub async fn ensure_users(
     // The futures are made before the stream, not by a closure inside it:
     // a closure there makes the future not provably `Send` for every
     // lifetime, and the server seeds from inside a spawned task.
-    let seeding: Vec<_> = users
-        .iter()
+    let seeding: Vec<_> = unique
+        .into_iter()
         .map(|user| ensure_one(db, user, credits, &hashes, now))
         .collect();
     let per_user: Vec<Vec<SeedAction>> = stream::iter(seeding)

@@ -2,6 +2,10 @@
 //! concurrent reserve / capture / release against one user, checked by the
 //! audit and by SQL; FIFO capture across lots; idempotent settling; expiry.
 //!
+//! Reservations are made the way the server makes them, for a generation
+//! session (one credit per output), and settled with its outcome, so the
+//! audit's session invariants (I1–I5) hold alongside the ledger's (I6, I7).
+//!
 //! The PostgreSQL halves use a throwaway server from `mock_api::testing`
 //! and print SKIP when none can be started (they fail in CI instead).
 
@@ -11,10 +15,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 use mock_api::db::{Db, Id, Timestamp};
-use mock_api::ledger::{self, LedgerError, LotSource, ReservationStatus, Transition};
+use mock_api::ledger::{
+    self, Accepted, LedgerError, LotSource, NewImage, NewSession, Reservation, ReservationStatus,
+    SessionOutcome, Transition,
+};
 use mock_api::{users, with_pool};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use serde_json::json;
 
 const TTL: Duration = Duration::from_secs(600);
 
@@ -56,6 +64,71 @@ async fn user_with(db: &Db, email: &str, lots: &[(i32, i64)], now: Timestamp) ->
     user.id
 }
 
+/// Reserves `outputs` credits for a new generation session, as the server
+/// does on `POST /api/images/seedream4/generate`.
+async fn reserve_session(
+    db: &Db,
+    user: Id,
+    outputs: i32,
+    ttl: Duration,
+    now: Timestamp,
+) -> Result<Reservation, LedgerError> {
+    let (session_id, reservation_id) = (Id::random(), Id::random());
+    let client_key = format!("key-{session_id}");
+    let session = NewSession {
+        id: session_id,
+        reservation_id,
+        prompt: "a ledger test".into(),
+        model: "seedream-4".into(),
+        outputs,
+        client_key: client_key.clone(),
+        resolution: None,
+        aspect_ratio: None,
+        guidance_scale: None,
+        seed: None,
+        payload: json!({
+            "payloadVersion": 1,
+            "jobType": ledger::GENERATION_EVENT,
+            "userId": user.to_string(),
+            "clientKey": client_key,
+            "mock": true,
+            "reservationId": reservation_id.to_string(),
+            "sessionId": session_id.to_string(),
+            "params": {"prompt": "a ledger test", "model": "seedream-4", "outputs": outputs},
+        }),
+        dispatched: false,
+    };
+    match ledger::reserve_for_session(db, user, outputs, ttl, &session, now).await? {
+        Accepted::New(reservation) => Ok(reservation),
+        Accepted::Replay { .. } => panic!("a fresh clientKey was replayed"),
+    }
+}
+
+/// Captures: the generation completed with one image per credit.
+fn completed(outputs: i32) -> SessionOutcome {
+    SessionOutcome::Completed {
+        images: (0..outputs)
+            .map(|n| NewImage {
+                url: format!("https://example.test/{n}.png"),
+                width: 1024,
+                height: 1024,
+                storage_provider: "mock".into(),
+                generation_tool: "seedream4".into(),
+                client_key: None,
+            })
+            .collect(),
+        duration_ms: 1,
+    }
+}
+
+/// Releases: the generation failed.
+fn failed() -> SessionOutcome {
+    SessionOutcome::Failed {
+        error_details: json!({"error": "provider failed"}),
+        duration_ms: 1,
+    }
+}
+
 async fn credits(db: &Db, user: Id) -> i64 {
     ledger::balance(db, user, Utc::now()).await.unwrap().credits
 }
@@ -91,14 +164,18 @@ struct Tally {
 async fn settle(db: &Db, tally: &Tally, id: Id, amount: i32, capture: bool) {
     let now = Utc::now();
     if capture {
-        let done = ledger::capture(db, id, now).await.unwrap();
+        let done = ledger::finish_session(db, id, &completed(amount), now)
+            .await
+            .unwrap();
         assert_eq!(done, Transition::Applied);
         tally.captured.fetch_add(1, Ordering::Relaxed);
         tally
             .captured_credits
             .fetch_add(amount.into(), Ordering::Relaxed);
     } else {
-        let done = ledger::release(db, id, now).await.unwrap();
+        let done = ledger::finish_session(db, id, &failed(), now)
+            .await
+            .unwrap();
         assert_eq!(done, Transition::Applied);
         tally.released.fetch_add(1, Ordering::Relaxed);
     }
@@ -114,7 +191,7 @@ async fn worker(db: Db, user: Id, seed: u64, tally: Arc<Tally>) {
             settle(&db, &tally, id, amount, rng.gen_bool(CAPTURE_P)).await;
         } else {
             let amount: i32 = rng.gen_range(1..=8);
-            match ledger::reserve(&db, user, amount, TTL, "concurrency test", Utc::now()).await {
+            match reserve_session(&db, user, amount, TTL, Utc::now()).await {
                 Ok(reservation) => {
                     assert_eq!(reservation.amount, amount);
                     tally.reserved.fetch_add(1, Ordering::Relaxed);
@@ -270,15 +347,19 @@ async fn fifo_capture(db: Db) {
     assert_eq!(credits(&db, user).await, 130);
 
     // Within the first lot: one row.
-    let small = ledger::reserve(&db, user, 10, TTL, "t", now).await.unwrap();
+    let small = reserve_session(&db, user, 10, TTL, now).await.unwrap();
     assert_eq!(
-        ledger::capture(&db, small.id, now).await.unwrap(),
+        ledger::finish_session(&db, small.id, &completed(10), now)
+            .await
+            .unwrap(),
         Transition::Applied
     );
     // Larger than what is left of the first lot: spans both.
-    let big = ledger::reserve(&db, user, 50, TTL, "t", now).await.unwrap();
+    let big = reserve_session(&db, user, 50, TTL, now).await.unwrap();
     assert_eq!(
-        ledger::capture(&db, big.id, now).await.unwrap(),
+        ledger::finish_session(&db, big.id, &completed(50), now)
+            .await
+            .unwrap(),
         Transition::Applied
     );
 
@@ -333,14 +414,23 @@ async fn idempotency(db: Db) {
     let now = Utc::now();
     let user = user_with(&db, "idem@example.com", &[(100, 365)], now).await;
 
-    let r = ledger::reserve(&db, user, 7, TTL, "t", now).await.unwrap();
+    let r = reserve_session(&db, user, 7, TTL, now).await.unwrap();
     assert_eq!(
-        ledger::capture(&db, r.id, now).await.unwrap(),
+        ledger::finish_session(&db, r.id, &completed(7), now)
+            .await
+            .unwrap(),
         Transition::Applied
     );
     assert_eq!(
         ledger::capture(&db, r.id, now).await.unwrap(),
         Transition::Unchanged(ReservationStatus::Captured)
+    );
+    assert_eq!(
+        ledger::finish_session(&db, r.id, &completed(7), now)
+            .await
+            .unwrap(),
+        Transition::Unchanged(ReservationStatus::Captured),
+        "a redelivered job completes nothing twice"
     );
     assert_eq!(credits(&db, user).await, 93, "captured once only");
     match ledger::release(&db, r.id, now).await {
@@ -350,9 +440,11 @@ async fn idempotency(db: Db) {
         other => panic!("release after capture: {other:?}"),
     }
 
-    let r = ledger::reserve(&db, user, 5, TTL, "t", now).await.unwrap();
+    let r = reserve_session(&db, user, 5, TTL, now).await.unwrap();
     assert_eq!(
-        ledger::release(&db, r.id, now).await.unwrap(),
+        ledger::finish_session(&db, r.id, &failed(), now)
+            .await
+            .unwrap(),
         Transition::Applied
     );
     assert_eq!(
@@ -370,8 +462,28 @@ async fn idempotency(db: Db) {
         ledger::capture(&db, Id::random(), now).await,
         Err(LedgerError::UnknownReservation(_))
     ));
+    // Plain reservations (no session) settle the same way.
+    let plain = ledger::reserve(&db, user, 3, TTL, "plain", now)
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger::release(&db, plain.id, now).await.unwrap(),
+        Transition::Applied
+    );
+    assert_eq!(
+        ledger::release(&db, plain.id, now).await.unwrap(),
+        Transition::Unchanged(ReservationStatus::Released)
+    );
     let balance = ledger::balance(&db, user, now).await.unwrap();
     assert_eq!((balance.credits, balance.available), (93, 93));
+    let images: i64 = with_pool!(&db, pool => sqlx::query_as::<_, (i64,)>(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM images",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+    .0);
+    assert_eq!(images, 7, "no images stored twice");
     assert!(audit_is_clean(&db).await);
 }
 
@@ -394,10 +506,10 @@ async fn idempotency_postgres() {
 async fn expiry(db: Db) {
     let now = Utc::now();
     let user = user_with(&db, "expiry@example.com", &[(100, 365)], now).await;
-    let r = ledger::reserve(&db, user, 40, Duration::from_secs(60), "t", now)
+    let r = reserve_session(&db, user, 40, Duration::from_secs(60), now)
         .await
         .unwrap();
-    let keep = ledger::reserve(&db, user, 10, TTL, "t", now).await.unwrap();
+    let keep = reserve_session(&db, user, 10, TTL, now).await.unwrap();
     assert_eq!(ledger::balance(&db, user, now).await.unwrap().available, 50);
 
     assert!(ledger::expire_overdue(&db, now).await.unwrap().is_empty());
@@ -417,6 +529,15 @@ async fn expiry(db: Db) {
     .unwrap()
     .0);
     assert_eq!(status, "expired");
+    let session: String = with_pool!(&db, pool => sqlx::query_as::<_, (String,)>(
+        "SELECT status FROM generation_sessions WHERE reservation_id = $1",
+    )
+    .bind(r.id)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+    .0);
+    assert_eq!(session, "failed", "the sweeper fails the waiting session");
     let moved: i64 = with_pool!(&db, pool => sqlx::query_as::<_, (i64,)>(
         "SELECT CAST(COUNT(*) AS BIGINT) FROM credit_transactions WHERE reservation_id = $1",
     )
@@ -440,7 +561,9 @@ async fn expiry(db: Db) {
         ledger::release(&db, r.id, later).await.unwrap(),
         Transition::Unchanged(ReservationStatus::Expired)
     );
-    ledger::release(&db, keep.id, later).await.unwrap();
+    ledger::finish_session(&db, keep.id, &failed(), later)
+        .await
+        .unwrap();
     assert_eq!(credits(&db, user).await, 100);
     assert!(audit_is_clean(&db).await);
 }

@@ -110,6 +110,8 @@ async fn rerun_is_idempotent() {
     );
     let days = (lots[0].3 - chrono::Utc::now()).num_days();
     assert!((364..=365).contains(&days), "{days}");
+    let report = mock_api::audit::audit(&db, None).await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.violations);
 }
 
 #[tokio::test]

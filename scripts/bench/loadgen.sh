@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# loadgen against k6 (and k9 when installed) in the same session, against
+# the same mock-api (release, SQLite, 1..5 ms provider), on loopback:
+#   1. CPU seconds and peak RSS of the load generator for 10,000 iterations
+#      of the generation test, 50 VUs, login once per VU, no think time;
+#   2. RSS growth per VU with VUs idle in think time (loadgen 100 → 5,000
+#      VUs; k6 100 → 1,000 VUs, as 5,000 k6 VUs need gigabytes).
+# Usage: scripts/bench/loadgen.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cargo build --release -q -p mock-api -p seed -p loadgen
+bin=$PWD/target/release
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+base="http://127.0.0.1:$port"
+db="sqlite:$work/bench.db"
+"$bin/seed" --database-url "$db" --credits 100000000 --bcrypt-cost 4 >/dev/null
+env -i PATH="$PATH" BIND="127.0.0.1:$port" DATABASE_URL="$db" JWT_SECRET=bench \
+  GEN_WORKER_CONCURRENCY=50 SEEDREAM4_MOCK_MIN_MS=1 SEEDREAM4_MOCK_MAX_MS=5 RUST_LOG=error \
+  "$bin/mock-api" 2>"$work/mock.log" &
+pids+=($!)
+for _ in $(seq 100); do curl -fs "$base/healthz" >/dev/null && break; sleep 0.1; done
+
+# measure LABEL CMD... : the command's user+sys CPU seconds and peak RSS.
+measure() {
+  local label=$1; shift
+  /usr/bin/time -f "%U %S %M %e" -o "$work/time" "$@" >"$work/out" 2>&1 || true
+  read -r user sys rss wall <"$work/time"
+  printf '%-32s cpu_s=%.2f peak_rss_mb=%.1f wall_s=%s\n' "$label" "$(echo "$user + $sys" | bc)" "$(echo "$rss / 1024" | bc -l)" "$wall"
+}
+
+echo "cores: $(nproc)"
+echo "== 10,000 iterations, 50 VUs, login once, no think time"
+measure "loadgen" "$bin/loadgen" run --api-base "$base" --quiet --vus 50 --iterations 10000 \
+  --login once --think-time 0 --no-thresholds
+measure "k6" k6 run --quiet --no-summary --vus 50 --iterations 10000 -e API_BASE="$base" scripts/bench/k6-generate.js
+if command -v k9 >/dev/null; then
+  measure "k9" k9 run --quiet --vus 50 --iterations 10000 -e API_BASE="$base" scripts/bench/k6-generate.js
+fi
+
+echo "== idle VUs in think time (RSS growth per VU)"
+rss() { # VUS TOOL
+  if [ "$2" = loadgen ]; then
+    /usr/bin/time -f "%M" -o "$work/rss" "$bin/loadgen" run --api-base "$base" --quiet --vus "$1" --duration 15s \
+      --login once --think-time 60s --no-thresholds --graceful-stop 0s >/dev/null 2>&1 || true
+  else
+    /usr/bin/time -f "%M" -o "$work/rss" k6 run --quiet --no-summary --vus "$1" --duration 15s \
+      -e API_BASE="$base" scripts/bench/k6-idle.js >/dev/null 2>&1 || true
+  fi
+  cat "$work/rss"
+}
+l100=$(rss 100 loadgen); l5000=$(rss 5000 loadgen)
+echo "loadgen: 100 VUs ${l100} KB, 5000 VUs ${l5000} KB → $(( (l5000 - l100) / 4900 )) KB per VU"
+k100=$(rss 100 k6); k1000=$(rss 1000 k6)
+echo "k6: 100 VUs ${k100} KB, 1000 VUs ${k1000} KB → $(( (k1000 - k100) / 900 )) KB per VU"
