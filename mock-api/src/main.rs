@@ -57,7 +57,20 @@ async fn shutdown_signal(token: CancellationToken) {
 
 #[tokio::main]
 async fn main() {
-    let config = Cli::parse().config;
+    let config = match Cli::try_parse() {
+        Ok(cli) => cli.config,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return;
+            }
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("mock-api: {}", first.trim_start_matches("error: "));
+            std::process::exit(2);
+        }
+    };
     init_logs(config.log_format);
     if let Err(e) = config.validate() {
         eprintln!("mock-api: {e}");
