@@ -41,6 +41,8 @@ struct MockPlan {
     users_file: Option<PathBuf>,
     latency: (Duration, Duration),
     seed: Option<u64>,
+    /// The fault plan file (`--mock-faults`), read by the mock at start.
+    faults: Option<PathBuf>,
     drain_timeout: Duration,
     /// Audit only rows of this run when the database was given (it may hold
     /// earlier runs).
@@ -48,11 +50,10 @@ struct MockPlan {
 }
 
 fn mock_plan(args: &RunArgs, plan: &Plan) -> Result<MockPlan, PlanError> {
-    if args.mock_faults.is_some() {
-        return Err(PlanError::new(
-            "mock-faults",
-            "fault plans are not supported by this build of mock-api yet",
-        ));
+    if let Some(file) = &args.mock_faults {
+        // Read and validated here so a bad plan is a one-line error before
+        // anything starts.
+        mock_api::faults::read_plan(file).map_err(|e| PlanError::new("mock-faults", e))?;
     }
     let (dir, database_url) = match &args.mock_database_url {
         Some(url) => (None, url.clone()),
@@ -99,6 +100,7 @@ fn mock_plan(args: &RunArgs, plan: &Plan) -> Result<MockPlan, PlanError> {
         users_file,
         latency: parse_duration_range("mock-latency", &args.mock_latency)?,
         seed: args.mock_seed,
+        faults: args.mock_faults.clone(),
         drain_timeout: parse_duration("drain-timeout", &args.drain_timeout)?,
     })
 }
@@ -114,7 +116,9 @@ fn mock_config(mock: &MockPlan) -> Config {
     config.jwt_secret = Some(uuid::Uuid::new_v4().simple().to_string());
     config.mock_min_ms = mock.latency.0.as_millis() as u64;
     config.mock_max_ms = mock.latency.1.as_millis() as u64;
+    // MOCK_SEED: every decision of the provider and of the fault plan.
     config.mock_seed = mock.seed;
+    config.faults = mock.faults.clone();
     // Enough workers that the provider's latency, not the pool, paces jobs.
     config.worker_concurrency = 50;
     config.outbox_poll_ms = 100;
@@ -206,6 +210,15 @@ pub async fn run(mut args: RunArgs, interrupt: Arc<AtomicBool>) -> i32 {
             mock.latency.0.as_millis(),
             mock.latency.1.as_millis(),
         );
+        if let Some(file) = &mock.faults {
+            println!(
+                "     faults: {} (seed {})",
+                file.display(),
+                mock.seed
+                    .map_or("random: pass --mock-seed to replay".to_string(), |s| s
+                        .to_string())
+            );
+        }
     }
     let plan = match Plan::from_args(&args) {
         Ok(plan) => plan,

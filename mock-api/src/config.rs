@@ -86,6 +86,30 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+    /// Fault plan file (TOML, or JSON when it starts with `{`); see "Reproducing failure modes".
+    #[arg(long = "faults", env = "MOCK_FAULTS")]
+    pub faults: Option<std::path::PathBuf>,
+    /// Share (0..=1) of provider attempts that fail (a provider rule added to the plan).
+    #[arg(long, env = "MOCK_PROVIDER_ERROR_RATE")]
+    pub provider_error_rate: Option<f64>,
+    /// Statuses of those failures and their weights: `500:1,502:1,503:2` (default 500).
+    #[arg(long, env = "MOCK_PROVIDER_ERROR_STATUSES")]
+    pub provider_error_statuses: Option<String>,
+    /// Provider latency instead of the MIN_MS..MAX_MS range: `2s`, `1s..3s`, `normal:2s,500ms`, `lognormal:2s,20s` (p50,p99).
+    #[arg(long, env = "MOCK_PROVIDER_LATENCY")]
+    pub provider_latency: Option<String>,
+    /// How long a provider call may take before it fails with 504 (default 120s).
+    #[arg(long, env = "MOCK_PROVIDER_TIMEOUT")]
+    pub provider_timeout: Option<String>,
+    /// Token of the runtime control API (/__mock/*); the API is off when unset.
+    #[arg(long, env = "MOCK_ADMIN_TOKEN", hide_env_values = true)]
+    pub mock_admin_token: Option<String>,
+    /// The real backend's rate limit: requests per window and IP on /api/* (off when unset).
+    #[arg(long, env = "RATE_LIMIT_MAX", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_max: Option<u32>,
+    /// The rate limit's window.
+    #[arg(long, env = "RATE_LIMIT_WINDOW_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate_limit_window_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -148,6 +172,7 @@ impl Config {
                 why: "set both or neither".into(),
             });
         }
+        self.fault_settings()?;
         if self.queue_name.is_empty() || self.queue_name.contains(':') {
             return Err(ConfigError {
                 field: "QUEUE_NAME",
@@ -180,13 +205,53 @@ impl Config {
         }
     }
 
+    /// The fault plan (file, then the simple variables), the control API
+    /// and the rate limiter. Reads the plan file.
+    pub fn fault_settings(&self) -> Result<crate::faults::FaultSettings, ConfigError> {
+        let mut plan = match &self.faults {
+            Some(path) => crate::faults::read_plan(path).map_err(|why| ConfigError {
+                field: "MOCK_FAULTS",
+                why,
+            })?,
+            None => crate::faults::Plan::default(),
+        };
+        let simple = crate::faults::simple_plan(
+            self.provider_error_rate,
+            self.provider_error_statuses.as_deref(),
+            self.provider_latency.as_deref(),
+            self.provider_timeout.as_deref(),
+        )
+        .map_err(|(field, why)| ConfigError { field, why })?;
+        plan = plan.merge(simple).map_err(|why| ConfigError {
+            field: "MOCK_FAULTS",
+            why,
+        })?;
+        if self.mock_admin_token.as_deref() == Some("") {
+            return Err(ConfigError {
+                field: "MOCK_ADMIN_TOKEN",
+                why: "is empty; unset it to turn the control API off".into(),
+            });
+        }
+        Ok(crate::faults::FaultSettings {
+            plan,
+            plan_file: self.faults.clone(),
+            admin_token: self.mock_admin_token.clone(),
+            rate_limit_max: self.rate_limit_max,
+            rate_limit_window: Duration::from_millis(self.rate_limit_window_ms),
+            seed: self.mock_seed.unwrap_or_else(rand::random),
+            seed_given: self.mock_seed.is_some(),
+        })
+    }
+
     /// One line per setting for the start-up log, secrets masked.
     pub fn describe(&self) -> String {
         let masked = |set: bool| if set { "(set)" } else { "(unset)" };
         format!(
             "listen={} database={} queue={} queue_name={} jwt_secret={} admin={} seed_on_first_start={} \
              enqueue_first={} workers={} outbox_poll_ms={} outbox_batch={} cost_per_output={} max_outputs={} \
-             reservation_ttl_s={} provider_latency_ms={}..{} mock_seed={} bcrypt_cost={} shutdown_grace_ms={}",
+             reservation_ttl_s={} provider_latency_ms={}..{} mock_seed={} bcrypt_cost={} shutdown_grace_ms={} \
+             faults={} provider_error_rate={} provider_error_statuses={} provider_latency={} provider_timeout={} \
+             control_api={} rate_limit={}",
             self.listen_addr(),
             redact_url(&self.database_url),
             if self.redis_url.is_some() { "redis" } else { "embedded" },
@@ -206,6 +271,23 @@ impl Config {
             self.mock_seed.map_or("(random)".to_string(), |s| s.to_string()),
             self.bcrypt_cost,
             self.shutdown_grace_ms,
+            self.faults
+                .as_ref()
+                .map_or("(none)".to_string(), |p| p.display().to_string()),
+            self.provider_error_rate
+                .map_or("(none)".to_string(), |r| r.to_string()),
+            self.provider_error_statuses.as_deref().unwrap_or("(default)"),
+            self.provider_latency.as_deref().unwrap_or("(min..max)"),
+            self.provider_timeout.as_deref().unwrap_or("(default 120s)"),
+            if self.mock_admin_token.is_some() {
+                "on, token (set)"
+            } else {
+                "off"
+            },
+            self.rate_limit_max.map_or("off".to_string(), |m| format!(
+                "{m}/{}ms",
+                self.rate_limit_window_ms
+            )),
         )
     }
 }

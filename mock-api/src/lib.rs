@@ -14,6 +14,9 @@
 //!   `seed` binary and the server's first start).
 //! - [`queue`]: the job queue trait (embedded and Redis/BullMQ).
 //! - [`provider`]: the simulated image provider (MOCK_API mode).
+//! - [`faults`]: fault injection — the fault plan (TOML/JSON, scheduled
+//!   windows), seeded decisions, the edge layer, the real rate limiter
+//!   (`RATE_LIMIT_MAX`) and the `/__mock/*` control API.
 //! - [`jobs`]: the outbox relay, the generation workers and the reservation
 //!   sweeper.
 //! - [`config`]: the server's flags and environment variables.
@@ -25,6 +28,7 @@
 pub mod audit;
 pub mod config;
 pub mod db;
+pub mod faults;
 pub mod http;
 pub mod jobs;
 pub mod ledger;

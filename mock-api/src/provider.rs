@@ -7,23 +7,39 @@
 //! # Reproducibility
 //!
 //! Every random choice of an attempt is drawn from a generator seeded by
-//! (provider seed, reservation id, attempt) alone — never from a shared
+//! (provider seed, job key, attempt) alone — never from a shared
 //! generator — so what happens to a job does not depend on how workers
-//! were scheduled, and a run with the same seed repeats exactly. The
-//! generator is a SplitMix64 stream written out here, so a seed means the
-//! same thing on every platform and with every `rand` version.
+//! were scheduled, and a run with the same seed repeats exactly. The job
+//! key is the request's `clientKey` (see [`crate::faults`] for the keys the
+//! edge hands out to requests without one). The generator is a SplitMix64
+//! stream written out here, so a seed means the same thing on every
+//! platform and with every `rand` version.
 //!
 //! # Fault injection
 //!
-//! [`Provider::decide`] is a pure function from a request to a
-//! [`Decision`] (how long to take and what to answer);
-//! [`Provider::generate`] only sleeps and applies it. Richer faults (latency
-//! distributions, 429s, timeouts, partial results) are new [`Planned`]
-//! variants and new draws in `decide`.
+//! [`Provider::decide`] is a function from a request to a [`Decision`]
+//! (how long to take and what to answer), pure in the seed, the job key,
+//! the attempt and the fault plan in force (with its windows) when it is
+//! called; [`Provider::generate`] only sleeps, counts the injected faults
+//! and applies it. The provider rules of the plan ([`crate::faults`]):
+//!
+//! - `latency`: replaces the uniform `min_ms..max_ms` latency;
+//! - `error`: the attempt fails with a status of the rule's mix;
+//! - `timeout`: no answer within the provider deadline (`provider_timeout`,
+//!   `MOCK_PROVIDER_TIMEOUT`, default 120 s): the attempt fails with 504
+//!   after the deadline. Any latency at or above the deadline ends the same way;
+//! - `partial`: only k of the n outputs come back. The ledger captures
+//!   whole reservations and the audit requires a completed session to hold
+//!   exactly `outputs` images (I4), so an incomplete batch is a failed
+//!   attempt (502, `partial result: k of n outputs`): retried per the queue
+//!   policy and, out of attempts, failed with its credits released —
+//!   a partial result charges nothing and stores no image.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::db::Id;
+use crate::faults::{fnv1a, Faults, Kind, ProviderFault, Target};
 use crate::ledger::NewImage;
 
 /// The generation tool recorded on every image.
@@ -104,6 +120,8 @@ pub struct ProviderFailure {
 pub struct Decision {
     pub latency: Duration,
     pub outcome: Planned,
+    /// The injected faults, (rule, kind), counted when the attempt runs.
+    pub faults: Vec<(String, Kind)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -118,6 +136,7 @@ pub enum Planned {
 pub struct Provider {
     config: ProviderConfig,
     seed: u64,
+    faults: Option<Arc<Faults>>,
 }
 
 impl Provider {
@@ -134,7 +153,20 @@ impl Provider {
             config.fail_rate.clamp(0.0, 1.0)
         };
         let seed = config.seed.unwrap_or_else(rand::random);
-        Provider { config, seed }
+        Provider {
+            config,
+            seed,
+            faults: None,
+        }
+    }
+
+    /// A provider whose attempts also follow the provider rules of
+    /// `faults` (its seed is the provider's).
+    pub fn with_faults(config: ProviderConfig, faults: Arc<Faults>) -> Provider {
+        let mut provider = Provider::new(config);
+        provider.seed = faults.seed();
+        provider.faults = Some(faults);
+        provider
     }
 
     pub fn try_new(config: ProviderConfig) -> Result<Provider, String> {
@@ -153,34 +185,80 @@ impl Provider {
     }
 
     /// What the attempt will do: a pure function of the provider's seed and
-    /// config and the request's reservation id and attempt.
+    /// config, the fault plan in force, and the request's job key and
+    /// attempt.
     pub fn decide(&self, request: &GenerationRequest) -> Decision {
-        let mut draws = Draws::new(self.seed, request.reservation_id, request.attempt);
+        let key = match &self.faults {
+            Some(faults) => faults.job_key(&request.client_key),
+            None => request.client_key.as_str(),
+        };
+        let mut draws = Draws::new(self.seed, fnv1a(key.as_bytes()), request.attempt);
         let span = self.config.max_ms - self.config.min_ms;
         let latency_ms = self.config.min_ms + draws.below(span.saturating_add(1));
         // Always drawn, so adding a fault later does not shift the latency.
         let fails = draws.unit() < self.config.fail_rate;
-        let outcome = if fails {
+        let outputs = request.outputs.max(0) as u32;
+        let mut outcome = if fails {
             Planned::Fail(ProviderFailure {
                 status: 500,
                 message: "mock provider failure (injected)".into(),
             })
         } else {
-            Planned::Images(request.outputs.max(0) as u32)
+            Planned::Images(outputs)
         };
+        let mut latency = Duration::from_millis(latency_ms);
+        let Some(faults) = &self.faults else {
+            return Decision {
+                latency,
+                outcome,
+                faults: Vec::new(),
+            };
+        };
+        let decided = faults.provider_faults(key, request.attempt, outputs);
+        if let Some(l) = decided.latency {
+            latency = l;
+        }
+        let deadline = decided.deadline;
+        match decided.outcome {
+            Some(ProviderFault::Error { status, message }) => {
+                outcome = Planned::Fail(ProviderFailure { status, message });
+            }
+            Some(ProviderFault::Timeout) => latency = deadline,
+            Some(ProviderFault::Partial { produced }) => {
+                outcome = Planned::Fail(ProviderFailure {
+                    status: 502,
+                    message: format!("partial result: {produced} of {outputs} outputs (injected)"),
+                });
+            }
+            None => {}
+        }
+        if latency >= deadline {
+            latency = deadline;
+            outcome = Planned::Fail(ProviderFailure {
+                status: 504,
+                message: format!(
+                    "mock provider did not answer within {} ms (timeout)",
+                    deadline.as_millis()
+                ),
+            });
+        }
         Decision {
-            latency: Duration::from_millis(latency_ms),
+            latency,
             outcome,
+            faults: decided.fired,
         }
     }
 
     /// Runs the attempt: waits its latency, then answers its images or its
-    /// failure.
+    /// failure. Injected faults are counted when the attempt starts.
     pub async fn generate(
         &self,
         request: &GenerationRequest,
     ) -> Result<Vec<NewImage>, ProviderFailure> {
         let decision = self.decide(request);
+        if let Some(faults) = &self.faults {
+            faults.record(Target::Provider, &decision.faults);
+        }
         tokio::time::sleep(decision.latency).await;
         match decision.outcome {
             Planned::Images(count) => Ok(images(request, count)),
@@ -225,17 +303,15 @@ fn dimensions(size: Option<&str>) -> (i32, i32) {
     }
 }
 
-/// A SplitMix64 stream keyed by (seed, reservation, attempt).
+/// A SplitMix64 stream keyed by (seed, job key hash, attempt).
 struct Draws(u64);
 
 impl Draws {
-    fn new(seed: u64, reservation: Id, attempt: u32) -> Draws {
-        let (hi, lo) = reservation.0.as_u64_pair();
-        let mut key = mix(seed);
-        key = mix(key ^ hi);
-        key = mix(key ^ lo);
-        key = mix(key ^ u64::from(attempt));
-        Draws(key)
+    fn new(seed: u64, key: u64, attempt: u32) -> Draws {
+        let mut key_state = mix(seed);
+        key_state = mix(key_state ^ key);
+        key_state = mix(key_state ^ u64::from(attempt));
+        Draws(key_state)
     }
 
     fn next(&mut self) -> u64 {
@@ -279,6 +355,7 @@ mod tests {
         }
     }
 
+    /// A request whose job key (its client key) is the reservation id.
     fn request(reservation_id: Id, attempt: u32) -> GenerationRequest {
         GenerationRequest {
             reservation_id,
@@ -288,7 +365,7 @@ mod tests {
             model: "seedream-4-0-250828".into(),
             outputs: 2,
             size: None,
-            client_key: "key-1".into(),
+            client_key: reservation_id.to_string(),
         }
     }
 
@@ -431,7 +508,7 @@ mod tests {
             assert_eq!((image.width, image.height), (2048, 1536));
             assert_eq!(image.storage_provider, "mock");
             assert_eq!(image.generation_tool, "byteplus-seedream-4");
-            assert_eq!(image.client_key.as_deref(), Some("key-1"));
+            assert_eq!(image.client_key.as_deref(), Some(r.client_key.as_str()));
         }
     }
 

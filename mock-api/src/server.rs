@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
 use crate::db::{Db, DbError};
+use crate::faults::Faults;
 use crate::http::admin::AdminAccount;
 use crate::http::auth::Tokens;
 use crate::http::{self, AppState, Settings};
@@ -57,6 +58,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
     config.validate()?;
+    let fault_settings = config.fault_settings()?;
     let db = Db::open(&config.database_url).await?;
     if !config.no_seed && users::count(&db).await? == 0 {
         let user = SeedUser {
@@ -79,7 +81,20 @@ pub async fn run(
         Some(url) => Arc::new(BullQueue::connect(url, &config.queue_name, BULL_PREFIX).await?),
         None => Arc::new(EmbeddedQueue::new()),
     };
-    let provider = Arc::new(Provider::new(config.provider_config()));
+    let faults = Arc::new(Faults::new(fault_settings, shutdown.clone()));
+    if faults.enabled() {
+        let plan = faults.plan();
+        tracing::info!(
+            seed = faults.seed(),
+            rules = plan.rules.len(),
+            control_api = faults.control_enabled(),
+            "fault injection enabled"
+        );
+    }
+    let provider = Arc::new(Provider::with_faults(
+        config.provider_config(),
+        faults.clone(),
+    ));
     // Before the workers start, so their first metrics are recorded.
     http::observe::prometheus();
     let stop_jobs = CancellationToken::new();
@@ -112,9 +127,11 @@ pub async fn run(
         }),
         relay_wake: jobs.waker(),
         admin,
+        faults,
     };
     tracing::info!(addr = %listener.local_addr()?, "mock-api listening");
-    let served = axum::serve(listener, http::router(state))
+    let app = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;
     tracing::info!("stopped accepting; stopping the workers");

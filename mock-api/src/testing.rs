@@ -88,7 +88,8 @@ pub fn unique_name(prefix: &str) -> String {
 
 /// A configuration for tests: loopback port 0, the given database, a
 /// fast provider (5..20 ms), cheap bcrypt, a JWT secret, and nothing read
-/// from the environment.
+/// from the environment. Fault injection stays off: no plan, no control
+/// API, no rate limiter (tests that want them set those fields).
 pub fn test_config(database_url: &str) -> crate::config::Config {
     let mut config = crate::config::Config::defaults();
     config.bind = "127.0.0.1:0".parse().expect("a socket address");

@@ -8,7 +8,7 @@
 # Usage: scripts/bench/loadgen.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release -q -p mock-api -p seed -p loadgen
+cargo build --release --locked -q -p mock-api -p seed -p loadgen
 bin=$PWD/target/release
 work=$(mktemp -d)
 pids=()

@@ -30,10 +30,7 @@ use crate::http::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route(
-            "/__mock/faults",
-            get(show).put(replace).delete(clear),
-        )
+        .route("/__mock/faults", get(show).put(replace).delete(clear))
         .route("/__mock/faults/rules", post(add_rule))
         .route("/__mock/epoch", post(epoch))
 }
@@ -94,18 +91,24 @@ async fn add_rule(
     authorize(&state, &headers)?;
     let text = text(&body)?;
     let value: Value = if text.trim_start().starts_with('{') {
-        serde_json::from_str(text).map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))?
+        serde_json::from_str(text)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))?
     } else {
         let table: toml::Table = toml::from_str(text)
             .map_err(|e| ApiError::BadRequest(format!("invalid TOML: {}", e.message().trim())))?;
-        serde_json::to_value(table).map_err(|e| ApiError::BadRequest(format!("invalid TOML: {e}")))?
+        serde_json::to_value(table)
+            .map_err(|e| ApiError::BadRequest(format!("invalid TOML: {e}")))?
     };
     let default_name = format!("rule-{}", state.faults.plan().rules.len() + 1);
     let rule = Rule::from_json(&value, &default_name).map_err(ApiError::BadRequest)?;
     let name = rule.name.clone();
     let plan = state.faults.add_rule(rule).map_err(ApiError::BadRequest)?;
     tracing::info!(rule = %name, rules = plan.rules.len(), "control API: fault rule added");
-    Ok((axum::http::StatusCode::CREATED, Json(state.faults.snapshot())).into_response())
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(state.faults.snapshot()),
+    )
+        .into_response())
 }
 
 async fn clear(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
@@ -127,10 +130,14 @@ async fn epoch(
         let value: Value = serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))?;
         let Value::Object(map) = value else {
-            return Err(ApiError::BadRequest("the body must be an object {at, freeze}".into()));
+            return Err(ApiError::BadRequest(
+                "the body must be an object {at, freeze}".into(),
+            ));
         };
         if let Some(k) = map.keys().find(|k| !["at", "freeze"].contains(&k.as_str())) {
-            return Err(ApiError::BadRequest(format!("{k}: unknown field (expected at, freeze)")));
+            return Err(ApiError::BadRequest(format!(
+                "{k}: unknown field (expected at, freeze)"
+            )));
         }
         let at = match map.get("at") {
             None | Some(Value::Null) => std::time::Duration::ZERO,
@@ -144,7 +151,11 @@ async fn epoch(
         (at, freeze)
     };
     state.faults.reset_epoch(at, freeze);
-    tracing::info!(at_ms = at.as_millis() as u64, freeze, "control API: run epoch reset");
+    tracing::info!(
+        at_ms = at.as_millis() as u64,
+        freeze,
+        "control API: run epoch reset"
+    );
     Ok(Json(json!({
         "elapsed_ms": state.faults.elapsed().as_millis() as u64,
         "frozen": freeze,

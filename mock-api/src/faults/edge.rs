@@ -111,7 +111,13 @@ pub async fn layer(State(faults): State<Arc<Faults>>, request: Request, next: Ne
     }
     let mut response = next.run(request).await;
     if let Some(v) = limited {
-        rate_limit::add_headers(response.headers_mut(), v.limit, v.remaining, v.reset, v.window);
+        rate_limit::add_headers(
+            response.headers_mut(),
+            v.limit,
+            v.remaining,
+            v.reset,
+            v.window,
+        );
     }
     match decided.bytes_per_second {
         Some(bps) => slow(response, bps).await,
@@ -129,7 +135,8 @@ async fn with_client_key(request: Request, key: &str) -> Result<Request, Respons
     };
     let rewritten = match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(mut map)) => {
-            let has_key = matches!(map.get("clientKey"), Some(Value::String(s)) if !s.trim().is_empty());
+            let has_key =
+                matches!(map.get("clientKey"), Some(Value::String(s)) if !s.trim().is_empty());
             if has_key {
                 None
             } else {
@@ -141,7 +148,9 @@ async fn with_client_key(request: Request, key: &str) -> Result<Request, Respons
     };
     let bytes = match rewritten {
         Some(new) => {
-            parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(new.len()));
+            parts
+                .headers
+                .insert(CONTENT_LENGTH, HeaderValue::from(new.len()));
             Bytes::from(new)
         }
         None => bytes,

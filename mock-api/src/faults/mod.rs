@@ -146,10 +146,19 @@ pub struct EdgeFaults {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum EdgeFault {
-    Error { status: u16, body: Value },
-    RateLimit { limit: u32, window: Duration, retry_after: Duration },
+    Error {
+        status: u16,
+        body: Value,
+    },
+    RateLimit {
+        limit: u32,
+        window: Duration,
+        retry_after: Duration,
+    },
     Reset,
-    Hang { max: Duration },
+    Hang {
+        max: Duration,
+    },
 }
 
 struct Epoch {
@@ -359,19 +368,25 @@ impl Faults {
             }
             let mut rng = Rng::keyed(
                 self.seed,
-                &[fnv1a(b"provider"), fnv1a(rule.name.as_bytes()), key, u64::from(attempt)],
+                &[
+                    fnv1a(b"provider"),
+                    fnv1a(rule.name.as_bytes()),
+                    key,
+                    if rule.per_job { 0 } else { u64::from(attempt) },
+                ],
             );
             if rng.unit() >= rule.rate {
                 continue;
             }
             let terminal_taken = decided.outcome.is_some();
             match rule.kind {
-                Kind::Latency => {
-                    if decided.latency.is_none() {
-                        let latency = rule.latency.as_ref().map(|l| l.sample(rng.unit(), rng.unit()));
-                        decided.latency = latency;
-                        decided.fired.push((rule.name.clone(), rule.kind));
-                    }
+                Kind::Latency if decided.latency.is_none() => {
+                    let latency = rule
+                        .latency
+                        .as_ref()
+                        .map(|l| l.sample(rng.unit(), rng.unit()));
+                    decided.latency = latency;
+                    decided.fired.push((rule.name.clone(), rule.kind));
                 }
                 Kind::Error if !terminal_taken => {
                     let status = pick_status(&rule.statuses, &mut rng);
@@ -413,7 +428,10 @@ impl Faults {
             {
                 continue;
             }
-            let mut rng = Rng::keyed(self.seed, &[fnv1a(b"edge"), fnv1a(rule.name.as_bytes()), key, ordinal]);
+            let mut rng = Rng::keyed(
+                self.seed,
+                &[fnv1a(b"edge"), fnv1a(rule.name.as_bytes()), key, ordinal],
+            );
             if rng.unit() >= rule.rate {
                 continue;
             }
@@ -423,7 +441,10 @@ impl Faults {
                     if decided.delay.is_some() {
                         continue;
                     }
-                    decided.delay = rule.latency.as_ref().map(|l| l.sample(rng.unit(), rng.unit()));
+                    decided.delay = rule
+                        .latency
+                        .as_ref()
+                        .map(|l| l.sample(rng.unit(), rng.unit()));
                     None
                 }
                 Kind::SlowBody => {
@@ -586,25 +607,42 @@ pub fn simple_plan(
     }
     if let Some(rate) = error_rate {
         if !(0.0..=1.0).contains(&rate) {
-            return Err(("MOCK_PROVIDER_ERROR_RATE", format!("must be between 0 and 1, got {rate}")));
+            return Err((
+                "MOCK_PROVIDER_ERROR_RATE",
+                format!("must be between 0 and 1, got {rate}"),
+            ));
         }
         let mut statuses = serde_json::Map::new();
-        for part in error_statuses.unwrap_or("500").split(',').filter(|p| !p.trim().is_empty()) {
+        for part in error_statuses
+            .unwrap_or("500")
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+        {
             let (status, weight) = part.split_once(':').unwrap_or((part, "1"));
             let weight: u64 = weight.trim().parse().map_err(|_| {
-                ("MOCK_PROVIDER_ERROR_STATUSES", format!("{part:?} is not STATUS or STATUS:WEIGHT"))
+                (
+                    "MOCK_PROVIDER_ERROR_STATUSES",
+                    format!("{part:?} is not STATUS or STATUS:WEIGHT"),
+                )
             })?;
             statuses.insert(status.trim().to_string(), json!(weight));
         }
         let rule = json!({"name": "env-provider-error", "target": "provider", "kind": "error",
             "rate": rate, "statuses": statuses});
         let rule = Rule::from_json(&rule, "env-provider-error").map_err(|e| {
-            let field = if e.starts_with("statuses") { "MOCK_PROVIDER_ERROR_STATUSES" } else { "MOCK_PROVIDER_ERROR_RATE" };
+            let field = if e.starts_with("statuses") {
+                "MOCK_PROVIDER_ERROR_STATUSES"
+            } else {
+                "MOCK_PROVIDER_ERROR_RATE"
+            };
             (field, e)
         })?;
         plan.rules.push(rule);
     } else if error_statuses.is_some() {
-        return Err(("MOCK_PROVIDER_ERROR_STATUSES", "needs MOCK_PROVIDER_ERROR_RATE".into()));
+        return Err((
+            "MOCK_PROVIDER_ERROR_STATUSES",
+            "needs MOCK_PROVIDER_ERROR_RATE".into(),
+        ));
     }
     if let Some(spec) = latency {
         let latency = Latency::parse_spec(spec).map_err(|e| ("MOCK_PROVIDER_LATENCY", e))?;
@@ -625,6 +663,7 @@ pub fn simple_plan(
             limit: None,
             retry_after: None,
             max: None,
+            per_job: false,
         });
     }
     Ok(plan)
@@ -696,7 +735,10 @@ mod tests {
 
     #[test]
     fn partial_needs_two_outputs() {
-        let f = faults(r#"{"rules":[{"name":"p","target":"provider","kind":"partial"}]}"#, 3);
+        let f = faults(
+            r#"{"rules":[{"name":"p","target":"provider","kind":"partial"}]}"#,
+            3,
+        );
         assert_eq!(f.provider_faults("x", 1, 1).outcome, None);
         for n in 2..10 {
             match f.provider_faults("x", 1, n).outcome {
@@ -712,7 +754,13 @@ mod tests {
             r#"{"rules":[{"name":"w","target":"edge","kind":"reset","from":"2s","until":"4s"}]}"#,
             3,
         );
-        for (at, active) in [(0, false), (1999, false), (2000, true), (3999, true), (4000, false)] {
+        for (at, active) in [
+            (0, false),
+            (1999, false),
+            (2000, true),
+            (3999, true),
+            (4000, false),
+        ] {
             f.reset_epoch(Duration::from_millis(at), true);
             let d = f.edge_faults("GET /x", 0, "GET", "/x");
             assert_eq!(d.outcome.is_some(), active, "{at}");
@@ -744,12 +792,34 @@ mod tests {
 
     #[test]
     fn simple_variables_make_rules() {
-        let plan = simple_plan(Some(0.2), Some("500:1,503:3"), Some("lognormal:2s,20s"), Some("30s")).unwrap();
+        let plan = simple_plan(
+            Some(0.2),
+            Some("500:1,503:3"),
+            Some("lognormal:2s,20s"),
+            Some("30s"),
+        )
+        .unwrap();
         assert_eq!(plan.rules.len(), 2);
         assert_eq!(plan.provider_timeout, Some(Duration::from_secs(30)));
-        assert_eq!(simple_plan(Some(1.2), None, None, None).unwrap_err().0, "MOCK_PROVIDER_ERROR_RATE");
-        assert_eq!(simple_plan(Some(0.2), Some("5xx"), None, None).unwrap_err().0, "MOCK_PROVIDER_ERROR_STATUSES");
-        assert_eq!(simple_plan(None, None, Some("2 parsecs"), None).unwrap_err().0, "MOCK_PROVIDER_LATENCY");
-        assert_eq!(simple_plan(None, None, None, Some("0s")).unwrap_err().0, "MOCK_PROVIDER_TIMEOUT");
+        assert_eq!(
+            simple_plan(Some(1.2), None, None, None).unwrap_err().0,
+            "MOCK_PROVIDER_ERROR_RATE"
+        );
+        assert_eq!(
+            simple_plan(Some(0.2), Some("5xx"), None, None)
+                .unwrap_err()
+                .0,
+            "MOCK_PROVIDER_ERROR_STATUSES"
+        );
+        assert_eq!(
+            simple_plan(None, None, Some("2 parsecs"), None)
+                .unwrap_err()
+                .0,
+            "MOCK_PROVIDER_LATENCY"
+        );
+        assert_eq!(
+            simple_plan(None, None, None, Some("0s")).unwrap_err().0,
+            "MOCK_PROVIDER_TIMEOUT"
+        );
     }
 }

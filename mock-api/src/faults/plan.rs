@@ -100,11 +100,20 @@ impl Kind {
 pub enum Latency {
     Fixed(Duration),
     /// Uniform between the bounds, both included (millisecond steps).
-    Uniform { min: Duration, max: Duration },
+    Uniform {
+        min: Duration,
+        max: Duration,
+    },
     /// Normal, cut at 0.
-    Normal { mean: Duration, stddev: Duration },
+    Normal {
+        mean: Duration,
+        stddev: Duration,
+    },
     /// Log-normal with this median and 99th percentile.
-    LogNormal { p50: Duration, p99: Duration },
+    LogNormal {
+        p50: Duration,
+        p99: Duration,
+    },
 }
 
 /// z of the 99th percentile of the standard normal.
@@ -142,9 +151,9 @@ impl Latency {
             None => ("fixed".to_string(), spec),
         };
         let two = |sep: &str| -> Result<(Duration, Duration), String> {
-            let (a, b) = rest
-                .split_once(sep)
-                .ok_or_else(|| format!("{dist} needs two values separated by {sep:?}, got {rest:?}"))?;
+            let (a, b) = rest.split_once(sep).ok_or_else(|| {
+                format!("{dist} needs two values separated by {sep:?}, got {rest:?}")
+            })?;
             Ok((parse_duration(a)?, parse_duration(b)?))
         };
         let latency = match dist.as_str() {
@@ -188,12 +197,14 @@ impl Latency {
                     "lognormal" => &["dist", "p50", "p99"],
                     other => {
                         return Err(format!(
-                            "dist: unknown distribution {other:?} (fixed, uniform, normal, lognormal)"
-                        ))
+                        "dist: unknown distribution {other:?} (fixed, uniform, normal, lognormal)"
+                    ))
                     }
                 };
                 if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
-                    return Err(format!("{k}: unknown field for {dist} (expected {allowed:?})"));
+                    return Err(format!(
+                        "{k}: unknown field for {dist} (expected {allowed:?})"
+                    ));
                 }
                 let d = |k: &str| -> Result<Duration, String> {
                     map.get(k)
@@ -225,9 +236,11 @@ impl Latency {
     fn validate(&self) -> Result<(), String> {
         match self {
             Latency::Fixed(_) | Latency::Normal { .. } => Ok(()),
-            Latency::Uniform { min, max } if min > max => {
-                Err(format!("min ({}) is above max ({})", fmt_duration(*min), fmt_duration(*max)))
-            }
+            Latency::Uniform { min, max } if min > max => Err(format!(
+                "min ({}) is above max ({})",
+                fmt_duration(*min),
+                fmt_duration(*max)
+            )),
             Latency::Uniform { .. } => Ok(()),
             Latency::LogNormal { p50, .. } if p50.is_zero() => Err("p50: must be above 0".into()),
             Latency::LogNormal { p50, p99 } if p99 < p50 => Err(format!(
@@ -276,7 +289,11 @@ impl RoutePattern {
         let (method, path) = match s.split_once(char::is_whitespace) {
             Some((m, p)) => (m.trim(), p.trim()),
             None if s.starts_with('/') || s == "*" => ("*", s),
-            None => return Err(format!("{s:?} is not \"METHOD /path\" (e.g. \"POST /api/*\")")),
+            None => {
+                return Err(format!(
+                    "{s:?} is not \"METHOD /path\" (e.g. \"POST /api/*\")"
+                ))
+            }
         };
         if !(path.starts_with('/') || path == "*") {
             return Err(format!("path {path:?} must start with '/' (or be *)"));
@@ -291,7 +308,9 @@ impl RoutePattern {
     }
 
     pub fn matches(&self, method: &str, path: &str) -> bool {
-        self.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
+        self.method
+            .as_deref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(method))
             && glob(self.path.as_bytes(), path.as_bytes())
     }
 
@@ -356,12 +375,16 @@ pub struct Rule {
     pub retry_after: Option<Duration>,
     /// Hang: longest hang before the connection is closed (default 10 min).
     pub max: Option<Duration>,
+    /// Provider rules: decide once per job (every attempt alike, so a
+    /// failing job fails all its retries) instead of once per attempt.
+    pub per_job: bool,
 }
 
 impl Rule {
     /// Whether the rule's window holds `elapsed` (time since the epoch).
     pub fn active_at(&self, elapsed: Duration) -> bool {
-        self.from.is_none_or(|from| elapsed >= from) && self.until.is_none_or(|until| elapsed < until)
+        self.from.is_none_or(|from| elapsed >= from)
+            && self.until.is_none_or(|until| elapsed < until)
     }
 
     pub fn to_json(&self) -> Value {
@@ -411,6 +434,9 @@ impl Rule {
         if let Some(v) = self.max {
             m.insert("max".into(), json!(fmt_duration(v)));
         }
+        if self.per_job {
+            m.insert("per".into(), json!("job"));
+        }
         Value::Object(m)
     }
 
@@ -421,12 +447,30 @@ impl Rule {
             return Err("must be a table/object".into());
         };
         const FIELDS: &[&str] = &[
-            "name", "target", "kind", "rate", "from", "until", "route", "status", "statuses",
-            "message", "body", "latency", "bytes_per_second", "produced", "limit", "retry_after",
+            "name",
+            "target",
+            "kind",
+            "rate",
+            "from",
+            "until",
+            "route",
+            "status",
+            "statuses",
+            "message",
+            "body",
+            "latency",
+            "bytes_per_second",
+            "produced",
+            "limit",
+            "retry_after",
+            "per",
             "max",
         ];
         if let Some(k) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-            return Err(format!("{k}: unknown field (expected one of {})", FIELDS.join(", ")));
+            return Err(format!(
+                "{k}: unknown field (expected one of {})",
+                FIELDS.join(", ")
+            ));
         }
         let at = |k: &str, e: String| format!("{k}: {e}");
         let string = |k: &str| -> Result<Option<String>, String> {
@@ -447,7 +491,10 @@ impl Rule {
                 None | Some(Value::Null) => Ok(None),
                 Some(v) => match v.as_u64() {
                     Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
-                    _ => Err(at(k, format!("must be an integer in {min}..={max}, got {v}"))),
+                    _ => Err(at(
+                        k,
+                        format!("must be an integer in {min}..={max}, got {v}"),
+                    )),
                 },
             }
         };
@@ -489,7 +536,11 @@ impl Rule {
         if !kind.allowed_for(target) {
             return Err(at(
                 "kind",
-                format!("{} does not apply to target {}", kind.as_str(), target.as_str()),
+                format!(
+                    "{} does not apply to target {}",
+                    kind.as_str(),
+                    target.as_str()
+                ),
             ));
         }
         if target == Target::Provider && route.is_some() {
@@ -499,7 +550,12 @@ impl Rule {
             None => 1.0,
             Some(v) => match v.as_f64() {
                 Some(r) if (0.0..=1.0).contains(&r) => r,
-                _ => return Err(at("rate", format!("must be a number between 0 and 1, got {v}"))),
+                _ => {
+                    return Err(at(
+                        "rate",
+                        format!("must be a number between 0 and 1, got {v}"),
+                    ))
+                }
             },
         };
         let from = duration("from")?;
@@ -508,7 +564,11 @@ impl Rule {
             if u <= f {
                 return Err(at(
                     "until",
-                    format!("{} is not after from ({})", fmt_duration(u), fmt_duration(f)),
+                    format!(
+                        "{} is not after from ({})",
+                        fmt_duration(u),
+                        fmt_duration(f)
+                    ),
                 ));
             }
         }
@@ -517,7 +577,12 @@ impl Rule {
             let s = v
                 .as_u64()
                 .filter(|s| (100..=599).contains(s))
-                .ok_or_else(|| at("status", format!("must be an HTTP status 100..=599, got {v}")))?;
+                .ok_or_else(|| {
+                    at(
+                        "status",
+                        format!("must be an HTTP status 100..=599, got {v}"),
+                    )
+                })?;
             statuses.push((s as u16, 1));
         }
         if let Some(v) = map.get("statuses") {
@@ -525,18 +590,28 @@ impl Rule {
                 return Err(at("statuses", "give status or statuses, not both".into()));
             }
             let Value::Object(weights) = v else {
-                return Err(at("statuses", "must be a table of status = weight, e.g. {\"503\" = 3, \"500\" = 1}".into()));
+                return Err(at(
+                    "statuses",
+                    "must be a table of status = weight, e.g. {\"503\" = 3, \"500\" = 1}".into(),
+                ));
             };
             for (status, weight) in weights {
                 let s = status
                     .parse::<u16>()
                     .ok()
                     .filter(|s| (100..=599).contains(s))
-                    .ok_or_else(|| at("statuses", format!("{status:?} is not an HTTP status 100..=599")))?;
-                let w = weight
-                    .as_u64()
-                    .filter(|w| *w <= 1_000_000)
-                    .ok_or_else(|| at("statuses", format!("weight of {status} must be an integer 0..=1000000, got {weight}")))?;
+                    .ok_or_else(|| {
+                        at(
+                            "statuses",
+                            format!("{status:?} is not an HTTP status 100..=599"),
+                        )
+                    })?;
+                let w = weight.as_u64().filter(|w| *w <= 1_000_000).ok_or_else(|| {
+                    at(
+                        "statuses",
+                        format!("weight of {status} must be an integer 0..=1000000, got {weight}"),
+                    )
+                })?;
                 statuses.push((s, w as u32));
             }
             if statuses.iter().all(|(_, w)| *w == 0) {
@@ -566,7 +641,12 @@ impl Rule {
         if (kind == Kind::SlowBody) != bytes_per_second.is_some() {
             return Err(at(
                 "bytes_per_second",
-                if kind == Kind::SlowBody { "missing" } else { "only slow_body rules have it" }.into(),
+                if kind == Kind::SlowBody {
+                    "missing"
+                } else {
+                    "only slow_body rules have it"
+                }
+                .into(),
             ));
         }
         let produced = unsigned("produced", 0, 1000)?.map(|n| n as u32);
@@ -580,10 +660,19 @@ impl Rule {
             ("max", max.is_some(), &[Kind::Hang][..]),
         ] {
             if value && !kinds.contains(&kind) {
-                return Err(at(field, format!("does not apply to {} rules", kind.as_str())));
+                return Err(at(
+                    field,
+                    format!("does not apply to {} rules", kind.as_str()),
+                ));
             }
         }
         let message = string("message")?;
+        let per_job = match string("per")?.as_deref() {
+            None | Some("attempt") => false,
+            Some("job") if target == Target::Provider => true,
+            Some("job") => return Err(at("per", "only provider rules can be per job".into())),
+            Some(other) => return Err(at("per", format!("{other:?} is not attempt or job"))),
+        };
         Ok(Rule {
             name,
             target,
@@ -608,6 +697,7 @@ impl Rule {
             limit,
             retry_after,
             max,
+            per_job,
         })
     }
 }
@@ -642,7 +732,9 @@ impl Plan {
             .keys()
             .find(|k| !["rules", "rule", "provider_timeout"].contains(&k.as_str()))
         {
-            return Err(format!("{k}: unknown field (expected rules, provider_timeout)"));
+            return Err(format!(
+                "{k}: unknown field (expected rules, provider_timeout)"
+            ));
         }
         let provider_timeout = match map.get("provider_timeout") {
             None | Some(Value::Null) => None,
@@ -678,7 +770,10 @@ impl Plan {
     /// Adds a rule; its name must be new.
     pub fn push(&mut self, rule: Rule) -> Result<(), String> {
         if self.rules.iter().any(|r| r.name == rule.name) {
-            return Err(format!("name: {:?} is already a rule of the plan", rule.name));
+            return Err(format!(
+                "name: {:?} is already a rule of the plan",
+                rule.name
+            ));
         }
         self.rules.push(rule);
         Ok(())
@@ -740,13 +835,15 @@ pub fn duration_of(v: &Value) -> Result<Duration, String> {
             .as_f64()
             .and_then(seconds)
             .ok_or_else(|| format!("{n} is not a number of seconds between 0 and 1 year")),
-        _ => Err(format!("{v} is not a duration like \"500ms\" or a number of seconds")),
+        _ => Err(format!(
+            "{v} is not a duration like \"500ms\" or a number of seconds"
+        )),
     }
 }
 
 /// Milliseconds when exact, else microseconds: `1500ms`, `0ms`, `250us`.
 pub fn fmt_duration(d: Duration) -> String {
-    if d.subsec_nanos() % 1_000_000 == 0 {
+    if d.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{}ms", d.as_millis())
     } else {
         format!("{}us", d.as_micros())
@@ -779,7 +876,9 @@ mod tests {
         assert!(p.matches("POST", "/api/images/seedream4/generate"));
         assert!(!p.matches("GET", "/api/images/seedream4/generate"));
         assert!(!p.matches("POST", "/api/images/seedream4/generate/x"));
-        assert!(RoutePattern::parse("/x/*/y").unwrap().matches("DELETE", "/x/1/2/y"));
+        assert!(RoutePattern::parse("/x/*/y")
+            .unwrap()
+            .matches("DELETE", "/x/1/2/y"));
         assert!(RoutePattern::parse("POST api").is_err());
         assert!(RoutePattern::parse("P0ST /api").is_err());
     }
@@ -828,17 +927,50 @@ rate = 0.25
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            (r#"{"rules":[{"kind":"error","target":"provider","rate":1.5}]}"#, "rules[0].rate:"),
-            (r#"{"rules":[{"kind":"error","target":"provider","rat":0.5}]}"#, "rules[0].rat:"),
-            (r#"{"rules":[{"kind":"nope","target":"provider"}]}"#, "rules[0].kind:"),
-            (r#"{"rules":[{"kind":"reset","target":"provider"}]}"#, "rules[0].kind:"),
-            (r#"{"rules":[{"kind":"latency","target":"edge"}]}"#, "rules[0].latency:"),
-            (r#"{"rules":[{"kind":"latency","target":"edge","latency":"3s..1s"}]}"#, "rules[0].latency:"),
-            (r#"{"rules":[{"kind":"error","target":"edge","statuses":{"99":1}}]}"#, "rules[0].statuses:"),
-            (r#"{"rules":[{"kind":"error","target":"edge","from":"4s","until":"2s"}]}"#, "rules[0].until:"),
-            (r#"{"rules":[{"kind":"slow_body","target":"edge"}]}"#, "rules[0].bytes_per_second:"),
-            (r#"{"rules":[{"name":"a","kind":"reset"},{"name":"a","kind":"hang"}]}"#, "rules[1].name:"),
-            (r#"{"rules":[{"kind":"reset","route":"GET nope"}]}"#, "rules[0].route:"),
+            (
+                r#"{"rules":[{"kind":"error","target":"provider","rate":1.5}]}"#,
+                "rules[0].rate:",
+            ),
+            (
+                r#"{"rules":[{"kind":"error","target":"provider","rat":0.5}]}"#,
+                "rules[0].rat:",
+            ),
+            (
+                r#"{"rules":[{"kind":"nope","target":"provider"}]}"#,
+                "rules[0].kind:",
+            ),
+            (
+                r#"{"rules":[{"kind":"reset","target":"provider"}]}"#,
+                "rules[0].kind:",
+            ),
+            (
+                r#"{"rules":[{"kind":"latency","target":"edge"}]}"#,
+                "rules[0].latency:",
+            ),
+            (
+                r#"{"rules":[{"kind":"latency","target":"edge","latency":"3s..1s"}]}"#,
+                "rules[0].latency:",
+            ),
+            (
+                r#"{"rules":[{"kind":"error","target":"edge","statuses":{"99":1}}]}"#,
+                "rules[0].statuses:",
+            ),
+            (
+                r#"{"rules":[{"kind":"error","target":"edge","from":"4s","until":"2s"}]}"#,
+                "rules[0].until:",
+            ),
+            (
+                r#"{"rules":[{"kind":"slow_body","target":"edge"}]}"#,
+                "rules[0].bytes_per_second:",
+            ),
+            (
+                r#"{"rules":[{"name":"a","kind":"reset"},{"name":"a","kind":"hang"}]}"#,
+                "rules[1].name:",
+            ),
+            (
+                r#"{"rules":[{"kind":"reset","route":"GET nope"}]}"#,
+                "rules[0].route:",
+            ),
             (r#"{"rulez":[]}"#, "rulez:"),
             (r#"{"rules":{}}"#, "rules:"),
         ];
@@ -846,13 +978,18 @@ rate = 0.25
             let err = Plan::parse(text).unwrap_err();
             assert!(err.starts_with(field), "{text}: {err}");
         }
-        assert!(Plan::parse("rules = [").unwrap_err().starts_with("invalid TOML"));
+        assert!(Plan::parse("rules = [")
+            .unwrap_err()
+            .starts_with("invalid TOML"));
         assert!(Plan::parse("{").unwrap_err().starts_with("invalid JSON"));
     }
 
     #[test]
     fn latency_specs_parse() {
-        assert_eq!(Latency::parse_spec("2s").unwrap(), Latency::Fixed(Duration::from_secs(2)));
+        assert_eq!(
+            Latency::parse_spec("2s").unwrap(),
+            Latency::Fixed(Duration::from_secs(2))
+        );
         assert_eq!(
             Latency::parse_spec("1s..3s").unwrap(),
             Latency::Uniform {
@@ -860,8 +997,14 @@ rate = 0.25
                 max: Duration::from_secs(3)
             }
         );
-        assert!(matches!(Latency::parse_spec("lognormal:2s,20s").unwrap(), Latency::LogNormal { .. }));
-        assert!(matches!(Latency::parse_spec("normal:2s,500ms").unwrap(), Latency::Normal { .. }));
+        assert!(matches!(
+            Latency::parse_spec("lognormal:2s,20s").unwrap(),
+            Latency::LogNormal { .. }
+        ));
+        assert!(matches!(
+            Latency::parse_spec("normal:2s,500ms").unwrap(),
+            Latency::Normal { .. }
+        ));
         assert!(Latency::parse_spec("lognormal:20s,2s").is_err());
         assert!(Latency::parse_spec("gamma:1s").is_err());
     }

@@ -98,13 +98,22 @@ fn ceil_secs(d: Duration) -> u64 {
 }
 
 /// The four `RateLimit-*` headers.
-pub fn add_headers(headers: &mut HeaderMap, limit: u32, remaining: u32, reset: Duration, window: Duration) {
+pub fn add_headers(
+    headers: &mut HeaderMap,
+    limit: u32,
+    remaining: u32,
+    reset: Duration,
+    window: Duration,
+) {
     let mut set = |name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(name, v);
         }
     };
-    set("ratelimit-policy", format!("{limit};w={}", ceil_secs(window)));
+    set(
+        "ratelimit-policy",
+        format!("{limit};w={}", ceil_secs(window)),
+    );
     set("ratelimit-limit", limit.to_string());
     set("ratelimit-remaining", remaining.to_string());
     set("ratelimit-reset", ceil_secs(reset).to_string());

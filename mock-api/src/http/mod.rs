@@ -36,6 +36,8 @@ pub struct AppState {
     /// rather than at its next poll.
     pub relay_wake: Arc<Notify>,
     pub admin: Option<Arc<admin::AdminAccount>>,
+    /// Fault injection: the plan, the epoch, the counters.
+    pub faults: Arc<crate::faults::Faults>,
 }
 
 /// The request-handling part of the configuration.
@@ -56,10 +58,16 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(observe::router())
         .merge(openapi::router())
+        .merge(crate::faults::control::router())
         .fallback(not_found)
         // Express answers an unknown method on a known path with its 404.
         .method_not_allowed_fallback(not_found)
         .layer(DefaultBodyLimit::max(body::BODY_LIMIT))
+        // Inside the counting layer, so injected answers are counted too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.faults.clone(),
+            crate::faults::edge::layer,
+        ))
         .layer(axum::middleware::from_fn(observe::count_requests))
         .with_state(state)
 }

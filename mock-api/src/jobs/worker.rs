@@ -16,6 +16,14 @@
 //!
 //! At shutdown the provider call gets the grace period; past it the job is
 //! handed back to the queue unrecorded.
+//!
+//! Provider faults ([`crate::faults`]) reach the worker as ordinary
+//! [`ProviderFailure`]s from [`Provider::generate`], so they follow the
+//! same path: an injected error, a `timeout` (504 once the provider
+//! deadline, `MOCK_PROVIDER_TIMEOUT`, has passed) and a `partial` result
+//! (502: only k of n outputs, which the ledger cannot capture in part) are
+//! failed attempts, retried per the queue policy and, out of attempts,
+//! recorded as a `failed` session with its credits released.
 
 use std::sync::Arc;
 use std::time::Duration;
