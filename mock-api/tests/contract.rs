@@ -673,3 +673,31 @@ async fn every_documented_operation_is_routed() {
     }
     api.server.stop().await.unwrap();
 }
+
+/// On the direct path a failing provider's status reaches the client (the
+/// k6 test counts it in `provider_errors`), and nothing is charged.
+#[tokio::test]
+async fn direct_path_passes_the_provider_failure_to_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = testing::test_config(&testing::sqlite_url(dir.path()));
+    config.enqueue_first = false;
+    config.provider_error_rate = Some(1.0);
+    config.provider_error_statuses = Some("502:1".into());
+    let api = Api::start(config).await;
+    let token = api.login(EMAIL, PASSWORD).await;
+    let (status, body) = json_of(api.generate(&token, json!({"prompt": "p"})).await).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(keys(&body), set(&["error"]));
+    let r = api
+        .get("/api/user/credits")
+        .header(COOKIE, format!("token={token}"))
+        .send()
+        .await
+        .unwrap();
+    let (_, credits) = json_of(r).await;
+    assert_eq!(
+        credits,
+        json!({"credits": 1000, "available": 1000, "reserved": 0})
+    );
+    api.server.stop().await.unwrap();
+}

@@ -27,6 +27,9 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("queue temporarily unavailable, please retry")]
     QueueUnavailable,
+    /// The provider's own failure, passed through on the direct path.
+    #[error("{message}")]
+    Provider { status: u16, message: String },
     /// Anything unexpected: logged in full, answered without details.
     #[error("internal: {0}")]
     Internal(String),
@@ -42,6 +45,9 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::QueueUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Provider { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
             ApiError::Internal(why) => {
                 tracing::error!(error = %why, "request failed");
                 StatusCode::INTERNAL_SERVER_ERROR

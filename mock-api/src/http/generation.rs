@@ -15,8 +15,9 @@ use super::body::JsonObject;
 use super::error::ApiError;
 use super::AppState;
 use crate::db::{Id, Timestamp};
+use crate::jobs::{run_generation, GenerationResult};
 use crate::ledger::{self, Accepted, NewSession, GENERATION_EVENT};
-use crate::provider::GenerationRequest;
+use crate::provider::{GenerationRequest, Planned};
 use crate::with_pool;
 
 /// The real backend's default model when the request names none.
@@ -170,11 +171,23 @@ async fn generate(
                     size: Some(request.size.clone()),
                     client_key: request.client_key.clone(),
                 };
-                let db = state.db.clone();
-                let provider = state.provider.clone();
-                tokio::spawn(
-                    async move { crate::jobs::run_generation(&db, &provider, request).await },
-                );
+                // The real direct path hands a failing provider's status to
+                // the client; the decision is known up front, so a failure
+                // is awaited and answered, a success runs in the background.
+                if let Planned::Fail(_) = state.provider.decide(&request).outcome {
+                    if let GenerationResult::Failed { failure, .. } =
+                        run_generation(&state.db, &state.provider, request).await
+                    {
+                        return Err(ApiError::Provider {
+                            status: failure.status,
+                            message: failure.message,
+                        });
+                    }
+                } else {
+                    let db = state.db.clone();
+                    let provider = state.provider.clone();
+                    tokio::spawn(async move { run_generation(&db, &provider, request).await });
+                }
             }
             (session_id, reservation.id)
         }

@@ -279,7 +279,9 @@ pub fn document() -> Value {
                     "200": json_response("Accepted on the direct path (ENABLE_ENQUEUE_FIRST=false)", reference("DirectAccepted")),
                     "402": error_response("Insufficient credits"),
                     "404": error_response("User not found"),
-                    "503": error_response("queue temporarily unavailable, please retry"),
+                    "503": error_response("queue temporarily unavailable, please retry | the provider's 503 on the direct path"),
+                    "502": error_response("The provider's failure on the direct path (injected faults)"),
+                    "504": error_response("The provider timed out on the direct path (injected faults)"),
                 }), true),
             }},
             "/api/images/seedream4/history": {"get": {
