@@ -28,6 +28,8 @@ for _ in $(seq 100); do curl -fs "$base/healthz" >/dev/null && break; sleep 0.1;
 measure() {
   local label=$1; shift
   /usr/bin/time -f "%U %S %M %e" -o "$work/time" "$@" >"$work/out" 2>&1 || true
+  # time(1) puts "Command exited with non-zero status N" before the figures.
+  if grep -q "non-zero status" "$work/time"; then echo "$label failed:"; tail -5 "$work/out"; return; fi
   read -r user sys rss wall <"$work/time"
   printf '%-32s cpu_s=%.2f peak_rss_mb=%.1f wall_s=%s\n' "$label" "$(echo "$user + $sys" | bc)" "$(echo "$rss / 1024" | bc -l)" "$wall"
 }
@@ -38,7 +40,10 @@ measure "loadgen" "$bin/loadgen" run --api-base "$base" --quiet --vus 50 --itera
   --login once --think-time 0 --no-thresholds
 measure "k6" k6 run --quiet --no-summary --vus 50 --iterations 10000 -e API_BASE="$base" scripts/bench/k6-generate.js
 if command -v k9 >/dev/null; then
-  measure "k9" k9 run --quiet --vus 50 --iterations 10000 -e API_BASE="$base" scripts/bench/k6-generate.js
+  token=$(curl -fs -X POST -H 'Content-Type: application/json' \
+    -d '{"email":"test@example.com","password":"testpassword123"}' "$base/api/auth/login" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  measure "k9" k9 run --vus 50 --iterations 10000 -e API_BASE="$base" -e TOKEN="$token" scripts/bench/k9-generate.py
 fi
 
 echo "== idle VUs in think time (RSS growth per VU)"
