@@ -399,7 +399,12 @@ async fn repro_run(
                 let keyless = clients == 1 && i % 2 == 1;
                 let status =
                     generate(&http, &server, &token, (!keyless).then_some(key.as_str())).await;
-                assert_eq!(status, StatusCode::OK);
+                // The direct path answers a planned provider failure with
+                // its status; the session table records it either way.
+                assert!(
+                    status == StatusCode::OK || status.is_server_error(),
+                    "{status}"
+                );
             }
         }));
     }
