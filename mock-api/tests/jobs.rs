@@ -718,3 +718,70 @@ async fn redis_jobs_handed_back_at_shutdown_complete_after_a_restart() {
     second.stop().await;
     fx.assert_all_completed(&accepted).await;
 }
+
+/// Contract §5 "stalled" recovery through the whole generation path: a
+/// worker takes the job from Redis and dies (its queue handle is dropped,
+/// so nothing renews the lock); a new worker recovers the job, runs it
+/// once, and the ledger audit is clean.
+#[tokio::test]
+async fn a_worker_killed_mid_job_on_redis_is_recovered_and_runs_once() {
+    let Some(fx) = Fixture::postgres().await else {
+        eprintln!(
+            "SKIP: a_worker_killed_mid_job_on_redis_is_recovered_and_runs_once needs PostgreSQL"
+        );
+        return;
+    };
+    let Some(redis) = redis_url().await else {
+        eprintln!("SKIP: a_worker_killed_mid_job_on_redis_is_recovered_and_runs_once needs Redis");
+        return;
+    };
+    let name = unique_name("killed");
+    let options = || BullOptions {
+        lock_ttl: Duration::from_millis(300),
+        backoff_base: Duration::from_millis(5),
+    };
+    let accepted = fx.accept(2).await;
+    let (Json(payload),): (Json<Value>,) = with_pool!(&fx.db, pool => sqlx::query_as(
+        "SELECT payload FROM outbox WHERE reservation_id = $1"
+    )
+    .bind(accepted.reservation)
+    .fetch_one(pool)
+    .await
+    .unwrap());
+
+    let dying = BullQueue::connect_with(&redis, &name, "bull", options())
+        .await
+        .unwrap();
+    dying
+        .push(NewJob {
+            id: accepted.reservation,
+            name: GENERATION_EVENT.into(),
+            payload,
+        })
+        .await
+        .unwrap();
+    let held = dying
+        .take(PATIENCE)
+        .await
+        .unwrap()
+        .expect("the job is taken");
+    assert_eq!(held.id, accepted.reservation);
+    drop(dying);
+
+    let survivor = BullQueue::connect_with(&redis, &name, "bull", options())
+        .await
+        .unwrap();
+    let running = Running::start(
+        &fx.db,
+        Arc::new(survivor),
+        provider(5, 20, 0.0),
+        fast_config(),
+    );
+    fx.wait_settled().await;
+    running.stop().await;
+    fx.assert_all_completed(std::slice::from_ref(&accepted))
+        .await;
+    let report = mock_api::audit::audit(&fx.db, None).await.unwrap();
+    assert!(report.is_clean(), "{report:#?}");
+    assert_eq!(report.counts.images, 2, "the job ran once");
+}
