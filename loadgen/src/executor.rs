@@ -23,6 +23,7 @@ use crate::http::BaseUrl;
 use crate::metrics::Collector;
 use crate::scenario::Scenario;
 use crate::vu::Vu;
+use crate::workers::Workers;
 
 /// `duration:target` of `--stages`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -145,6 +146,7 @@ pub struct RunContext {
     pub interrupted: AtomicU64,
     pub completed: AtomicU64,
     next_vu: AtomicU64,
+    workers: Workers,
     /// Cancelled when every VU and session follow-up has ended.
     pub done: CancellationToken,
 }
@@ -156,9 +158,9 @@ impl RunContext {
         accounts: Vec<(String, String)>,
         seed: Option<u64>,
         http_debug: bool,
-    ) -> Arc<RunContext> {
+    ) -> std::io::Result<Arc<RunContext>> {
         let base = scenario.base.clone();
-        Arc::new(RunContext {
+        Ok(Arc::new(RunContext {
             scenario,
             collector,
             base,
@@ -169,13 +171,21 @@ impl RunContext {
             interrupted: AtomicU64::new(0),
             completed: AtomicU64::new(0),
             next_vu: AtomicU64::new(1),
+            workers: Workers::start()?,
             done: CancellationToken::new(),
-        })
+        }))
     }
 
     fn new_vu(&self) -> Vu {
         let id = self.next_vu.fetch_add(1, Ordering::Relaxed);
-        Vu::new(id, &self.base, &self.accounts, self.seed, self.http_debug)
+        Vu::new(
+            id,
+            self.workers.pick(),
+            &self.base,
+            &self.accounts,
+            self.seed,
+            self.http_debug,
+        )
     }
 
     /// Runs one iteration unless `hard` fires first; true when it finished.
@@ -187,10 +197,14 @@ impl RunContext {
         };
         if finished {
             self.completed.fetch_add(1, Ordering::Relaxed);
-            self.collector.add("iterations", 1.0, &[]);
-            self.collector.add(
-                "iteration_duration",
-                started.elapsed().as_secs_f64() * 1000.0,
+            self.collector.add_all(
+                &[
+                    ("iterations", 1.0),
+                    (
+                        "iteration_duration",
+                        started.elapsed().as_secs_f64() * 1000.0,
+                    ),
+                ],
                 &[],
             );
         } else {
@@ -236,7 +250,7 @@ fn spawn_looping_vu(ctx: &Arc<RunContext>, mut budget: Budget) -> LoopingVu {
     let mut vu = ctx.new_vu();
     let task = {
         let (ctx, leave, hard) = (ctx.clone(), leave.clone(), hard.clone());
-        tokio::spawn(async move {
+        vu.runtime.clone().spawn(async move {
             ctx.collector.vu_started();
             while !leave.load(Ordering::Relaxed) && !ctx.stop.is_cancelled() && budget.take() {
                 if !ctx.iterate(&mut vu, &hard, Instant::now()).await {
@@ -257,6 +271,10 @@ async fn retire(vus: Vec<LoopingVu>, grace: Duration) {
     let deadline = tokio::time::Instant::now() + grace;
     for vu in vus {
         let LoopingVu { hard, mut task, .. } = vu;
+        // Finished ones may have been awaited already (and must not be again).
+        if task.is_finished() {
+            continue;
+        }
         if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
             hard.cancel();
             let _ = task.await;
@@ -402,15 +420,11 @@ async fn iterations_executor(
     max_duration: Duration,
     graceful_stop: Duration,
 ) {
-    let vus: Vec<LoopingVu> = budgets
+    let mut vus: Vec<LoopingVu> = budgets
         .into_iter()
         .map(|budget| spawn_looping_vu(&ctx, budget))
         .collect();
-    let all_done = futures::future::join_all(vus.iter().map(|vu| async {
-        while !vu.task.is_finished() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }));
+    let all_done = futures::future::join_all(vus.iter_mut().map(|vu| &mut vu.task));
     tokio::select! {
         _ = all_done => {}
         _ = tokio::time::sleep(max_duration) => {}
@@ -474,12 +488,16 @@ async fn arrival(
                 let (ctx, free_tx, hard) = (ctx.clone(), free_tx.clone(), hard.clone());
                 // The iteration's clock starts at its scheduled time.
                 let scheduled_at = due.into_std();
-                running.spawn(async move {
-                    ctx.collector.vu_started();
-                    ctx.iterate(&mut vu, &hard, scheduled_at).await;
-                    ctx.collector.vu_stopped();
-                    let _ = free_tx.send(vu);
-                });
+                let runtime = vu.runtime.clone();
+                running.spawn_on(
+                    async move {
+                        ctx.collector.vu_started();
+                        ctx.iterate(&mut vu, &hard, scheduled_at).await;
+                        ctx.collector.vu_stopped();
+                        let _ = free_tx.send(vu);
+                    },
+                    &runtime,
+                );
             }
             None => ctx.collector.add("dropped_iterations", 1.0, &[]),
         }

@@ -132,26 +132,25 @@ impl Client {
         }
     }
 
-    /// Sends a request with a JSON body (or none). An explicit `Cookie`
-    /// header replaces the jar's cookies for this request.
+    /// Sends a request with a JSON body, serialized (or none). An explicit
+    /// `Cookie` header replaces the jar's cookies for this request.
     pub async fn send(
         &mut self,
         method: Method,
         path: &str,
-        json_body: Option<&serde_json::Value>,
+        json_body: Option<Vec<u8>>,
         headers: &[(&str, &str)],
         timeout: Duration,
     ) -> Response {
         let started = Instant::now();
-        let body = json_body
-            .map(|b| Bytes::from(serde_json::to_vec(b).unwrap_or_default()))
-            .unwrap_or_default();
+        let is_json = json_body.is_some();
+        let body = json_body.map(Bytes::from).unwrap_or_default();
         let mut builder = Request::builder()
             .method(method.clone())
             .uri(format!("{}{path}", self.base.prefix))
             .header(http::header::HOST, self.base.host_header())
             .header(http::header::USER_AGENT, "loadgen/0.1");
-        if json_body.is_some() {
+        if is_json {
             builder = builder.header(http::header::CONTENT_TYPE, "application/json");
         }
         let explicit_cookie = headers

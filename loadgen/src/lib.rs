@@ -6,6 +6,7 @@
 //! - [`cli`]: options, with k6's names; [`plan`]: them resolved and validated.
 //! - [`executor`]: k6's six executors (closed and open model), graceful stops.
 //! - [`vu`]: one virtual user; [`http`]: its client, timings and error kinds.
+//! - [`workers`]: the VUs' runtimes, one current-thread runtime per core.
 //! - [`scenario`]: the generation test's setup and iteration, session tracking.
 //! - [`metrics`]: per-thread recording, the aggregator, the per-second series.
 //! - [`snapshot`], [`sample`]: the aggregates and raw values outputs read.
@@ -32,3 +33,4 @@ pub mod snapshot;
 pub mod spawn;
 pub mod thresholds;
 pub mod vu;
+pub mod workers;

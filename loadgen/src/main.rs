@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("loadgen: cannot start the runtime: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(exit::RUNTIME_FAILED as u8);
         }
     };
     let code = runtime.block_on(async {

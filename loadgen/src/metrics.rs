@@ -323,80 +323,103 @@ impl Collector {
 
     /// Records one value of `metric` with its tags.
     pub fn add(&self, metric: &'static str, value: f64, tags: &[(&'static str, &str)]) {
-        let Some(index) = METRICS.iter().position(|(n, _, _)| *n == metric) else {
-            return;
-        };
-        let (_, metric_type, contains) = METRICS[index];
+        self.add_all(&[(metric, value)], tags);
+    }
+
+    /// Records values of several metrics that share their tags, taking the
+    /// shard once.
+    pub fn add_all(&self, values: &[(&'static str, f64)], tags: &[(&'static str, &str)]) {
         let second = self.second_now();
         self.with_shard(|shard| {
-            add_value(
-                shard
-                    .values
-                    .entry((index, None))
-                    .or_insert_with(|| empty_values(metric_type)),
-                value,
-            );
-            for (i, sub) in self.sub_metrics.iter().enumerate() {
-                let matches = sub.metric == metric
-                    && sub
-                        .tags
-                        .iter()
-                        .all(|(k, v)| tags.iter().any(|(tk, tv)| tk == k && tv == v));
-                if matches {
-                    add_value(
-                        shard
-                            .values
-                            .entry((index, Some(i)))
-                            .or_insert_with(|| empty_values(metric_type)),
-                        value,
-                    );
-                }
-            }
-            let delta = shard.seconds.entry(second).or_default();
-            let tag = |name: &str| tags.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
-            match metric {
-                "http_reqs" => delta.requests += value as u64,
-                "http_req_failed" if value != 0.0 => {
-                    delta.failed_requests += 1;
-                    match tag("error") {
-                        Some("timeout") => delta.timeouts += 1,
-                        Some(_) => delta.connection_errors += 1,
-                        None => {}
-                    }
-                }
-                "http_req_duration" => {
-                    let endpoint = tag("endpoint").or(tag("name")).unwrap_or("other");
-                    delta
-                        .response_time
-                        .entry(endpoint.to_string())
-                        .or_default()
-                        .record(value);
-                }
-                "credit_errors" => delta.credit_errors += value as u64,
-                "provider_errors" => delta.provider_errors += value as u64,
-                "generation_e2e" => delta
-                    .generation_e2e
-                    .get_or_insert_with(TrendValues::new)
-                    .record(value),
-                _ => {}
-            }
-            if self.keep_samples {
-                shard.samples.push(Sample {
-                    metric,
-                    metric_type,
-                    contains,
-                    time: SystemTime::now(),
-                    value,
-                    tags: tags.iter().map(|(k, v)| (*k, (*v).to_string())).collect(),
-                });
+            for &(metric, value) in values {
+                self.record(shard, second, metric, value, tags);
             }
         });
     }
 
+    fn record(
+        &self,
+        shard: &mut Shard,
+        second: u32,
+        metric: &'static str,
+        value: f64,
+        tags: &[(&'static str, &str)],
+    ) {
+        let Some(index) = METRICS.iter().position(|(n, _, _)| *n == metric) else {
+            return;
+        };
+        let (_, metric_type, contains) = METRICS[index];
+        add_value(
+            shard
+                .values
+                .entry((index, None))
+                .or_insert_with(|| empty_values(metric_type)),
+            value,
+        );
+        for (i, sub) in self.sub_metrics.iter().enumerate() {
+            let matches = sub.metric == metric
+                && sub
+                    .tags
+                    .iter()
+                    .all(|(k, v)| tags.iter().any(|(tk, tv)| tk == k && tv == v));
+            if matches {
+                add_value(
+                    shard
+                        .values
+                        .entry((index, Some(i)))
+                        .or_insert_with(|| empty_values(metric_type)),
+                    value,
+                );
+            }
+        }
+        let delta = shard.seconds.entry(second).or_default();
+        let tag = |name: &str| tags.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+        match metric {
+            "http_reqs" => delta.requests += value as u64,
+            "http_req_failed" if value != 0.0 => {
+                delta.failed_requests += 1;
+                match tag("error") {
+                    Some("timeout") => delta.timeouts += 1,
+                    Some(_) => delta.connection_errors += 1,
+                    None => {}
+                }
+            }
+            "http_req_duration" => {
+                let endpoint = tag("endpoint").or(tag("name")).unwrap_or("other");
+                match delta.response_time.get_mut(endpoint) {
+                    Some(trend) => trend.record(value),
+                    None => delta
+                        .response_time
+                        .entry(endpoint.to_string())
+                        .or_default()
+                        .record(value),
+                }
+            }
+            "credit_errors" => delta.credit_errors += value as u64,
+            "provider_errors" => delta.provider_errors += value as u64,
+            "generation_e2e" => delta
+                .generation_e2e
+                .get_or_insert_with(TrendValues::new)
+                .record(value),
+            _ => {}
+        }
+        if self.keep_samples {
+            shard.samples.push(Sample {
+                metric,
+                metric_type,
+                contains,
+                time: SystemTime::now(),
+                value,
+                tags: tags.iter().map(|(k, v)| (*k, (*v).to_string())).collect(),
+            });
+        }
+    }
+
     /// Records a named check (`✓ status is 202`) and the `checks` rate.
     pub fn check(&self, name: &'static str, ok: bool) {
-        self.with_shard(
-            |shard| match shard.checks.iter_mut().find(|c| c.name == name) {
+        let second = self.second_now();
+        self.with_shard(|shard| {
+            match shard.checks.iter_mut().find(|c| c.name == name) {
                 Some(c) if ok => c.passes += 1,
                 Some(c) => c.fails += 1,
                 None => shard.checks.push(CheckTally {
@@ -404,9 +427,10 @@ impl Collector {
                     passes: u64::from(ok),
                     fails: u64::from(!ok),
                 }),
-            },
-        );
-        self.add("checks", if ok { 1.0 } else { 0.0 }, &[("check", name)]);
+            }
+            let value = if ok { 1.0 } else { 0.0 };
+            self.record(shard, second, "checks", value, &[("check", name)]);
+        });
     }
 
     /// Merges every shard into the totals and returns the raw samples

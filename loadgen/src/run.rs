@@ -30,6 +30,8 @@ pub mod exit {
     pub const ABORTED_BY_THRESHOLD: i32 = 108;
     /// Not k6's: a ledger invariant failed in the audit after the run.
     pub const AUDIT_FAILED: i32 = 113;
+    /// Not k6's: the process could not start its runtimes.
+    pub const RUNTIME_FAILED: i32 = 1;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,8 @@ pub enum RunError {
     },
     #[error("invalid --api-base: {0}")]
     BaseUrl(#[from] crate::http::BaseUrlError),
+    #[error("cannot start the VU runtimes: {0}")]
+    Runtime(#[from] std::io::Error),
 }
 
 impl RunError {
@@ -50,6 +54,7 @@ impl RunError {
         match self {
             RunError::Setup(_) => exit::SETUP_FAILED,
             RunError::Output { .. } | RunError::BaseUrl(_) => exit::INVALID_CONFIG,
+            RunError::Runtime(_) => exit::RUNTIME_FAILED,
         }
     }
 }
@@ -137,7 +142,7 @@ pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcom
         plan.accounts.clone(),
         plan.seed,
         plan.http_debug,
-    );
+    )?;
     let aborted = Arc::new(AtomicBool::new(false));
     let planned = plan.executor.planned_duration();
     let vus_max = plan.executor.max_vus();

@@ -135,7 +135,7 @@ impl Scenario {
             .send(
                 Method::POST,
                 &self.config.login_path,
-                Some(&json!({"email": email, "password": password})),
+                serde_json::to_vec(&json!({"email": email, "password": password})).ok(),
                 &[],
                 self.config.login_timeout,
             )
@@ -144,7 +144,19 @@ impl Scenario {
 
     /// One iteration of the k6 test.
     pub async fn iteration(self: &Arc<Self>, vu: &mut Vu, collector: &Arc<Collector>) {
-        let token = match (self.config.login, vu.token.clone()) {
+        match self.login(vu, collector).await {
+            Some(token) => self.generate(vu, collector, token).await,
+            None => collector.add("errors", 1.0, &[]),
+        }
+        // Only now, with the responses dropped: a VU in think time holds no
+        // response (whose buffers hyper would otherwise keep alongside the
+        // connection's next read buffer).
+        self.think(vu).await;
+    }
+
+    /// The VU's token, from a login unless `--login once` has one already.
+    async fn login(&self, vu: &mut Vu, collector: &Collector) -> Option<String> {
+        match (self.config.login, vu.token.clone()) {
             (LoginMode::Once, Some(token)) => Some(token),
             _ => {
                 let response = self
@@ -157,15 +169,16 @@ impl Scenario {
                 vu.token = token.clone();
                 token
             }
+        }
+    }
+
+    /// The generate request, its checks and custom metrics.
+    async fn generate(self: &Arc<Self>, vu: &mut Vu, collector: &Arc<Collector>, token: String) {
+        let body = GenerateRequest {
+            model: &self.config.model,
+            outputs: self.config.outputs,
+            prompt: PROMPTS[vu.rng.gen_range(0..PROMPTS.len())],
         };
-        let Some(token) = token else {
-            collector.add("errors", 1.0, &[]);
-            self.think(vu).await;
-            return;
-        };
-        let prompt = PROMPTS[vu.rng.gen_range(0..PROMPTS.len())];
-        let body =
-            json!({"prompt": prompt, "model": self.config.model, "outputs": self.config.outputs});
         let cookie = format!("token={token}");
         let started = Instant::now();
         let response = vu
@@ -173,7 +186,7 @@ impl Scenario {
             .send(
                 Method::POST,
                 &self.config.generate_path,
-                Some(&body),
+                serde_json::to_vec(&body).ok(),
                 &[("Cookie", &cookie)],
                 self.config.generate_timeout,
             )
@@ -187,31 +200,27 @@ impl Scenario {
             Some("seedream4"),
         );
         collector.add("response_time", elapsed_ms, &[]);
-        let json = response.json();
-        let session_id = json.as_ref().and_then(|j| {
-            j.get("session_id")
-                .or_else(|| j.get("sessionId"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        });
+        let answer: GenerateAnswer = serde_json::from_slice(&response.body).unwrap_or_default();
+        let session_id = match answer.session_id.or(answer.session_id_camel) {
+            Some(Value::String(id)) => Some(id),
+            _ => None,
+        };
         let status_ok = response.status == 202;
-        let has_client_key = json.as_ref().is_some_and(|j| j.get("clientKey").is_some());
+        let has_client_key = answer.client_key;
         collector.check("status is 202", status_ok);
         collector.check("has session_id", session_id.is_some());
         collector.check("has client_key", has_client_key);
         if status_ok && session_id.is_some() && has_client_key {
-            collector.add("generation_success", 1.0, &[]);
-            collector.add("errors", 0.0, &[]);
+            collector.add_all(&[("generation_success", 1.0), ("errors", 0.0)], &[]);
             self.accepted.fetch_add(1, Ordering::Relaxed);
             if let (Some(tracking), Some(id)) = (&self.config.tracking, session_id) {
                 self.track(tracking.clone(), id, token, started, collector.clone());
             }
         } else {
-            collector.add("generation_success", 0.0, &[]);
-            collector.add("errors", 1.0, &[]);
-            let message = json
+            collector.add_all(&[("generation_success", 0.0), ("errors", 1.0)], &[]);
+            let message = answer
+                .error
                 .as_ref()
-                .and_then(|j| j.get("error"))
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_lowercase();
@@ -221,7 +230,6 @@ impl Scenario {
                 collector.add("provider_errors", 1.0, &[]);
             }
         }
-        self.think(vu).await;
     }
 
     async fn think(&self, vu: &mut Vu) {
@@ -334,6 +342,77 @@ impl Scenario {
     }
 }
 
+/// The body of a generate request; fields in the order `json!` sorted them.
+#[derive(serde::Serialize)]
+struct GenerateRequest<'a> {
+    model: &'a str,
+    outputs: u32,
+    prompt: &'a str,
+}
+
+/// What the checks read of a generate answer, parsed without building the
+/// whole document. A field holds its value even when `null`, and the last of
+/// duplicate keys wins, as with `Value::get`; a body that is not an object
+/// fails to parse, which reads as all fields absent, as before.
+#[derive(Default)]
+struct GenerateAnswer {
+    session_id: Option<Value>,
+    session_id_camel: Option<Value>,
+    client_key: bool,
+    error: Option<Value>,
+}
+
+impl<'de> serde::Deserialize<'de> for GenerateAnswer {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, Visitor};
+
+        #[derive(serde::Deserialize)]
+        #[serde(field_identifier)]
+        enum Field {
+            #[serde(rename = "session_id")]
+            SessionId,
+            #[serde(rename = "sessionId")]
+            SessionIdCamel,
+            #[serde(rename = "clientKey")]
+            ClientKey,
+            #[serde(rename = "error")]
+            Error,
+            #[serde(other)]
+            Other,
+        }
+
+        struct Answer;
+        impl<'de> Visitor<'de> for Answer {
+            type Value = GenerateAnswer;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<GenerateAnswer, A::Error> {
+                let mut answer = GenerateAnswer::default();
+                while let Some(key) = map.next_key::<Field>()? {
+                    match key {
+                        Field::SessionId => answer.session_id = Some(map.next_value()?),
+                        Field::SessionIdCamel => answer.session_id_camel = Some(map.next_value()?),
+                        Field::ClientKey => {
+                            map.next_value::<IgnoredAny>()?;
+                            answer.client_key = true;
+                        }
+                        Field::Error => answer.error = Some(map.next_value()?),
+                        Field::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(answer)
+            }
+        }
+
+        deserializer.deserialize_map(Answer)
+    }
+}
+
 /// The token from the login body, else from `Set-Cookie: token=`.
 fn token_of(response: &Response) -> Option<String> {
     if response.status != 200 {
@@ -363,25 +442,78 @@ pub fn record_http(
     name: &str,
     endpoint: Option<&str>,
 ) {
-    let status = response.status.to_string();
-    let mut tags: Vec<(&'static str, &str)> =
-        vec![("method", method), ("name", name), ("status", &status)];
-    if let Some(endpoint) = endpoint {
-        tags.push(("endpoint", endpoint));
-    }
-    if let Some(failure) = response.failure {
-        tags.push(("error", failure.as_tag()));
+    let code = http::StatusCode::from_u16(response.status).ok();
+    let status = code.as_ref().map_or("0", http::StatusCode::as_str);
+    let mut tags: [(&'static str, &str); 5] = [
+        ("method", method),
+        ("name", name),
+        ("status", status),
+        ("", ""),
+        ("", ""),
+    ];
+    let mut len = 3;
+    for tag in [
+        endpoint.map(|e| ("endpoint", e)),
+        response.failure.map(|f| ("error", f.as_tag())),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        tags[len] = tag;
+        len += 1;
     }
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let t = &response.timings;
-    collector.add("http_reqs", 1.0, &tags);
-    collector.add("http_req_duration", ms(t.duration), &tags);
-    collector.add("http_req_connecting", ms(t.connecting), &tags);
-    collector.add("http_req_sending", ms(t.sending), &tags);
-    collector.add("http_req_waiting", ms(t.waiting), &tags);
-    collector.add("http_req_receiving", ms(t.receiving), &tags);
     let failed = !(200..400).contains(&response.status);
-    collector.add("http_req_failed", if failed { 1.0 } else { 0.0 }, &tags);
-    collector.add("data_sent", response.bytes_sent as f64, &tags);
-    collector.add("data_received", response.bytes_received as f64, &tags);
+    collector.add_all(
+        &[
+            ("http_reqs", 1.0),
+            ("http_req_duration", ms(t.duration)),
+            ("http_req_connecting", ms(t.connecting)),
+            ("http_req_sending", ms(t.sending)),
+            ("http_req_waiting", ms(t.waiting)),
+            ("http_req_receiving", ms(t.receiving)),
+            ("http_req_failed", if failed { 1.0 } else { 0.0 }),
+            ("data_sent", response.bytes_sent as f64),
+            ("data_received", response.bytes_received as f64),
+        ],
+        &tags[..len],
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(body: &str) -> GenerateAnswer {
+        serde_json::from_str(body).unwrap_or_default()
+    }
+
+    #[test]
+    fn generate_answers_read_as_value_get_would() {
+        let a = answer(r#"{"sessionId":"b","x":[1,{"y":null}],"clientKey":null,"session_id":"a"}"#);
+        assert_eq!(a.session_id, Some(json!("a")));
+        assert_eq!(a.session_id_camel, Some(json!("b")));
+        assert!(a.client_key);
+        let a = answer(r#"{"session_id":null,"session_id":7,"error":"No credits"}"#);
+        assert_eq!(a.session_id, Some(json!(7)));
+        assert_eq!(a.error, Some(json!("No credits")));
+        assert!(!a.client_key);
+        let a = answer(r#"["session_id","s","clientKey","k"]"#);
+        assert!(a.session_id.is_none() && !a.client_key);
+        assert!(answer("not json").session_id.is_none());
+    }
+
+    #[test]
+    fn generate_requests_serialize_as_the_json_macro_did() {
+        let body = GenerateRequest {
+            model: "m",
+            outputs: 2,
+            prompt: "p \"q\"",
+        };
+        assert_eq!(
+            serde_json::to_vec(&body).unwrap(),
+            serde_json::to_vec(&json!({"prompt": "p \"q\"", "model": "m", "outputs": 2})).unwrap()
+        );
+    }
 }

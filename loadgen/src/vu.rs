@@ -1,14 +1,17 @@
 //! One virtual user: its own connection and cookie jar, its RNG (derived
 //! from `--seed` and the VU id, so prompts and think times are
-//! reproducible), its account and, with `--login once`, its token.
+//! reproducible), its account and, with `--login once`, its token. It
+//! lives on one of the [`crate::workers`] runtimes for the whole run.
 
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
+use tokio::runtime::Handle;
 
 use crate::http::{BaseUrl, Client};
 
 pub struct Vu {
     pub id: u64,
+    pub runtime: Handle,
     pub client: Client,
     pub rng: SmallRng,
     pub email: String,
@@ -20,6 +23,7 @@ impl Vu {
     /// VU `id` (1-based) uses account `id - 1` mod the number of accounts.
     pub fn new(
         id: u64,
+        runtime: Handle,
         base: &BaseUrl,
         accounts: &[(String, String)],
         seed: Option<u64>,
@@ -33,6 +37,7 @@ impl Vu {
         };
         Vu {
             id,
+            runtime,
             client: Client::new(base.clone(), debug),
             rng,
             email,
