@@ -8,7 +8,7 @@
 //! violation, which wins with `AUDIT_FAILED` (113): a lost credit matters
 //! more than a slow percentile.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use std::time::Duration;
 use mock_api::audit::{audit, AuditReport, INVARIANTS};
 use mock_api::config::Config;
 use mock_api::db::{redact_url, Db};
-use mock_api::seeding::{ensure_user, ensure_users, loadtest_users, SeedUser};
+use mock_api::seeding::{ensure_user, ensure_users, loadtest_users, write_users_file, SeedUser};
 use mock_api::server::{self, wait_for_drain, Drain};
 use tokio_util::sync::CancellationToken;
 
@@ -123,14 +123,6 @@ fn mock_config(mock: &MockPlan) -> Config {
     config.worker_concurrency = 50;
     config.outbox_poll_ms = 100;
     config
-}
-
-fn write_users_file(path: &Path, accounts: &[SeedUser]) -> std::io::Result<()> {
-    let lines: String = accounts
-        .iter()
-        .map(|a| format!("{},{}\n", a.email, a.password))
-        .collect();
-    std::fs::write(path, lines)
 }
 
 /// `loadgen run --spawn-mock`.

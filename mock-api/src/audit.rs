@@ -572,7 +572,9 @@ pub mod fixture {
     use sqlx::types::Json;
 
     use crate::db::{Db, Id};
-    use crate::ledger::{self, LedgerError, LotSource, NewImage, NewSession, SessionOutcome};
+    use crate::ledger::{
+        self, GenerationParams, LedgerError, LotSource, NewImage, NewSession, SessionOutcome,
+    };
     use crate::with_pool;
 
     /// A generation: its session and reservation.
@@ -588,6 +590,8 @@ pub mod fixture {
         pub user: Id,
         /// Completed with 3 images, paid from both lots.
         pub completed: Generation,
+        /// Completed with 1 image.
+        pub completed_single: Generation,
         /// Failed: its reservation released.
         pub failed: Generation,
         /// Its reservation expired by the sweeper, the session failed.
@@ -600,42 +604,47 @@ pub mod fixture {
         outputs: i32,
         now: crate::db::Timestamp,
     ) -> Result<Generation, LedgerError> {
-        let generation = Generation {
-            session: Id::random(),
-            reservation: Id::random(),
-        };
-        let client_key = format!("key-{}", generation.session);
-        let session = NewSession {
-            id: generation.session,
-            reservation_id: generation.reservation,
-            prompt: "a cat".into(),
-            model: "seedream-4".into(),
-            outputs,
-            client_key: client_key.clone(),
-            resolution: None,
-            aspect_ratio: None,
-            guidance_scale: None,
-            seed: None,
-            payload: json!({
-                "payloadVersion": 1,
-                "jobType": ledger::GENERATION_EVENT,
-                "userId": user.to_string(),
-                "clientKey": client_key,
-                "mock": true,
-                "reservationId": generation.reservation.to_string(),
-                "sessionId": generation.session.to_string(),
-                "params": {"prompt": "a cat", "model": "seedream-4", "outputs": outputs},
-            }),
-            dispatched: false,
-        };
+        let session = NewSession::for_generation(
+            user,
+            format!("key-{}", Id::random()),
+            &GenerationParams::new("a cat", outputs),
+        );
         ledger::reserve_for_session(db, user, outputs, Duration::from_secs(600), &session, now)
             .await?;
-        Ok(generation)
+        Ok(Generation {
+            session: session.id,
+            reservation: session.reservation_id,
+        })
     }
 
-    /// One user with two lots (2 and 100 credits), a completed generation
-    /// of 3 outputs, a failed one and an expired one: a database the audit
-    /// finds clean.
+    /// Records `generation` completed with `outputs` images.
+    async fn complete(
+        db: &Db,
+        generation: Generation,
+        outputs: i32,
+        now: crate::db::Timestamp,
+    ) -> Result<(), LedgerError> {
+        let images = (0..outputs)
+            .map(|n| NewImage {
+                url: format!("https://example.test/{}/{n}.png", generation.session),
+                width: 1024,
+                height: 1024,
+                storage_provider: "mock".into(),
+                generation_tool: "seedream4".into(),
+                client_key: None,
+            })
+            .collect();
+        let outcome = SessionOutcome::Completed {
+            images,
+            duration_ms: 5,
+        };
+        ledger::finish_session(db, generation.reservation, &outcome, now).await?;
+        Ok(())
+    }
+
+    /// One user with two lots (2 and 100 credits), completed generations
+    /// of 3 and 1 outputs, a failed one and an expired one: a database the
+    /// audit finds clean.
     pub async fn clean(db: &Db) -> Result<Fixture, LedgerError> {
         let now = chrono::Utc::now();
         let email = format!("audit-{}@example.com", Id::random());
@@ -668,27 +677,10 @@ pub mod fixture {
         )
         .await?;
         let completed = accept(db, user, 3, now).await?;
+        let completed_single = accept(db, user, 1, now).await?;
         let failed = accept(db, user, 1, now).await?;
-        let images = (0..3)
-            .map(|n| NewImage {
-                url: format!("https://example.test/{}/{n}.png", completed.session),
-                width: 1024,
-                height: 1024,
-                storage_provider: "mock".into(),
-                generation_tool: "seedream4".into(),
-                client_key: None,
-            })
-            .collect();
-        ledger::finish_session(
-            db,
-            completed.reservation,
-            &SessionOutcome::Completed {
-                images,
-                duration_ms: 5,
-            },
-            now,
-        )
-        .await?;
+        complete(db, completed, 3, now).await?;
+        complete(db, completed_single, 1, now).await?;
         ledger::finish_session(
             db,
             failed.reservation,
@@ -704,6 +696,7 @@ pub mod fixture {
         Ok(Fixture {
             user,
             completed,
+            completed_single,
             failed,
             expired,
         })

@@ -150,6 +150,74 @@ pub struct NewSession {
     pub dispatched: bool,
 }
 
+/// The real backend's defaults for a generate request that names none.
+pub const DEFAULT_MODEL: &str = "seedream-4-0-250828";
+pub const DEFAULT_SIZE: &str = "1024x1024";
+
+/// What a generate request asks for (contract §2), as its job carries it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct GenerationParams {
+    pub prompt: String,
+    pub model: String,
+    pub outputs: i32,
+    pub size: String,
+    pub guidance_scale: Option<f64>,
+    pub negative_prompt: Option<String>,
+    pub seed: Option<i64>,
+    pub watermark: Option<bool>,
+    pub aspect_ratio: Option<String>,
+}
+
+impl GenerationParams {
+    /// A prompt and an output count, everything else at the defaults.
+    pub fn new(prompt: impl Into<String>, outputs: i32) -> GenerationParams {
+        GenerationParams {
+            prompt: prompt.into(),
+            model: DEFAULT_MODEL.into(),
+            outputs,
+            size: DEFAULT_SIZE.into(),
+            guidance_scale: None,
+            negative_prompt: None,
+            seed: None,
+            watermark: None,
+            aspect_ratio: None,
+        }
+    }
+}
+
+impl NewSession {
+    /// The session of a generation `user` asks for, with fresh ids and its
+    /// outbox payload in the real backend's shape (contract §5), queued for
+    /// the relay (`dispatched: false`).
+    pub fn for_generation(user: Id, client_key: String, params: &GenerationParams) -> NewSession {
+        let (id, reservation_id) = (Id::random(), Id::random());
+        let payload = serde_json::json!({
+            "payloadVersion": 1,
+            "jobType": GENERATION_EVENT,
+            "userId": user,
+            "clientKey": client_key,
+            "mock": true,
+            "reservationId": reservation_id,
+            "sessionId": id,
+            "params": params,
+        });
+        NewSession {
+            id,
+            reservation_id,
+            prompt: params.prompt.clone(),
+            model: params.model.clone(),
+            outputs: params.outputs,
+            client_key,
+            resolution: Some(params.size.clone()),
+            aspect_ratio: params.aspect_ratio.clone(),
+            guidance_scale: params.guidance_scale,
+            seed: params.seed,
+            payload,
+            dispatched: false,
+        }
+    }
+}
+
 /// What [`reserve_for_session`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Accepted {

@@ -162,6 +162,19 @@ pub fn loadtest_users(n: usize, password: &str) -> Vec<SeedUser> {
         .collect()
 }
 
+/// Writes `users` as the users file `loadgen run --users-file` reads:
+/// `email,password` lines, no header.
+pub fn write_users_file(path: &std::path::Path, users: &[SeedUser]) -> std::io::Result<()> {
+    let mut text = String::with_capacity(users.len() * 48);
+    for user in users {
+        text.push_str(&user.email);
+        text.push(',');
+        text.push_str(&user.password);
+        text.push('\n');
+    }
+    std::fs::write(path, text)
+}
+
 /// Checks the arguments every seeding shares, before touching the database.
 pub fn validate(credits: i64, bcrypt_cost: u32) -> Result<(), SeedError> {
     if !BCRYPT_COSTS.contains(&bcrypt_cost) {

@@ -126,6 +126,23 @@ impl TestServer {
         }
     }
 
+    /// A server whose database holds `user` with `credits` (and no other
+    /// seeding), with a handle on that database for the test's checks.
+    pub async fn start_with_user(
+        mut config: crate::config::Config,
+        user: &crate::seeding::SeedUser,
+        credits: i64,
+    ) -> (TestServer, crate::db::Db) {
+        let db = crate::db::Db::open(&config.database_url)
+            .await
+            .expect("open the test database");
+        crate::seeding::ensure_user(&db, user, credits, 4, chrono::Utc::now())
+            .await
+            .expect("seed the test user");
+        config.no_seed = true;
+        (TestServer::start(config).await, db)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

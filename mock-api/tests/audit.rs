@@ -3,39 +3,14 @@
 //! named with a sample id — including the real backend's capture defect.
 
 use std::future::Future;
-use std::time::Duration;
 
 use chrono::Utc;
-use mock_api::audit::{audit, AuditReport, INVARIANTS};
-use mock_api::db::{Db, Id, Timestamp};
-use mock_api::ledger::{
-    self, add_credits, finish_session, reserve_for_session, Accepted, LotSource, NewImage,
-    NewSession, SessionOutcome,
-};
+use mock_api::audit::{audit, fixture, AuditReport, INVARIANTS};
+use mock_api::db::{Db, Id};
+use mock_api::ledger::{self, GenerationParams, NewSession};
 use mock_api::with_pool;
 use serde_json::json;
 use sqlx::types::Json;
-
-const TTL: Duration = Duration::from_secs(600);
-
-/// What the clean fixture created, for the tests to break.
-struct Fixture {
-    user: Id,
-    /// Completed, outputs 2.
-    completed: Session,
-    /// Completed, outputs 1.
-    completed_single: Session,
-    /// Failed (released).
-    failed: Session,
-    /// Expired by the sweeper (session failed).
-    expired: Session,
-}
-
-#[derive(Clone, Copy)]
-struct Session {
-    id: Id,
-    reservation: Id,
-}
 
 /// Runs `case` on a fresh SQLite database and, when one can be had, on a
 /// fresh PostgreSQL database.
@@ -107,143 +82,6 @@ where
     }
 }
 
-fn payload(
-    user: Id,
-    session: Id,
-    reservation: Id,
-    client_key: &str,
-    outputs: i32,
-) -> serde_json::Value {
-    json!({
-        "payloadVersion": 1,
-        "jobType": ledger::GENERATION_EVENT,
-        "userId": user.to_string(),
-        "clientKey": client_key,
-        "mock": true,
-        "reservationId": reservation.to_string(),
-        "sessionId": session.to_string(),
-        "params": {"prompt": "a cat", "model": "seedream-4", "outputs": outputs, "size": "1024x1024"},
-    })
-}
-
-async fn accept(db: &Db, user: Id, outputs: i32, now: Timestamp) -> Session {
-    let id = Id::random();
-    let reservation = Id::random();
-    let client_key = format!("key-{id}");
-    let session = NewSession {
-        id,
-        reservation_id: reservation,
-        prompt: "a cat".into(),
-        model: "seedream-4".into(),
-        outputs,
-        client_key: client_key.clone(),
-        resolution: Some("1024x1024".into()),
-        aspect_ratio: None,
-        guidance_scale: None,
-        seed: None,
-        payload: payload(user, id, reservation, &client_key, outputs),
-        dispatched: false,
-    };
-    match reserve_for_session(db, user, outputs, TTL, &session, now)
-        .await
-        .unwrap()
-    {
-        Accepted::New(r) => assert_eq!(r.id, reservation),
-        Accepted::Replay { .. } => panic!("fresh clientKey replayed"),
-    }
-    Session { id, reservation }
-}
-
-async fn complete(db: &Db, session: Session, outputs: i32, now: Timestamp) {
-    let images = (0..outputs)
-        .map(|n| NewImage {
-            url: format!("https://example.test/{}/{n}.png", session.id),
-            width: 1024,
-            height: 1024,
-            storage_provider: "mock".into(),
-            generation_tool: "seedream4".into(),
-            client_key: None,
-        })
-        .collect();
-    finish_session(
-        db,
-        session.reservation,
-        &SessionOutcome::Completed {
-            images,
-            duration_ms: 10,
-        },
-        now,
-    )
-    .await
-    .unwrap();
-}
-
-/// A user with two lots, two completed generations (one spanning both
-/// lots), one failed and one expired: everything consistent.
-async fn clean_fixture(db: &Db) -> Fixture {
-    let now = Utc::now();
-    let user = mock_api::users::create(
-        db,
-        &format!("{}@example.com", Id::random()),
-        "x",
-        "user",
-        now,
-    )
-    .await
-    .unwrap()
-    .id;
-    add_credits(
-        db,
-        user,
-        2,
-        LotSource::Subscription,
-        now + chrono::Duration::days(1),
-        "sub",
-        now,
-    )
-    .await
-    .unwrap();
-    add_credits(
-        db,
-        user,
-        100,
-        LotSource::Adjustment,
-        now + chrono::Duration::days(365),
-        "adj",
-        now,
-    )
-    .await
-    .unwrap();
-    let completed = accept(db, user, 3, now).await;
-    let completed_single = accept(db, user, 1, now).await;
-    let failed = accept(db, user, 1, now).await;
-    complete(db, completed, 3, now).await;
-    complete(db, completed_single, 1, now).await;
-    finish_session(
-        db,
-        failed.reservation,
-        &SessionOutcome::Failed {
-            error_details: json!({"error": "provider said no"}),
-            duration_ms: 5,
-        },
-        now,
-    )
-    .await
-    .unwrap();
-    let expired = accept(db, user, 2, now).await;
-    let swept = ledger::expire_overdue(db, now + chrono::Duration::seconds(601))
-        .await
-        .unwrap();
-    assert_eq!(swept, vec![expired.reservation]);
-    Fixture {
-        user,
-        completed,
-        completed_single,
-        failed,
-        expired,
-    }
-}
-
 /// Runs one statement binding one id.
 async fn exec(db: &Db, sql: &str, id: Id) {
     with_pool!(db, pool => sqlx::query(sql).bind(id).execute(pool).await.map(drop)).unwrap();
@@ -271,7 +109,7 @@ async fn invariants_are_listed_in_order() {
 #[tokio::test]
 async fn a_ledger_built_database_is_clean() {
     on_both(|db| async move {
-        let f = clean_fixture(&db).await;
+        let f = fixture::clean(&db).await.unwrap();
         let report = audit(&db, None).await.unwrap();
         assert!(report.is_clean(), "{report:#?}");
         let c = &report.counts;
@@ -310,15 +148,15 @@ async fn an_empty_database_is_clean() {
 #[tokio::test]
 async fn i1_reservation_amount_differs_from_credit_cost() {
     on_both(|db| async move {
-        let f = clean_fixture(&db).await;
+        let f = fixture::clean(&db).await.unwrap();
         exec(
             &db,
             "UPDATE generation_sessions SET credit_cost = credit_cost + 1 WHERE id = $1",
-            f.failed.id,
+            f.failed.session,
         )
         .await;
         let report = audit(&db, None).await.unwrap();
-        assert_names(&report, "I1", &f.failed.id.to_string());
+        assert_names(&report, "I1", &f.failed.session.to_string());
         // Nothing else is wrong.
         assert!(
             report.violations.iter().all(|v| v.invariant == "I1"),
@@ -331,15 +169,15 @@ async fn i1_reservation_amount_differs_from_credit_cost() {
 #[tokio::test]
 async fn i1_session_without_reservation() {
     on_both(|db| async move {
-        let f = clean_fixture(&db).await;
+        let f = fixture::clean(&db).await.unwrap();
         exec(
             &db,
             "UPDATE generation_sessions SET reservation_id = NULL WHERE id = $1",
-            f.expired.id,
+            f.expired.session,
         )
         .await;
         let report = audit(&db, None).await.unwrap();
-        assert_names(&report, "I1", &f.expired.id.to_string());
+        assert_names(&report, "I1", &f.expired.session.to_string());
     })
     .await;
 }
@@ -347,11 +185,11 @@ async fn i1_session_without_reservation() {
 #[tokio::test]
 async fn i2_session_left_processing_and_reservation_left_reserved() {
     on_both(|db| async move {
-        let f = clean_fixture(&db).await;
+        let f = fixture::clean(&db).await.unwrap();
         exec(
             &db,
             "UPDATE generation_sessions SET status = 'processing' WHERE id = $1",
-            f.failed.id,
+            f.failed.session,
         )
         .await;
         exec(
@@ -361,7 +199,7 @@ async fn i2_session_left_processing_and_reservation_left_reserved() {
         )
         .await;
         let report = audit(&db, None).await.unwrap();
-        assert_names(&report, "I2", &f.failed.id.to_string());
+        assert_names(&report, "I2", &f.failed.session.to_string());
         assert_names(&report, "I2", &f.expired.reservation.to_string());
         assert_eq!(report.counts.processing, 1);
         assert_eq!(report.counts.reserved, 1);
@@ -372,17 +210,17 @@ async fn i2_session_left_processing_and_reservation_left_reserved() {
 #[tokio::test]
 async fn i2_completed_session_with_released_reservation() {
     on_both(|db| async move {
-        let f = clean_fixture(&db).await;
+        let f = fixture::clean(&db).await.unwrap();
         exec(
             &db,
             "UPDATE generation_sessions SET status = 'completed' WHERE id = $1",
-            f.failed.id,
+            f.failed.session,
         )
         .await;
         let report = audit(&db, None).await.unwrap();
-        assert_names(&report, "I2", &f.failed.id.to_string());
+        assert_names(&report, "I2", &f.failed.session.to_string());
         // It has no images either.
-        assert_names(&report, "I4", &f.failed.id.to_string());
+        assert_names(&report, "I4", &f.failed.session.to_string());
     })
     .await;
 }
@@ -390,8 +228,8 @@ async fn i2_completed_session_with_released_reservation() {
 #[tokio::test]
 async fn i3_payload_names_another_session() {
     on_both(|db| async move {
-        let f = clean_fixture(&db).await;
-        let wrong = payload(f.user, Id::random(), f.completed.reservation, "other-key", 3);
+        let f = fixture::clean(&db).await.unwrap();
+        let wrong = NewSession::for_generation(f.user, "other-key".into(), &GenerationParams::new("a cat", 3)).payload;
         with_pool!(&db, pool => sqlx::query("UPDATE outbox SET payload = $1 WHERE reservation_id = $2")
             .bind(Json(&wrong))
             .bind(f.completed.reservation)
@@ -416,7 +254,7 @@ async fn i3_payload_names_another_session() {
 #[tokio::test]
 async fn i3_session_without_outbox_row() {
     on_both(|db| async move {
-        let f = clean_fixture(&db).await;
+        let f = fixture::clean(&db).await.unwrap();
         exec(
             &db,
             "DELETE FROM outbox WHERE reservation_id = $1",
@@ -424,7 +262,7 @@ async fn i3_session_without_outbox_row() {
         )
         .await;
         let report = audit(&db, None).await.unwrap();
-        assert_names(&report, "I3", &f.completed_single.id.to_string());
+        assert_names(&report, "I3", &f.completed_single.session.to_string());
         assert_eq!(report.count_of("I5"), 1, "{report:#?}");
     })
     .await;
@@ -433,17 +271,17 @@ async fn i3_session_without_outbox_row() {
 #[tokio::test]
 async fn i4_completed_session_missing_an_image() {
     on_both(|db| async move {
-        let f = clean_fixture(&db).await;
+        let f = fixture::clean(&db).await.unwrap();
         // Delete one of its three images.
         with_pool!(&db, pool => sqlx::query(
             "DELETE FROM images WHERE id = (SELECT id FROM images WHERE session_id = $1 ORDER BY url LIMIT 1)")
-            .bind(f.completed.id)
+            .bind(f.completed.session)
             .execute(pool)
             .await
             .map(drop))
         .unwrap();
         let report = audit(&db, None).await.unwrap();
-        assert_names(&report, "I4", &f.completed.id.to_string());
+        assert_names(&report, "I4", &f.completed.session.to_string());
         assert!(report.violations.iter().all(|v| v.invariant == "I4"), "{report:#?}");
     })
     .await;
@@ -452,7 +290,7 @@ async fn i4_completed_session_missing_an_image() {
 #[tokio::test]
 async fn i5_extra_outbox_row_and_fewer_accepted() {
     on_both(|db| async move {
-        clean_fixture(&db).await;
+        fixture::clean(&db).await.unwrap();
         let orphan = Id::random();
         with_pool!(&db, pool => sqlx::query(
             "INSERT INTO outbox (event_type, reservation_id, payload, created_at) VALUES ($1, $2, $3, $4)")
@@ -480,7 +318,7 @@ async fn i5_extra_outbox_row_and_fewer_accepted() {
 #[tokio::test]
 async fn i6_credits_that_do_not_add_up() {
     on_both(|db| async move {
-        let f = clean_fixture(&db).await;
+        let f = fixture::clean(&db).await.unwrap();
         exec(
             &db,
             "UPDATE users SET credits = credits + 5 WHERE id = $1",
@@ -501,7 +339,7 @@ async fn i6_credits_that_do_not_add_up() {
 #[tokio::test]
 async fn i6_ledger_rows_that_do_not_match_the_capture() {
     on_both(|db| async move {
-        let f = clean_fixture(&db).await;
+        let f = fixture::clean(&db).await.unwrap();
         exec(
             &db,
             "UPDATE credit_transactions SET amount = amount - 1 WHERE reservation_id = $1",
@@ -517,7 +355,7 @@ async fn i6_ledger_rows_that_do_not_match_the_capture() {
 #[tokio::test]
 async fn i7_negative_credits() {
     on_both(|db| async move {
-        let f = clean_fixture(&db).await;
+        let f = fixture::clean(&db).await.unwrap();
         exec(&db, "UPDATE users SET credits = -3 WHERE id = $1", f.user).await;
         let report = audit(&db, None).await.unwrap();
         assert_names(&report, "I7", &f.user.to_string());
@@ -540,7 +378,7 @@ async fn i7_negative_credits() {
 #[tokio::test]
 async fn i7_negative_balance_in_the_ledger_history() {
     on_both(|db| async move {
-        let f = clean_fixture(&db).await;
+        let f = fixture::clean(&db).await.unwrap();
         let row = Id::random();
         with_pool!(&db, pool => sqlx::query(
             "INSERT INTO credit_transactions (id, user_id, description, amount, balance_after, created_at) \
@@ -562,11 +400,11 @@ async fn i7_negative_balance_in_the_ledger_history() {
 #[tokio::test]
 async fn since_limits_the_per_row_checks() {
     on_both(|db| async move {
-        let f = clean_fixture(&db).await;
+        let f = fixture::clean(&db).await.unwrap();
         exec(
             &db,
             "UPDATE generation_sessions SET status = 'processing' WHERE id = $1",
-            f.failed.id,
+            f.failed.session,
         )
         .await;
         let later = audit(&db, Some(Utc::now() + chrono::Duration::seconds(5)))
@@ -574,7 +412,7 @@ async fn since_limits_the_per_row_checks() {
             .unwrap();
         assert!(later.is_clean(), "{later:#?}");
         let all = audit(&db, None).await.unwrap();
-        assert_names(&all, "I2", &f.failed.id.to_string());
+        assert_names(&all, "I2", &f.failed.session.to_string());
     })
     .await;
 }
@@ -587,7 +425,8 @@ async fn the_real_backends_capture_defect_is_an_i6_violation() {
     on_both_with(Schema::Bare, |db| async move {
         let now = Utc::now();
         let (user, lot_a, lot_b) = (Id::random(), Id::random(), Id::random());
-        let (session, reservation) = (Id::random(), Id::random());
+        let generation = NewSession::for_generation(user, "k1".into(), &GenerationParams::new("a cat", 1));
+        let (session, reservation) = (generation.id, generation.reservation_id);
         let soon = now + chrono::Duration::days(30);
         let later = now + chrono::Duration::days(365);
         with_pool!(&db, pool => {
@@ -617,7 +456,7 @@ async fn the_real_backends_capture_defect_is_an_i6_violation() {
                 .bind(Id::random()).bind(session).bind(now).execute(&mut *tx).await.unwrap();
             sqlx::query("INSERT INTO outbox (event_type, reservation_id, payload, created_at, dispatched_at) VALUES ('gen.seedream4', $1, $2, $3, $3)")
                 .bind(reservation)
-                .bind(Json(payload(user, session, reservation, "k1", 1)))
+                .bind(Json(&generation.payload))
                 .bind(now)
                 .execute(&mut *tx).await.unwrap();
             tx.commit().await.unwrap();
@@ -637,7 +476,6 @@ async fn the_real_backends_capture_defect_is_an_i6_violation() {
 /// `audit::fixture` (used by the loadgen's tests) breaks what it says.
 #[tokio::test]
 async fn the_shared_fixture_breaks_each_invariant_in_turn() {
-    use mock_api::audit::fixture;
     on_both(|db| async move {
         let f = fixture::clean(&db).await.unwrap();
         let report = audit(&db, None).await.unwrap();
@@ -658,12 +496,11 @@ async fn the_shared_fixture_breaks_each_invariant_in_turn() {
 /// audits clean, and the audit leaves it without our migrations table.
 #[tokio::test]
 async fn a_database_without_our_indexes_audits_clean() {
-    use mock_api::audit::fixture;
     on_both_with(Schema::Bare, |db| async move {
         fixture::clean(&db).await.unwrap();
         let report = audit(&db, None).await.unwrap();
         assert!(report.is_clean(), "{report:#?}");
-        assert_eq!(report.counts.sessions, 3);
+        assert_eq!(report.counts.sessions, 4);
         let tables = match db.dialect() {
             mock_api::db::Dialect::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE name = $1",
             mock_api::db::Dialect::Postgres => {

@@ -15,10 +15,10 @@ use mock_api::config::Config;
 use mock_api::db::{Db, Id};
 use mock_api::faults::{FaultSettings, Faults, Plan};
 use mock_api::jobs::{Jobs, JobsConfig};
-use mock_api::ledger::{self, Accepted, LotSource, NewSession, GENERATION_EVENT};
+use mock_api::ledger::{self, Accepted, GenerationParams, LotSource, NewSession};
 use mock_api::provider::{GenerationRequest, Planned, Provider, ProviderConfig};
 use mock_api::queue::embedded::EmbeddedQueue;
-use mock_api::seeding::{ensure_user, SeedUser};
+use mock_api::seeding::SeedUser;
 use mock_api::server::{wait_for_drain, Drain};
 use mock_api::testing::{self, TestServer};
 use mock_api::{users, with_pool};
@@ -178,29 +178,8 @@ async fn accept_jobs(db: &Db, n: usize, credits: i32) -> Id {
     .await
     .unwrap();
     for i in 0..n {
-        let session = Id::random();
-        let reservation = Id::random();
-        let client_key = format!("job-{i}");
-        let payload = json!({
-            "payloadVersion": 1, "jobType": GENERATION_EVENT, "userId": user.id,
-            "clientKey": client_key, "mock": true, "reservationId": reservation,
-            "sessionId": session,
-            "params": {"prompt": "p", "model": "m", "outputs": 1, "size": "1024x1024"},
-        });
-        let new = NewSession {
-            id: session,
-            reservation_id: reservation,
-            prompt: "p".into(),
-            model: "m".into(),
-            outputs: 1,
-            client_key,
-            resolution: Some("1024x1024".into()),
-            aspect_ratio: None,
-            guidance_scale: None,
-            seed: None,
-            payload,
-            dispatched: false,
-        };
+        let new =
+            NewSession::for_generation(user.id, format!("job-{i}"), &GenerationParams::new("p", 1));
         let accepted = ledger::reserve_for_session(
             db,
             user.id,
@@ -282,19 +261,8 @@ async fn error_rate_over_2000_jobs_through_the_workers() {
 
 // ------------------------------------------------------------------ server
 
-async fn server_with_user(mut config: Config, credits: i64) -> (TestServer, Db) {
-    let db = Db::open(&config.database_url).await.unwrap();
-    ensure_user(
-        &db,
-        &SeedUser::new(EMAIL, PASSWORD),
-        credits,
-        4,
-        chrono::Utc::now(),
-    )
-    .await
-    .unwrap();
-    config.no_seed = true;
-    (TestServer::start(config).await, db)
+async fn server_with_user(config: Config, credits: i64) -> (TestServer, Db) {
+    TestServer::start_with_user(config, &SeedUser::new(EMAIL, PASSWORD), credits).await
 }
 
 async fn login(http: &Client, server: &TestServer) -> String {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use mock_api::audit::audit;
 use mock_api::config::Config;
 use mock_api::db::Db;
-use mock_api::seeding::{ensure_user, SeedUser};
+use mock_api::seeding::SeedUser;
 use mock_api::server::{wait_for_drain, Drain};
 use mock_api::testing::{self, TestServer};
 use reqwest::header::COOKIE;
@@ -18,19 +18,8 @@ const EMAIL: &str = "flow@example.com";
 const PASSWORD: &str = "flowpassword";
 
 /// A server on `config` whose only user is `EMAIL` with `credits`.
-async fn server_with_user(mut config: Config, credits: i64) -> (TestServer, Db) {
-    let db = Db::open(&config.database_url).await.unwrap();
-    ensure_user(
-        &db,
-        &SeedUser::new(EMAIL, PASSWORD),
-        credits,
-        4,
-        chrono::Utc::now(),
-    )
-    .await
-    .unwrap();
-    config.no_seed = true;
-    (TestServer::start(config).await, db)
+async fn server_with_user(config: Config, credits: i64) -> (TestServer, Db) {
+    TestServer::start_with_user(config, &SeedUser::new(EMAIL, PASSWORD), credits).await
 }
 
 async fn login(http: &Client, server: &TestServer) -> String {

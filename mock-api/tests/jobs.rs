@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use mock_api::db::{Db, Id};
 use mock_api::jobs::{run_generation, GenerationResult, Jobs, JobsConfig};
-use mock_api::ledger::{self, Accepted, LotSource, NewSession, Transition, GENERATION_EVENT};
+use mock_api::ledger::{
+    self, Accepted, GenerationParams, LotSource, NewSession, Transition, GENERATION_EVENT,
+};
 use mock_api::provider::{GenerationRequest, Provider, ProviderConfig};
 use mock_api::queue::bullmq::{BullOptions, BullQueue};
 use mock_api::queue::embedded::EmbeddedQueue;
@@ -88,36 +90,15 @@ impl Fixture {
         dispatched: bool,
         payload: Option<Value>,
     ) -> Accepted1 {
-        let session = Id::random();
-        let reservation = Id::random();
-        let client_key = format!("ck-{session}");
-        let payload = payload.unwrap_or_else(|| {
-            json!({
-                "payloadVersion": 1,
-                "jobType": GENERATION_EVENT,
-                "userId": self.user,
-                "clientKey": client_key,
-                "mock": true,
-                "reservationId": reservation,
-                "sessionId": session,
-                "params": {"prompt": "a lighthouse", "model": "seedream-4-0-t2i-250415",
-                           "outputs": outputs, "size": "1024x1024"},
-            })
-        });
-        let new = NewSession {
-            id: session,
-            reservation_id: reservation,
-            prompt: "a lighthouse".into(),
-            model: "seedream-4-0-t2i-250415".into(),
-            outputs,
-            client_key,
-            resolution: Some("1024x1024".into()),
-            aspect_ratio: None,
-            guidance_scale: None,
-            seed: None,
-            payload,
-            dispatched,
-        };
+        let mut params = GenerationParams::new("a lighthouse", outputs);
+        params.model = "seedream-4-0-t2i-250415".into();
+        let mut new =
+            NewSession::for_generation(self.user, format!("ck-{}", Id::random()), &params);
+        new.dispatched = dispatched;
+        if let Some(payload) = payload {
+            new.payload = payload;
+        }
+        let (session, reservation) = (new.id, new.reservation_id);
         let accepted = ledger::reserve_for_session(
             &self.db,
             self.user,

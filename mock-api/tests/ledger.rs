@@ -16,8 +16,8 @@ use std::time::Duration;
 use chrono::Utc;
 use mock_api::db::{Db, Id, Timestamp};
 use mock_api::ledger::{
-    self, Accepted, LedgerError, LotSource, NewImage, NewSession, Reservation, ReservationStatus,
-    SessionOutcome, Transition,
+    self, Accepted, GenerationParams, LedgerError, LotSource, NewImage, NewSession, Reservation,
+    ReservationStatus, SessionOutcome, Transition,
 };
 use mock_api::{users, with_pool};
 use rand::rngs::SmallRng;
@@ -73,31 +73,11 @@ async fn reserve_session(
     ttl: Duration,
     now: Timestamp,
 ) -> Result<Reservation, LedgerError> {
-    let (session_id, reservation_id) = (Id::random(), Id::random());
-    let client_key = format!("key-{session_id}");
-    let session = NewSession {
-        id: session_id,
-        reservation_id,
-        prompt: "a ledger test".into(),
-        model: "seedream-4".into(),
-        outputs,
-        client_key: client_key.clone(),
-        resolution: None,
-        aspect_ratio: None,
-        guidance_scale: None,
-        seed: None,
-        payload: json!({
-            "payloadVersion": 1,
-            "jobType": ledger::GENERATION_EVENT,
-            "userId": user.to_string(),
-            "clientKey": client_key,
-            "mock": true,
-            "reservationId": reservation_id.to_string(),
-            "sessionId": session_id.to_string(),
-            "params": {"prompt": "a ledger test", "model": "seedream-4", "outputs": outputs},
-        }),
-        dispatched: false,
-    };
+    let session = NewSession::for_generation(
+        user,
+        format!("key-{}", Id::random()),
+        &GenerationParams::new("a ledger test", outputs),
+    );
     match ledger::reserve_for_session(db, user, outputs, ttl, &session, now).await? {
         Accepted::New(reservation) => Ok(reservation),
         Accepted::Replay { .. } => panic!("a fresh clientKey was replayed"),

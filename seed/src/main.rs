@@ -27,7 +27,7 @@
 //! Every error is one line on stderr starting with `seed: `.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -177,7 +177,8 @@ async fn run(args: &Args) -> Result<(), Failure> {
         let _ = writeln!(out, "{action}");
     }
     if let Some(path) = users_file {
-        write_users_file(&path, &accounts)?;
+        seeding::write_users_file(&path, &accounts)
+            .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))?;
         let _ = writeln!(
             out,
             "wrote {} accounts to {}",
@@ -198,18 +199,6 @@ fn check_csv_safe(password: &str) -> Result<(), Failure> {
         ));
     }
     Ok(())
-}
-
-fn write_users_file(path: &Path, accounts: &[SeedUser]) -> Result<(), Failure> {
-    let mut text = String::with_capacity(accounts.len() * 48);
-    for account in accounts {
-        text.push_str(&account.email);
-        text.push(',');
-        text.push_str(&account.password);
-        text.push('\n');
-    }
-    std::fs::write(path, text)
-        .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))
 }
 
 #[cfg(test)]

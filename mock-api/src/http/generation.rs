@@ -16,13 +16,9 @@ use super::error::ApiError;
 use super::AppState;
 use crate::db::{Id, Timestamp};
 use crate::jobs::{run_generation, GenerationResult};
-use crate::ledger::{self, Accepted, NewSession, GENERATION_EVENT};
+use crate::ledger::{self, Accepted, GenerationParams, NewSession, DEFAULT_MODEL, DEFAULT_SIZE};
 use crate::provider::{GenerationRequest, Planned};
 use crate::with_pool;
-
-/// The real backend's default model when the request names none.
-pub const DEFAULT_MODEL: &str = "seedream-4-0-250828";
-pub const DEFAULT_SIZE: &str = "1024x1024";
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -31,21 +27,11 @@ pub fn router() -> Router<AppState> {
         .route("/api/images/seedream4/sessions/{id}", get(session))
 }
 
-/// A generate request, validated.
-struct GenerateRequest {
-    prompt: String,
-    model: String,
-    outputs: i32,
-    size: String,
-    client_key: String,
-    guidance_scale: Option<f64>,
-    seed: Option<i64>,
-    aspect_ratio: Option<String>,
-    negative_prompt: Option<String>,
-    watermark: Option<bool>,
-}
-
-fn parse_generate(body: &JsonObject, max_outputs: i32) -> Result<GenerateRequest, ApiError> {
+/// A generate request, validated: what it asks for and its `clientKey`.
+fn parse_generate(
+    body: &JsonObject,
+    max_outputs: i32,
+) -> Result<(GenerationParams, String), ApiError> {
     let prompt = body.required_str("prompt", "Prompt is required")?;
     let outputs_error = || {
         ApiError::BadRequest(format!(
@@ -74,7 +60,7 @@ fn parse_generate(body: &JsonObject, max_outputs: i32) -> Result<GenerateRequest
             "clientKey must be at most 200 characters".into(),
         ));
     }
-    Ok(GenerateRequest {
+    let params = GenerationParams {
         prompt,
         model: body
             .optional_str("model")?
@@ -83,13 +69,13 @@ fn parse_generate(body: &JsonObject, max_outputs: i32) -> Result<GenerateRequest
         size: body
             .optional_str("size")?
             .unwrap_or_else(|| DEFAULT_SIZE.into()),
-        client_key,
         guidance_scale: body.optional_f64("guidance_scale")?,
         seed: body.optional_i64("seed")?,
         aspect_ratio: body.optional_str("aspect_ratio")?,
         negative_prompt: body.optional_str("negative_prompt")?,
         watermark,
-    })
+    };
+    Ok((params, client_key))
 }
 
 async fn generate(
@@ -97,46 +83,12 @@ async fn generate(
     AuthUser(claims): AuthUser,
     body: JsonObject,
 ) -> Result<Response, ApiError> {
-    let request = parse_generate(&body, state.settings.max_outputs)?;
+    let (params, client_key) = parse_generate(&body, state.settings.max_outputs)?;
     let user = claims.user_id;
-    let cost = state.settings.credit_cost_per_output * request.outputs;
-    let session_id = Id::random();
-    let reservation_id = Id::random();
+    let cost = state.settings.credit_cost_per_output * params.outputs;
     let enqueue_first = state.settings.enqueue_first;
-    let payload = json!({
-        "payloadVersion": 1,
-        "jobType": GENERATION_EVENT,
-        "userId": user,
-        "clientKey": request.client_key,
-        "mock": true,
-        "reservationId": reservation_id,
-        "sessionId": session_id,
-        "params": {
-            "prompt": request.prompt,
-            "model": request.model,
-            "outputs": request.outputs,
-            "size": request.size,
-            "guidance_scale": request.guidance_scale,
-            "negative_prompt": request.negative_prompt,
-            "seed": request.seed,
-            "watermark": request.watermark,
-            "aspect_ratio": request.aspect_ratio,
-        },
-    });
-    let new_session = NewSession {
-        id: session_id,
-        reservation_id,
-        prompt: request.prompt.clone(),
-        model: request.model.clone(),
-        outputs: request.outputs,
-        client_key: request.client_key.clone(),
-        resolution: Some(request.size.clone()),
-        aspect_ratio: request.aspect_ratio.clone(),
-        guidance_scale: request.guidance_scale,
-        seed: request.seed,
-        payload,
-        dispatched: !enqueue_first,
-    };
+    let mut new_session = NewSession::for_generation(user, client_key, &params);
+    new_session.dispatched = !enqueue_first;
     let now = chrono::Utc::now();
     let accepted = ledger::reserve_for_session(
         &state.db,
@@ -163,13 +115,13 @@ async fn generate(
             } else {
                 let request = GenerationRequest {
                     reservation_id: reservation.id,
-                    session_id,
+                    session_id: new_session.id,
                     attempt: 1,
-                    prompt: request.prompt.clone(),
-                    model: request.model.clone(),
-                    outputs: request.outputs,
-                    size: Some(request.size.clone()),
-                    client_key: request.client_key.clone(),
+                    prompt: params.prompt,
+                    model: params.model,
+                    outputs: params.outputs,
+                    size: Some(params.size),
+                    client_key: new_session.client_key.clone(),
                 };
                 // The real direct path hands a failing provider's status to
                 // the client; the decision is known up front, so a failure
@@ -189,7 +141,7 @@ async fn generate(
                     tokio::spawn(async move { run_generation(&db, &provider, request).await });
                 }
             }
-            (session_id, reservation.id)
+            (new_session.id, reservation.id)
         }
         Accepted::Replay {
             session_id,
@@ -201,7 +153,7 @@ async fn generate(
             StatusCode::ACCEPTED,
             Json(json!({
                 "accepted": true,
-                "clientKey": request.client_key,
+                "clientKey": new_session.client_key,
                 "reservationId": reservation_id,
                 "sessionId": session_id,
                 "session_id": session_id,
@@ -214,7 +166,7 @@ async fn generate(
     Ok(Json(json!({
         "success": true,
         "sessionId": session_id,
-        "clientKey": request.client_key,
+        "clientKey": new_session.client_key,
         "creditsUsed": cost,
         "creditsLeft": balance.available,
         "status": "processing",
