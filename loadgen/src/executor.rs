@@ -137,7 +137,7 @@ pub fn ramp_value(start: f64, stages: &[Stage], t: Duration) -> f64 {
 pub struct RunContext {
     pub scenario: Arc<Scenario>,
     pub collector: Arc<Collector>,
-    pub base: BaseUrl,
+    pub base: Arc<BaseUrl>,
     pub accounts: Vec<(String, String)>,
     pub seed: Option<u64>,
     pub http_debug: bool,

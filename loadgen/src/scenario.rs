@@ -87,7 +87,7 @@ pub enum SetupError {
 
 pub struct Scenario {
     pub config: ScenarioConfig,
-    pub base: BaseUrl,
+    pub base: Arc<BaseUrl>,
     trackers: std::sync::Mutex<JoinSet<()>>,
     pub accepted: AtomicU64,
 }
@@ -96,7 +96,7 @@ impl Scenario {
     pub fn new(config: ScenarioConfig, base: BaseUrl) -> Arc<Scenario> {
         Arc::new(Scenario {
             config,
-            base,
+            base: Arc::new(base),
             trackers: std::sync::Mutex::new(JoinSet::new()),
             accepted: AtomicU64::new(0),
         })
@@ -148,9 +148,8 @@ impl Scenario {
             Some(token) => self.generate(vu, collector, token).await,
             None => collector.add("errors", 1.0, &[]),
         }
-        // Only now, with the responses dropped: a VU in think time holds no
-        // response (whose buffers hyper would otherwise keep alongside the
-        // connection's next read buffer).
+        // Only now, with the responses dropped: a VU in think time holds its
+        // socket and cookies, no buffer.
         self.think(vu).await;
     }
 
@@ -425,10 +424,8 @@ fn token_of(response: &Response) -> Option<String> {
         return Some(token);
     }
     response
-        .headers
-        .get_all(http::header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+        .header_values("set-cookie")
+        .into_iter()
         .filter_map(cookie_pair)
         .find(|(name, value)| *name == "token" && !value.is_empty())
         .map(|(_, value)| value.to_string())

@@ -3,6 +3,8 @@
 //! reproducible), its account and, with `--login once`, its token. It
 //! lives on one of the [`crate::workers`] runtimes for the whole run.
 
+use std::sync::Arc;
+
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use tokio::runtime::Handle;
@@ -24,7 +26,7 @@ impl Vu {
     pub fn new(
         id: u64,
         runtime: Handle,
-        base: &BaseUrl,
+        base: &Arc<BaseUrl>,
         accounts: &[(String, String)],
         seed: Option<u64>,
         debug: bool,

@@ -1,0 +1,529 @@
+//! A VU's HTTP/1.1 client: one kept-alive connection and a cookie jar per
+//! VU (as k6), the timing parts k6 reports, and failures classified into the
+//! `error` tag instead of ending the run.
+//!
+//! Only `http://` is supported: the mock and the real backend's load-test
+//! setup both listen on plain HTTP. The client drives its socket itself
+//! ([`wire`] has the format): between requests a VU holds the socket and
+//! its cookies, nothing else, and each request is one `write` and, for a
+//! small answer, one `read`. A request that finds its kept-alive connection
+//! closed by the server before any answer byte is sent once more on a new
+//! connection, as browsers and Go's client do.
+
+pub mod wire;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::{Method, Uri};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BaseUrlError {
+    #[error("{0:?} is not an http:// URL (https is not supported)")]
+    NotHttp(String),
+    #[error("{0:?} has no host")]
+    NoHost(String),
+}
+
+/// Where requests go: scheme-less host and port plus an optional path prefix.
+#[derive(Clone, Debug)]
+pub struct BaseUrl {
+    pub host: String,
+    pub port: u16,
+    pub prefix: String,
+    pub original: String,
+    /// The `Host` header: `host:port`, IPv6 hosts in brackets.
+    pub host_header: String,
+}
+
+impl BaseUrl {
+    pub fn parse(text: &str) -> Result<BaseUrl, BaseUrlError> {
+        let uri: Uri = text
+            .parse()
+            .map_err(|_| BaseUrlError::NotHttp(text.to_string()))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(BaseUrlError::NotHttp(text.to_string()));
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| BaseUrlError::NoHost(text.to_string()))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = uri.port_u16().unwrap_or(80);
+        Ok(BaseUrl {
+            host: host.to_string(),
+            port,
+            prefix: uri.path().trim_end_matches('/').to_string(),
+            original: text.trim_end_matches('/').to_string(),
+            host_header: if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            },
+        })
+    }
+}
+
+/// Why a request got no response; the value of k6's `error` tag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    Timeout,
+    ConnectionRefused,
+    ConnectionReset,
+    Dns,
+    Other,
+}
+
+impl FailureKind {
+    pub fn as_tag(self) -> &'static str {
+        match self {
+            FailureKind::Timeout => "timeout",
+            FailureKind::ConnectionRefused => "connection refused",
+            FailureKind::ConnectionReset => "connection reset",
+            FailureKind::Dns => "dns lookup failed",
+            FailureKind::Other => "request failed",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Timings {
+    pub connecting: Duration,
+    pub sending: Duration,
+    pub waiting: Duration,
+    pub receiving: Duration,
+    pub duration: Duration,
+}
+
+#[derive(Debug)]
+pub struct Response {
+    /// 0 when the request failed without a response (as k6).
+    pub status: u16,
+    pub body: Bytes,
+    /// The response head as received, for [`Response::header_values`].
+    head: Bytes,
+    pub failure: Option<FailureKind>,
+    pub timings: Timings,
+    /// Bytes written and read on the wire for this request, head included.
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+impl Response {
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    /// The values of the header `name` (case-insensitive), in order.
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        wire::header_values(&self.head, name)
+    }
+}
+
+/// A response read off the connection, before cookies and timings.
+struct Exchange {
+    status: u16,
+    head: Bytes,
+    body: Bytes,
+    keep_alive: bool,
+}
+
+/// Where an exchange went wrong, and whether the request may be resent on
+/// a fresh connection (nothing of a response arrived on a reused one: the
+/// server closed it while it was idle).
+struct ExchangeError {
+    kind: FailureKind,
+    retry: bool,
+}
+
+/// A kept-alive connection and how many requests it has carried.
+struct Connection {
+    stream: TcpStream,
+    served: u32,
+}
+
+pub struct Client {
+    base: Arc<BaseUrl>,
+    connection: Option<Connection>,
+    cookies: BTreeMap<String, String>,
+    debug: bool,
+}
+
+impl Client {
+    pub fn new(base: Arc<BaseUrl>, debug: bool) -> Client {
+        Client {
+            base,
+            connection: None,
+            cookies: BTreeMap::new(),
+            debug,
+        }
+    }
+
+    /// Sends a request with a JSON body, serialized (or none). An explicit
+    /// `Cookie` header replaces the jar's cookies for this request.
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        json_body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Response {
+        let started = Instant::now();
+        let mut request = Vec::with_capacity(256 + json_body.as_ref().map_or(0, Vec::len));
+        if self
+            .encode(&mut request, &method, path, json_body.as_deref(), headers)
+            .is_err()
+        {
+            return failed(FailureKind::Other, started, Timings::default(), 0, 0);
+        }
+        drop(json_body);
+        if self.debug {
+            eprintln!("> {method} {}{path}", self.base.original);
+        }
+        let mut timings = Timings::default();
+        let mut received = 0u64;
+        let no_body = method == Method::HEAD;
+        let outcome = tokio::time::timeout(timeout, async {
+            let first = self
+                .exchange(&request, no_body, &mut timings, &mut received)
+                .await;
+            match first {
+                Err(ExchangeError { retry: true, .. }) => {
+                    self.connection = None;
+                    received = 0;
+                    timings = Timings::default();
+                    self.exchange(&request, no_body, &mut timings, &mut received)
+                        .await
+                }
+                other => other,
+            }
+        })
+        .await;
+        let sent = request.len() as u64;
+        let response = match outcome {
+            Ok(Ok(exchange)) => {
+                timings.duration = started.elapsed();
+                if !exchange.keep_alive {
+                    self.connection = None;
+                }
+                self.remember_cookies(&exchange.head);
+                Response {
+                    status: exchange.status,
+                    body: exchange.body,
+                    head: exchange.head,
+                    failure: None,
+                    timings,
+                    bytes_sent: sent,
+                    bytes_received: received,
+                }
+            }
+            Ok(Err(error)) => {
+                self.connection = None;
+                failed(error.kind, started, timings, sent, received)
+            }
+            Err(_) => {
+                self.connection = None;
+                failed(FailureKind::Timeout, started, timings, sent, received)
+            }
+        };
+        if self.debug {
+            eprintln!(
+                "< {} {} ({} ms){}",
+                response.status,
+                String::from_utf8_lossy(&response.body),
+                response.timings.duration.as_millis(),
+                response
+                    .failure
+                    .map(|f| format!(" error: {}", f.as_tag()))
+                    .unwrap_or_default()
+            );
+        }
+        response
+    }
+
+    fn encode(
+        &self,
+        out: &mut Vec<u8>,
+        method: &Method,
+        path: &str,
+        json_body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> Result<(), wire::WireError> {
+        let target = format!("{}{path}", self.base.prefix);
+        let explicit_cookie = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("cookie"));
+        let jar;
+        let mut all: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 1);
+        if !explicit_cookie && !self.cookies.is_empty() {
+            jar = self
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            all.push(("Cookie", &jar));
+        }
+        all.extend_from_slice(headers);
+        wire::encode_request(
+            out,
+            method.as_str(),
+            &target,
+            &self.base.host_header,
+            &all,
+            json_body,
+        )
+    }
+
+    /// Writes the request and reads one response. Timings: `connecting` the
+    /// TCP connect, `sending` the write, `waiting` until the first byte of
+    /// the answer, `receiving` from there to its last byte.
+    async fn exchange(
+        &mut self,
+        request: &[u8],
+        no_body: bool,
+        timings: &mut Timings,
+        received: &mut u64,
+    ) -> Result<Exchange, ExchangeError> {
+        let fail = |kind| ExchangeError { kind, retry: false };
+        if self.connection.is_none() {
+            let connect_started = Instant::now();
+            let stream = self.connect().await.map_err(fail)?;
+            timings.connecting = connect_started.elapsed();
+            self.connection = Some(Connection { stream, served: 0 });
+        }
+        let connection = self.connection.as_mut().ok_or(fail(FailureKind::Other))?;
+        let reused = connection.served > 0;
+        let stale = |kind| ExchangeError {
+            kind,
+            retry: reused,
+        };
+        let send_started = Instant::now();
+        connection
+            .stream
+            .write_all(request)
+            .await
+            .map_err(|e| stale(classify_io(&e)))?;
+        timings.sending = send_started.elapsed();
+        let waiting_started = Instant::now();
+        // Sized for a whole small answer, so one read returns it and, being
+        // short, tells tokio the socket is drained (no extra EAGAIN read).
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut first_byte: Option<Instant> = None;
+        let head = loop {
+            if let Some(head) =
+                wire::parse_head(&buf, no_body).map_err(|e| fail(FailureKind::from(e)))?
+            {
+                if (100..200).contains(&head.status) {
+                    // An interim answer (103 Early Hints): the real one follows.
+                    let _ = buf.split_to(head.len);
+                    continue;
+                }
+                break head;
+            }
+            let n = read_more(&mut connection.stream, &mut buf)
+                .await
+                .map_err(|kind| {
+                    if first_byte.is_none() {
+                        stale(kind)
+                    } else {
+                        fail(kind)
+                    }
+                })?;
+            if n == 0 {
+                let kind = FailureKind::ConnectionReset;
+                return Err(if first_byte.is_none() {
+                    stale(kind)
+                } else {
+                    fail(kind)
+                });
+            }
+            *received += n as u64;
+            first_byte.get_or_insert_with(Instant::now);
+        };
+        let first_byte = first_byte.unwrap_or(waiting_started);
+        timings.waiting = first_byte - waiting_started;
+        let head_bytes = buf.split_to(head.len).freeze();
+        let mut keep_alive = head.keep_alive;
+        let body = match head.framing {
+            wire::Framing::Length(n) => {
+                while buf.len() < n {
+                    buf.reserve(n - buf.len());
+                    let got = read_more(&mut connection.stream, &mut buf)
+                        .await
+                        .map_err(fail)?;
+                    if got == 0 {
+                        return Err(fail(FailureKind::ConnectionReset));
+                    }
+                    *received += got as u64;
+                }
+                let body = buf.split_to(n).freeze();
+                // Bytes past the answer mean the server is out of step.
+                keep_alive &= buf.is_empty();
+                body
+            }
+            wire::Framing::Chunked => {
+                let mut decoder = wire::ChunkedDecoder::default();
+                let mut body = Vec::new();
+                loop {
+                    if let Some(end) = decoder
+                        .decode(&buf, &mut body)
+                        .map_err(|e| fail(e.into()))?
+                    {
+                        keep_alive &= end == buf.len();
+                        break Bytes::from(body);
+                    }
+                    let got = read_more(&mut connection.stream, &mut buf)
+                        .await
+                        .map_err(fail)?;
+                    if got == 0 {
+                        return Err(fail(FailureKind::ConnectionReset));
+                    }
+                    *received += got as u64;
+                }
+            }
+            wire::Framing::UntilClose => {
+                loop {
+                    let got = read_more(&mut connection.stream, &mut buf)
+                        .await
+                        .map_err(fail)?;
+                    if got == 0 {
+                        break;
+                    }
+                    *received += got as u64;
+                }
+                keep_alive = false;
+                buf.split().freeze()
+            }
+        };
+        timings.receiving = first_byte.elapsed();
+        connection.served += 1;
+        Ok(Exchange {
+            status: head.status,
+            head: head_bytes,
+            body,
+            keep_alive,
+        })
+    }
+
+    /// Tries each address the host resolves to (`localhost` may give `::1`
+    /// first while the server listens on 127.0.0.1 only).
+    async fn connect(&self) -> Result<TcpStream, FailureKind> {
+        let addrs = tokio::net::lookup_host((self.base.host.as_str(), self.base.port))
+            .await
+            .map_err(|_| FailureKind::Dns)?;
+        let mut last = FailureKind::Dns;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Err(e) => last = classify_io(&e),
+            }
+        }
+        Err(last)
+    }
+
+    fn remember_cookies(&mut self, head: &[u8]) {
+        for text in wire::header_values(head, "set-cookie") {
+            if let Some((name, value)) = cookie_pair(text) {
+                if value.is_empty() {
+                    self.cookies.remove(name);
+                } else {
+                    self.cookies.insert(name.to_string(), value.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// Room for a typical answer in one read.
+const READ_CHUNK: usize = 4096;
+
+/// One read into the spare room of `buf` (grown when full); 0 at EOF.
+async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<usize, FailureKind> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    stream.read_buf(buf).await.map_err(|e| classify_io(&e))
+}
+
+impl From<wire::WireError> for FailureKind {
+    fn from(_: wire::WireError) -> FailureKind {
+        FailureKind::Other
+    }
+}
+
+/// `name=value` of a `Set-Cookie` header, attributes ignored.
+pub fn cookie_pair(set_cookie: &str) -> Option<(&str, &str)> {
+    let first = set_cookie.split(';').next()?.trim();
+    let (name, value) = first.split_once('=')?;
+    Some((name.trim(), value.trim()))
+}
+
+fn failed(
+    kind: FailureKind,
+    started: Instant,
+    mut timings: Timings,
+    bytes_sent: u64,
+    bytes_received: u64,
+) -> Response {
+    timings.duration = started.elapsed();
+    Response {
+        status: 0,
+        body: Bytes::new(),
+        head: Bytes::new(),
+        failure: Some(kind),
+        timings,
+        bytes_sent,
+        bytes_received,
+    }
+}
+
+fn classify_io(error: &std::io::Error) -> FailureKind {
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::ConnectionRefused => FailureKind::ConnectionRefused,
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
+            FailureKind::ConnectionReset
+        }
+        ErrorKind::TimedOut => FailureKind::Timeout,
+        _ => FailureKind::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls() {
+        let b = BaseUrl::parse("http://localhost:5001").unwrap();
+        assert_eq!(
+            (b.host.as_str(), b.port, b.prefix.as_str()),
+            ("localhost", 5001, "")
+        );
+        let b = BaseUrl::parse("http://[::1]:8080/api/").unwrap();
+        assert_eq!(
+            (b.host.as_str(), b.port, b.prefix.as_str()),
+            ("::1", 8080, "/api")
+        );
+        assert!(BaseUrl::parse("https://x").is_err());
+        assert!(BaseUrl::parse("localhost:5001").is_err());
+    }
+
+    #[test]
+    fn set_cookie_pairs() {
+        assert_eq!(
+            cookie_pair("token=abc.def; Max-Age=604800; Path=/; HttpOnly"),
+            Some(("token", "abc.def"))
+        );
+        assert_eq!(cookie_pair("token=; Path=/"), Some(("token", "")));
+        assert_eq!(cookie_pair("garbage"), None);
+    }
+}
