@@ -1,0 +1,179 @@
+//! The VU's HTTP/1.1 client against a raw TCP server that answers exactly
+//! the bytes each test scripts: body framings, connection reuse, a server
+//! closing an idle kept-alive connection, and the bytes counted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use loadgen::http::{BaseUrl, Client, FailureKind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// Reads one request (head plus `Content-Length` body) off `stream`.
+async fn read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if buf.len() >= end + 4 + length {
+                return Some(buf);
+            }
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A server answering the n-th request of each connection with
+/// `answers[connection][n]`, then closing that connection. Reports each
+/// request it read, with the index of its connection.
+async fn scripted(
+    answers: Vec<Vec<&'static [u8]>>,
+) -> (Arc<BaseUrl>, mpsc::UnboundedReceiver<(usize, Vec<u8>)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = BaseUrl::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        for (index, script) in answers.into_iter().enumerate() {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            for answer in script {
+                let Some(request) = read_request(&mut stream).await else {
+                    break;
+                };
+                let _ = tx.send((index, request));
+                stream.write_all(answer).await.unwrap();
+            }
+        }
+    });
+    (Arc::new(base), rx)
+}
+
+async fn post(client: &mut Client, body: &str) -> loadgen::http::Response {
+    client
+        .send(
+            Method::POST,
+            "/api/x",
+            Some(body.as_bytes().to_vec()),
+            &[("Cookie", "token=t")],
+            Duration::from_secs(5),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn framings_reuse_and_exact_byte_counts() {
+    const LENGTH: &[u8] =
+        b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\nSet-Cookie: a=1; Path=/\r\n\r\n{}";
+    const CHUNKED: &[u8] =
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n";
+    const CLOSE: &[u8] = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx";
+    const UNTIL_CLOSE: &[u8] = b"HTTP/1.1 200 OK\r\n\r\nto the end";
+    let (base, mut requests) =
+        scripted(vec![vec![LENGTH, CHUNKED, CLOSE], vec![UNTIL_CLOSE]]).await;
+    let mut client = Client::new(base, false);
+
+    let r = post(&mut client, "{\"p\":1}").await;
+    assert_eq!((r.status, &r.body[..], r.failure), (202, &b"{}"[..], None));
+    assert_eq!(r.header_values("set-cookie"), vec!["a=1; Path=/"]);
+    assert_eq!(r.bytes_received, LENGTH.len() as u64);
+    let (connection, request) = requests.recv().await.unwrap();
+    assert_eq!(connection, 0);
+    assert_eq!(r.bytes_sent, request.len() as u64);
+    let text = String::from_utf8(request).unwrap();
+    assert!(text.starts_with("POST /api/x HTTP/1.1\r\n"), "{text}");
+    assert!(
+        text.contains("\r\nContent-Length: 7\r\n") && text.ends_with("\r\n\r\n{\"p\":1}"),
+        "{text}"
+    );
+
+    let r = post(&mut client, "{}").await;
+    assert_eq!((r.status, &r.body[..]), (200, &b"{\"a\":1}"[..]));
+    assert_eq!(r.bytes_received, CHUNKED.len() as u64);
+    assert_eq!(requests.recv().await.unwrap().0, 0, "kept alive");
+    assert_eq!(r.timings.connecting, Duration::ZERO, "no new connection");
+
+    let r = post(&mut client, "{}").await;
+    assert_eq!((r.status, &r.body[..]), (200, &b"x"[..]));
+    assert_eq!(requests.recv().await.unwrap().0, 0);
+
+    // `Connection: close` made the client drop the connection: a new one.
+    let r = post(&mut client, "{}").await;
+    assert_eq!((r.status, &r.body[..]), (200, &b"to the end"[..]));
+    assert_eq!(requests.recv().await.unwrap().0, 1);
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_closed_while_idle_is_replaced_once() {
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    // The first connection serves one request, then the server closes it
+    // (the script ends) while the client thinks it is kept alive.
+    let (base, mut requests) = scripted(vec![vec![OK], vec![OK]]).await;
+    let mut client = Client::new(base, false);
+    assert_eq!(post(&mut client, "{}").await.status, 200);
+    assert_eq!(requests.recv().await.unwrap().0, 0);
+    let r = post(&mut client, "{}").await;
+    assert_eq!((r.status, r.failure), (200, None));
+    assert_eq!(
+        requests.recv().await.unwrap().0,
+        1,
+        "resent on a new connection"
+    );
+}
+
+#[tokio::test]
+async fn a_fresh_connection_that_closes_is_a_failure_not_a_retry() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = BaseUrl::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+    let accepted = tokio::spawn(async move {
+        let mut count = 0;
+        while let Ok(Ok((mut stream, _))) =
+            tokio::time::timeout(Duration::from_millis(500), listener.accept()).await
+        {
+            count += 1;
+            let _ = read_request(&mut stream).await;
+        }
+        count
+    });
+    let mut client = Client::new(Arc::new(base), false);
+    let r = post(&mut client, "{}").await;
+    assert_eq!(
+        (r.status, r.failure),
+        (0, Some(FailureKind::ConnectionReset))
+    );
+    assert_eq!(
+        accepted.await.unwrap(),
+        1,
+        "a POST is not resent on a fresh connection"
+    );
+}
+
+#[tokio::test]
+async fn malformed_answers_and_header_injection_fail_the_request() {
+    let (base, _requests) = scripted(vec![vec![b"NOT HTTP\r\n\r\n"]]).await;
+    let mut client = Client::new(base.clone(), false);
+    let r = post(&mut client, "{}").await;
+    assert_eq!((r.status, r.failure), (0, Some(FailureKind::Other)));
+    let r = client
+        .send(
+            Method::GET,
+            "/",
+            None,
+            &[("Cookie", "token=a\r\nX-Injected: 1")],
+            Duration::from_secs(1),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.failure, r.bytes_sent),
+        (0, Some(FailureKind::Other), 0)
+    );
+}
