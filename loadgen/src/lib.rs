@@ -5,7 +5,8 @@
 //!
 //! - [`cli`]: options, with k6's names; [`plan`]: them resolved and validated.
 //! - [`executor`]: k6's six executors (closed and open model), graceful stops.
-//! - [`vu`]: one virtual user; [`http`]: its client, timings and error kinds.
+//! - [`vu`]: one virtual user; [`http`]: its own HTTP/1.1 client (one socket,
+//!   no connection task), timings and error kinds; [`http::wire`]: the format.
 //! - [`workers`]: the VUs' runtimes, one current-thread runtime per core.
 //! - [`scenario`]: the generation test's setup and iteration, session tracking.
 //! - [`metrics`]: per-thread recording, the aggregator, the per-second series.
