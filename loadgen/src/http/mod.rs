@@ -325,24 +325,12 @@ impl Client {
                 }
                 break head;
             }
-            let n = read_more(&mut connection.stream, &mut buf)
+            read_required(&mut connection.stream, &mut buf, received)
                 .await
-                .map_err(|kind| {
-                    if first_byte.is_none() {
-                        stale(kind)
-                    } else {
-                        fail(kind)
-                    }
+                .map_err(|kind| match first_byte {
+                    None => stale(kind),
+                    Some(_) => fail(kind),
                 })?;
-            if n == 0 {
-                let kind = FailureKind::ConnectionReset;
-                return Err(if first_byte.is_none() {
-                    stale(kind)
-                } else {
-                    fail(kind)
-                });
-            }
-            *received += n as u64;
             first_byte.get_or_insert_with(Instant::now);
         };
         let first_byte = first_byte.unwrap_or(waiting_started);
@@ -353,13 +341,9 @@ impl Client {
             wire::Framing::Length(n) => {
                 while buf.len() < n {
                     buf.reserve(n - buf.len());
-                    let got = read_more(&mut connection.stream, &mut buf)
+                    read_required(&mut connection.stream, &mut buf, received)
                         .await
                         .map_err(fail)?;
-                    if got == 0 {
-                        return Err(fail(FailureKind::ConnectionReset));
-                    }
-                    *received += got as u64;
                 }
                 let body = buf.split_to(n).freeze();
                 // Bytes past the answer mean the server is out of step.
@@ -377,13 +361,9 @@ impl Client {
                         keep_alive &= end == buf.len();
                         break Bytes::from(body);
                     }
-                    let got = read_more(&mut connection.stream, &mut buf)
+                    read_required(&mut connection.stream, &mut buf, received)
                         .await
                         .map_err(fail)?;
-                    if got == 0 {
-                        return Err(fail(FailureKind::ConnectionReset));
-                    }
-                    *received += got as u64;
                 }
             }
             wire::Framing::UntilClose => {
@@ -444,6 +424,22 @@ impl Client {
 
 /// Room for a typical answer in one read.
 const READ_CHUNK: usize = 4096;
+
+/// A read where the answer is not complete yet: the end of the stream is
+/// a reset. Counts the bytes in `received`.
+async fn read_required(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    received: &mut u64,
+) -> Result<(), FailureKind> {
+    match read_more(stream, buf).await? {
+        0 => Err(FailureKind::ConnectionReset),
+        n => {
+            *received += n as u64;
+            Ok(())
+        }
+    }
+}
 
 /// One read into the spare room of `buf` (grown when full); 0 at EOF.
 async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<usize, FailureKind> {
