@@ -129,6 +129,7 @@ struct Exchange {
     head: Bytes,
     body: Bytes,
     keep_alive: bool,
+    sets_cookies: bool,
 }
 
 /// Where an exchange went wrong, and whether the request may be resent on
@@ -210,7 +211,9 @@ impl Client {
                 if !exchange.keep_alive {
                     self.connection = None;
                 }
-                self.remember_cookies(&exchange.head);
+                if exchange.sets_cookies {
+                    self.remember_cookies(&exchange.head);
+                }
                 Response {
                     status: exchange.status,
                     body: exchange.body,
@@ -387,6 +390,7 @@ impl Client {
             head: head_bytes,
             body,
             keep_alive,
+            sets_cookies: head.sets_cookies,
         })
     }
 

@@ -96,6 +96,8 @@ pub struct Head {
     pub framing: Framing,
     /// Whether the connection can carry the next request.
     pub keep_alive: bool,
+    /// Whether it sets cookies, so the client reads them only then.
+    pub sets_cookies: bool,
 }
 
 /// Parses a response head at the start of `buf`; `Ok(None)` when more bytes
@@ -117,8 +119,10 @@ pub fn parse_head(buf: &[u8], no_body: bool) -> Result<Option<Head>, WireError> 
     let mut keep_alive = http11;
     let mut length = None;
     let mut chunked = false;
+    let mut sets_cookies = false;
     for header in response.headers.iter() {
         let value = std::str::from_utf8(header.value).map_err(|_| WireError::BadResponse)?;
+        sets_cookies |= header.name.eq_ignore_ascii_case("set-cookie");
         if header.name.eq_ignore_ascii_case("content-length") {
             let n: usize = value.trim().parse().map_err(|_| WireError::BadResponse)?;
             if length.is_some_and(|m| m != n) {
@@ -157,6 +161,7 @@ pub fn parse_head(buf: &[u8], no_body: bool) -> Result<Option<Head>, WireError> 
         len,
         framing,
         keep_alive,
+        sets_cookies,
     }))
 }
 
@@ -283,7 +288,8 @@ mod tests {
                 status: 202,
                 len: 45,
                 framing: Framing::Length(12),
-                keep_alive: true
+                keep_alive: true,
+                sets_cookies: false
             }
         );
         let h = head(
