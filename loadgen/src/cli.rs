@@ -118,6 +118,10 @@ pub struct RunArgs {
     /// Print every request and response.
     #[arg(long)]
     pub http_debug: bool,
+    /// Threads that run the VUs (default: half the cores, at least one —
+    /// the server under test shares this machine, load goes to loopback only).
+    #[arg(long)]
+    pub threads: Option<usize>,
 
     /// Follow each accepted generation to completed/failed (generation_e2e).
     /// On by default with --spawn-mock.

@@ -158,6 +158,7 @@ impl RunContext {
         accounts: Vec<(String, String)>,
         seed: Option<u64>,
         http_debug: bool,
+        threads: usize,
     ) -> std::io::Result<Arc<RunContext>> {
         let base = scenario.base.clone();
         Ok(Arc::new(RunContext {
@@ -171,7 +172,7 @@ impl RunContext {
             interrupted: AtomicU64::new(0),
             completed: AtomicU64::new(0),
             next_vu: AtomicU64::new(1),
-            workers: Workers::start()?,
+            workers: Workers::start(threads)?,
             done: CancellationToken::new(),
         }))
     }

@@ -142,6 +142,7 @@ pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcom
         plan.accounts.clone(),
         plan.seed,
         plan.http_debug,
+        plan.threads,
     )?;
     let aborted = Arc::new(AtomicBool::new(false));
     let planned = plan.executor.planned_duration();

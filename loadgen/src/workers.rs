@@ -1,7 +1,7 @@
-//! The VUs' runtimes: one current-thread tokio runtime per core, each driven
-//! on its own thread. A VU and everything it spawns (its connection task,
-//! its session follow-ups) stay on one runtime, so a response wakes the task
-//! on the thread that is already polling the socket. A work-stealing
+//! The VUs' runtimes: `--threads` current-thread tokio runtimes, each
+//! driven on its own thread. A VU and everything it spawns (its session
+//! follow-ups) stay on one runtime, so a response wakes the task on the
+//! thread that is already polling the socket. A work-stealing
 //! scheduler instead hands tasks between its threads, and those wake-ups
 //! (futex, context switches) were a large share of loadgen's CPU. The
 //! runtime that calls [`crate::run::execute`] only coordinates: executors,
@@ -21,9 +21,8 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// One runtime per available core.
-    pub fn start() -> std::io::Result<Workers> {
-        let count = std::thread::available_parallelism().map_or(1, |n| n.get());
+    /// `count` runtimes, each on its own thread.
+    pub fn start(count: usize) -> std::io::Result<Workers> {
         let mut handles = Vec::with_capacity(count);
         let mut stops = Vec::with_capacity(count);
         for index in 0..count {
@@ -49,7 +48,7 @@ impl Workers {
         })
     }
 
-    /// The runtimes in turn, so VUs spread evenly over the cores.
+    /// The runtimes in turn, so VUs spread evenly over the threads.
     pub fn pick(&self) -> Handle {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
         self.handles[index].clone()

@@ -53,6 +53,7 @@ fn one_hundred_four_for_invalid_options() {
         &["--threshold", "nope:rate<1"][..],
         &["--threshold", "errors:rat<0.1"][..],
         &["--no-such-flag"][..],
+        &["--threads", "0"][..],
     ] {
         let out = loadgen("http://127.0.0.1:9", bad);
         assert_eq!(out.status.code(), Some(104), "{bad:?}: {}", stderr(&out));
