@@ -111,17 +111,17 @@ fn open_writers(plan: &Plan) -> Result<Vec<Writer>, RunError> {
         .collect()
 }
 
-fn counter(snapshot: &Snapshot, key: &str) -> f64 {
-    match snapshot.metric(key).map(|m| &m.values) {
-        Some(Values::Counter { count }) => *count,
+fn counter(collector: &Collector, metric: &str) -> f64 {
+    match collector.totals_of(metric) {
+        Some(Values::Counter { count }) => count,
         _ => 0.0,
     }
 }
 
-fn rate(snapshot: &Snapshot, key: &str) -> f64 {
-    match snapshot.metric(key).map(|m| &m.values) {
+fn rate(collector: &Collector, metric: &str) -> f64 {
+    match collector.totals_of(metric) {
         Some(Values::Rate { passes, fails }) if passes + fails > 0 => {
-            *passes as f64 / (passes + fails) as f64
+            passes as f64 / (passes + fails) as f64
         }
         _ => 0.0,
     }
@@ -155,6 +155,7 @@ pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcom
             interrupt.clone(),
         );
         let specs = plan.thresholds.clone();
+        let abort_specs = specs.iter().any(|spec| spec.abort_on_fail);
         let quiet = plan.quiet;
         tokio::spawn(async move {
             let mut progress = Progress::new(quiet, planned);
@@ -177,8 +178,15 @@ pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcom
                         }
                     }
                 }
-                let snapshot = collector.snapshot(collector.elapsed());
-                if thresholds::should_abort(&specs, &snapshot, collector.elapsed()).is_some() {
+                // A snapshot copies every histogram: only for abortOnFail.
+                if abort_specs
+                    && thresholds::should_abort(
+                        &specs,
+                        &collector.snapshot(collector.elapsed()),
+                        collector.elapsed(),
+                    )
+                    .is_some()
+                {
                     aborted.store(true, Ordering::Relaxed);
                     ctx.stop.cancel();
                 }
@@ -186,9 +194,9 @@ pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcom
                     elapsed: collector.elapsed(),
                     vus: collector.active_vus(),
                     vus_max,
-                    iterations: counter(&snapshot, "iterations") as u64,
-                    requests: counter(&snapshot, "http_reqs"),
-                    failed_rate: rate(&snapshot, "http_req_failed"),
+                    iterations: counter(&collector, "iterations") as u64,
+                    requests: counter(&collector, "http_reqs"),
+                    failed_rate: rate(&collector, "http_req_failed"),
                 });
             }
             progress.finish();

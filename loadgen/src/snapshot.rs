@@ -61,7 +61,8 @@ impl TrendValues {
     }
 
     pub fn record(&mut self, value: f64) {
-        let scaled = (value * 1000.0).round().clamp(1.0, 3_600_000_000.0) as u64;
+        // 0 has a bucket of its own (a reused connection's `connecting`).
+        let scaled = (value * 1000.0).round().clamp(0.0, 3_600_000_000.0) as u64;
         self.histogram.saturating_record(scaled);
         self.sum += value;
         self.min = self.min.min(value);
@@ -69,11 +70,25 @@ impl TrendValues {
     }
 
     pub fn merge(&mut self, other: &TrendValues) {
+        if other.count() == 0 {
+            // `add` would walk every bucket for nothing.
+            return;
+        }
         // Same bounds on both sides, so `add` cannot fail.
         let _ = self.histogram.add(&other.histogram);
         self.sum += other.sum;
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
+    }
+
+    /// Back to no values, keeping the histogram's buckets allocated.
+    pub fn clear(&mut self) {
+        if self.count() > 0 {
+            self.histogram.reset();
+        }
+        self.sum = 0.0;
+        self.min = f64::INFINITY;
+        self.max = f64::NEG_INFINITY;
     }
 
     pub fn count(&self) -> u64 {
