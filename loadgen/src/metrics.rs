@@ -243,13 +243,11 @@ fn merge_values(into: &mut Values, from: &Values) {
                 min: lo,
                 max: hi,
             },
-        ) => {
             // A cleared gauge (min > max) has no value to pass on.
-            if lo <= hi {
-                *value = *v;
-                *min = min.min(*lo);
-                *max = max.max(*hi);
-            }
+        ) if lo <= hi => {
+            *value = *v;
+            *min = min.min(*lo);
+            *max = max.max(*hi);
         }
         _ => {}
     }
@@ -505,7 +503,10 @@ impl Collector {
         totals.vus_by_second.insert(now_second, vus);
         for (index, value) in [
             (metric_index("vus"), vus as f64),
-            (metric_index("vus_max"), self.vus_max.load(Ordering::Relaxed) as f64),
+            (
+                metric_index("vus_max"),
+                self.vus_max.load(Ordering::Relaxed) as f64,
+            ),
         ] {
             if let Some(index) = index {
                 add_value(

@@ -2,6 +2,7 @@
 //! scenario configuration, thresholds and outputs. Every invalid option is
 //! one error naming the option and why (exit 104).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -347,7 +348,10 @@ impl Plan {
             report: args.report.clone(),
             seed: args.seed,
             quiet: args.quiet,
-            color: !args.no_color && std::env::var_os("NO_COLOR").is_none(),
+            // As k6: no ANSI codes into a file or a pipe.
+            color: !args.no_color
+                && std::env::var_os("NO_COLOR").is_none()
+                && std::io::stdout().is_terminal(),
             http_debug: args.http_debug,
             threads,
         })

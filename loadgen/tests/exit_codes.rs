@@ -37,6 +37,25 @@ async fn zero_when_thresholds_pass() {
     assert!(stdout.contains("✓ status is 202"), "{stdout}");
 }
 
+/// Not an exit code, but the same run: k6 prints no ANSI colours into a
+/// pipe, even without --no-color.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summary_into_a_pipe_has_no_colour_codes() {
+    let server = start(Behaviour::Accept).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["run", "--quiet", "--think-time", "0", "--api-base"])
+        .arg(&server.base)
+        .args(["--vus", "1", "--iterations", "2"])
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("loadgen runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("✓ status is 202"), "{stdout}");
+    assert!(!stdout.contains('\u{1b}'), "{stdout}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ninety_nine_when_a_threshold_fails() {
     let server = start(Behaviour::FailGenerate).await;
