@@ -560,3 +560,48 @@ async fn expiry_postgres() {
         expiry(db).await;
     }
 }
+
+/// The worker and `settle` find a job's session by its reservation; without
+/// an index each lookup scanned every session and a long run slowed down.
+async fn session_by_reservation_index(db: Db) {
+    let sql = match db {
+        Db::Sqlite(_) => "SELECT name FROM sqlite_master WHERE type = 'index' AND name = $1",
+        Db::Postgres(_) => "SELECT indexname FROM pg_indexes WHERE indexname = $1",
+    };
+    let found: Vec<(String,)> = with_pool!(&db, pool => sqlx::query_as(sql)
+        .bind("generation_sessions_reservation")
+        .fetch_all(pool)
+        .await)
+    .unwrap();
+    assert_eq!(
+        found.len(),
+        1,
+        "index generation_sessions_reservation missing"
+    );
+}
+
+#[tokio::test]
+async fn session_by_reservation_is_indexed_sqlite() {
+    let (_dir, db) = sqlite().await;
+    session_by_reservation_index(db.clone()).await;
+    // And SQLite's planner uses it for the worker's lookup.
+    let plan: Vec<(i64, i64, i64, String)> = with_pool!(&db, pool => sqlx::query_as(
+        "EXPLAIN QUERY PLAN SELECT status, credit_cost FROM generation_sessions WHERE reservation_id = $1",
+    )
+    .bind(Id::random())
+    .fetch_all(pool)
+    .await)
+    .unwrap();
+    assert!(
+        plan.iter()
+            .any(|(_, _, _, detail)| detail.contains("USING INDEX generation_sessions_reservation")),
+        "{plan:?}"
+    );
+}
+
+#[tokio::test]
+async fn session_by_reservation_is_indexed_postgres() {
+    if let Some(db) = postgres("session_by_reservation_is_indexed_postgres").await {
+        session_by_reservation_index(db).await;
+    }
+}
