@@ -12,8 +12,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use mock_api::audit::{audit, AuditReport, INVARIANTS};
-use mock_api::db::{redact_url, Db, DbError, Timestamp};
+use store::audit::{audit, AuditReport, INVARIANTS};
+use store::db::{redact_url, Db, DbError, Timestamp};
 
 use crate::cli::AuditArgs;
 use crate::run::exit;
@@ -207,7 +207,7 @@ pub fn render_text(report: &AuditReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mock_api::audit::{AuditCounts, Violation};
+    use store::audit::{AuditCounts, Violation};
 
     #[test]
     fn since_must_be_rfc3339() {

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use store::seeding::{DEFAULT_EMAIL, DEFAULT_PASSWORD};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -30,13 +31,13 @@ pub struct RunArgs {
     #[arg(long, env = "API_BASE", default_value = "http://localhost:5001")]
     pub api_base: String,
     /// Test account e-mail.
-    #[arg(long, env = "TEST_EMAIL", default_value = "test@example.com")]
+    #[arg(long, env = "TEST_EMAIL", default_value = DEFAULT_EMAIL)]
     pub email: String,
     /// Test account password.
     #[arg(
         long,
         env = "TEST_PASSWORD",
-        default_value = "testpassword123",
+        default_value = DEFAULT_PASSWORD,
         hide_env_values = true
     )]
     pub password: String,

@@ -13,11 +13,12 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mock_api::audit::{audit, AuditReport, INVARIANTS};
 use mock_api::config::Config;
-use mock_api::db::{redact_url, Db};
-use mock_api::seeding::{ensure_user, ensure_users, loadtest_users, write_users_file, SeedUser};
-use mock_api::server::{self, wait_for_drain, Drain};
+use mock_api::server;
+use store::audit::{audit, AuditReport, INVARIANTS};
+use store::db::{redact_url, Db};
+use store::drain::{wait_for_drain, Drain};
+use store::seeding::{ensure_user, ensure_users, loadtest_users, write_users_file, SeedUser};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::RunArgs;
@@ -46,7 +47,7 @@ struct MockPlan {
     drain_timeout: Duration,
     /// Audit only rows of this run when the database was given (it may hold
     /// earlier runs).
-    since: Option<mock_api::db::Timestamp>,
+    since: Option<store::db::Timestamp>,
 }
 
 fn mock_plan(args: &RunArgs, plan: &Plan) -> Result<MockPlan, PlanError> {
@@ -155,7 +156,7 @@ pub async fn run(mut args: RunArgs, interrupt: Arc<AtomicBool>) -> i32 {
         }
     };
     let now = chrono::Utc::now();
-    let cost = mock_api::users::DEFAULT_BCRYPT_COST;
+    let cost = store::users::DEFAULT_BCRYPT_COST;
     let seeded = match &mock.users_file {
         None => ensure_user(&db, &mock.accounts[0], mock.credits, cost, now).await,
         Some(_) => ensure_users(&db, &mock.accounts, mock.credits, cost, now).await,
@@ -297,7 +298,7 @@ fn audit_rows(report: &AuditReport) -> Vec<AuditRow> {
             samples: report
                 .violations_of(id)
                 .flat_map(|v| v.samples.iter().cloned())
-                .take(mock_api::audit::MAX_SAMPLES)
+                .take(store::audit::MAX_SAMPLES)
                 .collect(),
         })
         .collect()

@@ -4,10 +4,10 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use mock_api::audit::fixture::{self, Fixture};
-use mock_api::audit::INVARIANTS;
-use mock_api::db::Db;
 use serde_json::json;
+use store::audit::fixture::{self, Fixture};
+use store::audit::INVARIANTS;
+use store::db::Db;
 
 const AUDIT_FAILED: i32 = 113;
 const INVALID_CONFIG: i32 = 104;
@@ -176,7 +176,7 @@ async fn bad_since_and_format_are_usage_errors() {
 
 #[tokio::test]
 async fn a_postgres_database_is_audited_too() {
-    let Some(url) = mock_api::testing::postgres_url().await else {
+    let Some(url) = store::testing::postgres_url().await else {
         eprintln!("SKIP: no PostgreSQL for the audit command");
         return;
     };

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use store::db::{redact_url, DEFAULT_DATABASE_URL};
 
-use crate::db::{redact_url, DEFAULT_DATABASE_URL};
 use crate::jobs::JobsConfig;
 use crate::provider::ProviderConfig;
 
@@ -41,7 +41,7 @@ pub struct Config {
     #[arg(long)]
     pub no_seed: bool,
     /// bcrypt cost of passwords set by register and the first-start seed.
-    #[arg(long, env = "BCRYPT_COST", default_value_t = crate::users::DEFAULT_BCRYPT_COST)]
+    #[arg(long, env = "BCRYPT_COST", default_value_t = store::users::DEFAULT_BCRYPT_COST)]
     pub bcrypt_cost: u32,
     /// Credits per generated image.
     #[arg(long, env = "CREDIT_COST_PER_OUTPUT", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]

@@ -1,17 +1,9 @@
 //! mock-api: an emulation of the Cooly image-generation backend for load
-//! tests, plus the store, ledger and audit that `seed` and `loadgen` reuse.
+//! tests. Its database — schema, accounts, the credit ledger, seeding and
+//! the audit — is the `store` crate, which `seed` and `loadgen` use too.
 //!
 //! # Layout
 //!
-//! - [`db`]: the pool (SQLite or PostgreSQL), migrations, the `Id` type and
-//!   the few dialect differences.
-//! - [`ledger`]: reserve / capture / release / expire / add credits — the
-//!   only code that moves credits.
-//! - [`audit`]: invariants I1–I7 of the contract, checked by SQL on any
-//!   database with the contract's schema.
-//! - [`users`]: accounts and password hashes.
-//! - [`seeding`]: creates the test user(s) and tops up their credits (the
-//!   `seed` binary and the server's first start).
 //! - [`queue`]: the job queue trait (embedded and Redis/BullMQ).
 //! - [`provider`]: the simulated image provider (MOCK_API mode).
 //! - [`faults`]: fault injection — the fault plan (TOML/JSON, scheduled
@@ -23,19 +15,16 @@
 //! - [`server`]: builds the app from a config and serves it on a bound
 //!   listener until shutdown.
 //! - [`http`]: the routes, per area, with their state, auth and errors.
-//! - `testing` (feature `testing`): throwaway PostgreSQL / Redis servers.
+//! - `testing` (feature `testing`): a throwaway Redis server, the test
+//!   configuration, an in-process server and the `Api` client tests drive
+//!   it with (the throwaway PostgreSQL server is `store::testing`).
 
-pub mod audit;
 pub mod config;
-pub mod db;
 pub mod faults;
 pub mod http;
 pub mod jobs;
-pub mod ledger;
 pub mod provider;
 pub mod queue;
-pub mod seeding;
 pub mod server;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod users;

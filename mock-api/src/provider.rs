@@ -37,10 +37,10 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use store::db::Id;
+use store::ledger::NewImage;
 
-use crate::db::Id;
 use crate::faults::{fnv1a, Faults, Kind, ProviderFault, Target};
-use crate::ledger::NewImage;
 
 /// The generation tool recorded on every image.
 pub const GENERATION_TOOL: &str = "byteplus-seedream-4";

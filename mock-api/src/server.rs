@@ -9,11 +9,13 @@
 
 use std::sync::Arc;
 
+use store::db::{self, Db, DbError};
+use store::seeding::{self, SeedError, SeedUser, DEFAULT_CREDITS, DEFAULT_EMAIL, DEFAULT_PASSWORD};
+use store::users;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
-use crate::db::{Db, DbError};
 use crate::faults::Faults;
 use crate::http::admin::AdminAccount;
 use crate::http::auth::Tokens;
@@ -23,13 +25,6 @@ use crate::provider::Provider;
 use crate::queue::bullmq::BullQueue;
 use crate::queue::embedded::EmbeddedQueue;
 use crate::queue::{Queue, QueueError};
-use crate::seeding::{self, SeedError, SeedUser};
-use crate::{db, users};
-
-/// The test user of contract §4, created on a first start.
-pub const TEST_EMAIL: &str = "test@example.com";
-pub const TEST_PASSWORD: &str = "testpassword123";
-pub const TEST_CREDITS: i64 = 1000;
 
 /// BullMQ's default key prefix.
 pub const BULL_PREFIX: &str = "bull";
@@ -62,13 +57,13 @@ pub async fn run(
     let db = Db::open(&config.database_url).await?;
     if !config.no_seed && users::count(&db).await? == 0 {
         let user = SeedUser {
-            email: TEST_EMAIL.into(),
-            password: TEST_PASSWORD.into(),
+            email: DEFAULT_EMAIL.into(),
+            password: DEFAULT_PASSWORD.into(),
         };
         for action in seeding::ensure_user(
             &db,
             &user,
-            TEST_CREDITS,
+            DEFAULT_CREDITS,
             config.bcrypt_cost,
             chrono::Utc::now(),
         )
@@ -140,35 +135,4 @@ pub async fn run(
     db.close().await;
     served?;
     Ok(())
-}
-
-/// How waiting for the queue to drain ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Drain {
-    /// No session is `processing` any more.
-    Drained,
-    /// The deadline passed with this many still `processing`.
-    TimedOut { processing: i64 },
-}
-
-/// Waits until no generation session is `processing` (every accepted job
-/// has completed or failed), up to `timeout`. The database is the only
-/// place that knows, so this polls it.
-pub async fn wait_for_drain(db: &Db, timeout: std::time::Duration) -> Result<Drain, sqlx::Error> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut every = tokio::time::interval(std::time::Duration::from_millis(50));
-    loop {
-        every.tick().await;
-        let (processing,): (i64,) = crate::with_pool!(db, pool => sqlx::query_as(
-            "SELECT COUNT(*) FROM generation_sessions WHERE status = 'processing'"
-        )
-        .fetch_one(pool)
-        .await)?;
-        if processing == 0 {
-            return Ok(Drain::Drained);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Ok(Drain::TimedOut { processing });
-        }
-    }
 }

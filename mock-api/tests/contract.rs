@@ -575,25 +575,33 @@ async fn whole_contract(config: Config) {
 #[tokio::test]
 async fn contract_on_sqlite_with_the_embedded_queue() {
     let dir = tempfile::tempdir().unwrap();
-    whole_contract(testing::test_config(&testing::sqlite_url(dir.path()))).await;
+    whole_contract(testing::test_config(&store::testing::sqlite_url(
+        dir.path(),
+    )))
+    .await;
 }
 
 #[tokio::test]
 async fn contract_on_postgres_with_redis() {
-    let (Some(db), Some(redis)) = (testing::postgres_url().await, testing::redis_url().await)
-    else {
+    let (Some(db), Some(redis)) = (
+        store::testing::postgres_url().await,
+        testing::redis_url().await,
+    ) else {
         return;
     };
     let mut config = testing::test_config(&db);
     config.redis_url = Some(redis);
-    config.queue_name = testing::unique_name("contract");
+    config.queue_name = store::testing::unique_name("contract");
     whole_contract(config).await;
 }
 
 #[tokio::test]
 async fn without_admin_variables_there_is_no_admin_login() {
     let dir = tempfile::tempdir().unwrap();
-    let api = Api::start(testing::test_config(&testing::sqlite_url(dir.path()))).await;
+    let api = Api::start(testing::test_config(&store::testing::sqlite_url(
+        dir.path(),
+    )))
+    .await;
     let r = api
         .post("/api/admin/login")
         .json(&json!({"email": "", "password": ""}))
@@ -614,7 +622,7 @@ async fn without_admin_variables_there_is_no_admin_login() {
 #[tokio::test]
 async fn direct_path_answers_200_with_the_real_body() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = testing::test_config(&testing::sqlite_url(dir.path()));
+    let mut config = testing::test_config(&store::testing::sqlite_url(dir.path()));
     config.enqueue_first = false;
     let api = Api::start(config).await;
     let token = api.login(EMAIL, PASSWORD).await;
@@ -646,7 +654,10 @@ async fn direct_path_answers_200_with_the_real_body() {
 #[tokio::test]
 async fn every_documented_operation_is_routed() {
     let dir = tempfile::tempdir().unwrap();
-    let api = Api::start(testing::test_config(&testing::sqlite_url(dir.path()))).await;
+    let api = Api::start(testing::test_config(&store::testing::sqlite_url(
+        dir.path(),
+    )))
+    .await;
     let (_, doc) = json_of(api.get("/openapi.json").send().await.unwrap()).await;
     let paths = doc["paths"].as_object().unwrap();
     assert_eq!(paths.len(), 14);
@@ -679,7 +690,7 @@ async fn every_documented_operation_is_routed() {
 #[tokio::test]
 async fn direct_path_passes_the_provider_failure_to_the_client() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = testing::test_config(&testing::sqlite_url(dir.path()));
+    let mut config = testing::test_config(&store::testing::sqlite_url(dir.path()));
     config.enqueue_first = false;
     config.provider_error_rate = Some(1.0);
     config.provider_error_statuses = Some("502:1".into());

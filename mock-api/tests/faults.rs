@@ -10,21 +10,21 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mock_api::audit::audit;
 use mock_api::config::Config;
-use mock_api::db::{Db, Id};
 use mock_api::faults::{FaultSettings, Faults, Plan};
 use mock_api::jobs::{Jobs, JobsConfig};
-use mock_api::ledger::{self, Accepted, GenerationParams, LotSource, NewSession};
 use mock_api::provider::{GenerationRequest, Planned, Provider, ProviderConfig};
 use mock_api::queue::embedded::EmbeddedQueue;
-use mock_api::seeding::SeedUser;
-use mock_api::server::{wait_for_drain, Drain};
 use mock_api::testing::{self, TestServer};
-use mock_api::{users, with_pool};
 use reqwest::header::{AUTHORIZATION, COOKIE};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
+use store::audit::audit;
+use store::db::{Db, Id};
+use store::drain::{wait_for_drain, Drain};
+use store::ledger::{self, Accepted, GenerationParams, LotSource, NewSession};
+use store::seeding::SeedUser;
+use store::{users, with_pool};
 use tokio_util::sync::CancellationToken;
 
 const EMAIL: &str = "faults@example.com";
@@ -198,7 +198,9 @@ async fn accept_jobs(db: &Db, n: usize, credits: i32) -> Id {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_rate_over_2000_jobs_through_the_workers() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&testing::sqlite_url(dir.path())).await.unwrap();
+    let db = Db::open(&store::testing::sqlite_url(dir.path()))
+        .await
+        .unwrap();
     let n = 2000;
     accept_jobs(&db, n, 5000).await;
     let provider = Arc::new(Provider::with_faults(
@@ -350,7 +352,7 @@ async fn repro_run(
     per_client: usize,
 ) -> BTreeMap<String, (String, Option<String>, i64)> {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = testing::test_config(&testing::sqlite_url(dir.path()));
+    let mut config = testing::test_config(&store::testing::sqlite_url(dir.path()));
     config.enqueue_first = false;
     config.mock_seed = Some(seed);
     config.faults = Some(write_plan(dir.path(), REPRO_PLAN));
@@ -410,7 +412,7 @@ async fn same_seed_same_outcomes_sequential_and_concurrent() {
 
 async fn control_server(plan: Option<&str>) -> (TestServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = testing::test_config(&testing::sqlite_url(dir.path()));
+    let mut config = testing::test_config(&store::testing::sqlite_url(dir.path()));
     config.mock_admin_token = Some(TOKEN.into());
     if let Some(plan) = plan {
         config.faults = Some(write_plan(dir.path(), plan));
@@ -575,7 +577,7 @@ bytes_per_second = 400
 #[tokio::test]
 async fn the_real_rate_limiter_counts_per_ip() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = testing::test_config(&testing::sqlite_url(dir.path()));
+    let mut config = testing::test_config(&store::testing::sqlite_url(dir.path()));
     config.rate_limit_max = Some(3);
     let server = TestServer::start(config).await;
     let http = Client::new();
@@ -636,7 +638,10 @@ async fn the_real_rate_limiter_counts_per_ip() {
 async fn control_api_auth_validation_and_counters() {
     // Off without a token: like any unknown route.
     let dir = tempfile::tempdir().unwrap();
-    let off = TestServer::start(testing::test_config(&testing::sqlite_url(dir.path()))).await;
+    let off = TestServer::start(testing::test_config(&store::testing::sqlite_url(
+        dir.path(),
+    )))
+    .await;
     let http = Client::new();
     let r = http
         .get(off.url("/__mock/faults"))
@@ -814,7 +819,7 @@ async fn control_api_auth_validation_and_counters() {
 #[tokio::test]
 async fn a_bad_plan_file_is_a_one_line_start_error() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = testing::test_config(&testing::sqlite_url(dir.path()));
+    let mut config = testing::test_config(&store::testing::sqlite_url(dir.path()));
     config.faults = Some(write_plan(
         dir.path(),
         "[[rules]]\nkind = \"error\"\ntarget = \"provider\"\nrate = -1\n",
@@ -837,7 +842,7 @@ async fn a_bad_plan_file_is_a_one_line_start_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ledger_is_clean_after_a_run_with_30_percent_provider_failures() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = testing::test_config(&testing::sqlite_url(dir.path()));
+    let mut config = testing::test_config(&store::testing::sqlite_url(dir.path()));
     config.faults = Some(write_plan(
         dir.path(),
         r#"

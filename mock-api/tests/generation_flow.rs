@@ -4,15 +4,15 @@
 
 use std::time::Duration;
 
-use mock_api::audit::audit;
 use mock_api::config::Config;
-use mock_api::db::Db;
-use mock_api::seeding::SeedUser;
-use mock_api::server::{wait_for_drain, Drain};
 use mock_api::testing::{self, TestServer};
 use reqwest::header::COOKIE;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
+use store::audit::audit;
+use store::db::Db;
+use store::drain::{wait_for_drain, Drain};
+use store::seeding::SeedUser;
 
 const EMAIL: &str = "flow@example.com";
 const PASSWORD: &str = "flowpassword";
@@ -64,8 +64,11 @@ async fn assert_drained_and_clean(db: &Db, accepted: u64) {
 #[tokio::test]
 async fn k6_flow_reaches_completed_with_its_images_and_charges_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, db) =
-        server_with_user(testing::test_config(&testing::sqlite_url(dir.path())), 100).await;
+    let (server, db) = server_with_user(
+        testing::test_config(&store::testing::sqlite_url(dir.path())),
+        100,
+    )
+    .await;
     let http = Client::new();
     let token = login(&http, &server).await;
     let (status, accepted) = generate(
@@ -131,18 +134,23 @@ async fn exhaustion_under_concurrency(config: Config) {
 #[tokio::test]
 async fn two_hundred_concurrent_generates_with_fifty_credits_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    exhaustion_under_concurrency(testing::test_config(&testing::sqlite_url(dir.path()))).await;
+    exhaustion_under_concurrency(testing::test_config(&store::testing::sqlite_url(
+        dir.path(),
+    )))
+    .await;
 }
 
 #[tokio::test]
 async fn two_hundred_concurrent_generates_with_fifty_credits_on_postgres_and_redis() {
-    let (Some(db), Some(redis)) = (testing::postgres_url().await, testing::redis_url().await)
-    else {
+    let (Some(db), Some(redis)) = (
+        store::testing::postgres_url().await,
+        testing::redis_url().await,
+    ) else {
         return;
     };
     let mut config = testing::test_config(&db);
     config.redis_url = Some(redis);
-    config.queue_name = testing::unique_name("flow");
+    config.queue_name = store::testing::unique_name("flow");
     exhaustion_under_concurrency(config).await;
 }
 
@@ -169,12 +177,15 @@ async fn duplicate_client_key(config: Config) {
 #[tokio::test]
 async fn duplicate_client_key_twenty_times_at_once_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    duplicate_client_key(testing::test_config(&testing::sqlite_url(dir.path()))).await;
+    duplicate_client_key(testing::test_config(&store::testing::sqlite_url(
+        dir.path(),
+    )))
+    .await;
 }
 
 #[tokio::test]
 async fn duplicate_client_key_twenty_times_at_once_on_postgres() {
-    let Some(db) = testing::postgres_url().await else {
+    let Some(db) = store::testing::postgres_url().await else {
         return;
     };
     duplicate_client_key(testing::test_config(&db)).await;
@@ -183,7 +194,7 @@ async fn duplicate_client_key_twenty_times_at_once_on_postgres() {
 #[tokio::test]
 async fn restart_with_jobs_pending_completes_every_accepted_session() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = testing::test_config(&testing::sqlite_url(dir.path()));
+    let mut config = testing::test_config(&store::testing::sqlite_url(dir.path()));
     // Slow enough that the stop below finds jobs queued and running, and no
     // grace: running jobs go back to the queue at once.
     config.mock_min_ms = 2_000;
@@ -215,7 +226,7 @@ async fn restart_with_jobs_pending_completes_every_accepted_session() {
     config.no_seed = true;
     let server = TestServer::start(config).await;
     assert_drained_and_clean(&db, 10).await;
-    let (completed, images): (i64, i64) = mock_api::with_pool!(&db, pool => sqlx::query_as(
+    let (completed, images): (i64, i64) = store::with_pool!(&db, pool => sqlx::query_as(
         "SELECT (SELECT COUNT(*) FROM generation_sessions WHERE status = 'completed'), (SELECT COUNT(*) FROM images)"
     )
     .fetch_one(pool)

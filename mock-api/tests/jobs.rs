@@ -6,19 +6,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mock_api::db::{Db, Id};
 use mock_api::jobs::{run_generation, GenerationResult, Jobs, JobsConfig};
-use mock_api::ledger::{
-    self, Accepted, GenerationParams, LotSource, NewSession, Transition, GENERATION_EVENT,
-};
 use mock_api::provider::{GenerationRequest, Provider, ProviderConfig};
 use mock_api::queue::bullmq::{BullOptions, BullQueue};
 use mock_api::queue::embedded::EmbeddedQueue;
 use mock_api::queue::{AfterFailure, Depth, Job, NewJob, Queue, QueueError, MAX_ATTEMPTS};
-use mock_api::testing::{postgres_url, redis_url, sqlite_url, unique_name};
-use mock_api::{users, with_pool};
+use mock_api::testing::redis_url;
 use serde_json::{json, Value};
 use sqlx::types::Json;
+use store::db::{Db, Id};
+use store::ledger::{
+    self, Accepted, GenerationParams, LotSource, NewSession, Transition, GENERATION_EVENT,
+};
+use store::testing::{postgres_url, sqlite_url, unique_name};
+use store::{users, with_pool};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
@@ -762,7 +763,7 @@ async fn a_worker_killed_mid_job_on_redis_is_recovered_and_runs_once() {
     running.stop().await;
     fx.assert_all_completed(std::slice::from_ref(&accepted))
         .await;
-    let report = mock_api::audit::audit(&fx.db, None).await.unwrap();
+    let report = store::audit::audit(&fx.db, None).await.unwrap();
     assert!(report.is_clean(), "{report:#?}");
     assert_eq!(report.counts.images, 2, "the job ran once");
 }

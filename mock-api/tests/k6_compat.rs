@@ -19,7 +19,10 @@ async fn the_k6_generation_test_passes_against_the_mock() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(testing::test_config(&testing::sqlite_url(dir.path()))).await;
+    let server = TestServer::start(testing::test_config(&store::testing::sqlite_url(
+        dir.path(),
+    )))
+    .await;
     let summary = dir.path().join("summary.json");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../loadtest/k6-generation-test.js");
     let base = server.base.clone();

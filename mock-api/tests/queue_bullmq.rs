@@ -4,12 +4,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use mock_api::db::Id;
 use mock_api::queue::bullmq::{BullOptions, BullQueue};
 use mock_api::queue::{AfterFailure, Depth, NewJob, Queue, QueueError, MAX_ATTEMPTS};
-use mock_api::testing::{redis_url, unique_name};
+use mock_api::testing::redis_url;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
+use store::db::Id;
+use store::testing::unique_name;
 
 /// Long enough for any take that is expected to find a job; the test fails
 /// rather than hangs if it does not.

@@ -31,8 +31,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use mock_api::db::{redact_url, Db, DbError, DEFAULT_DATABASE_URL};
-use mock_api::seeding::{self, SeedError, SeedUser};
+use store::db::{redact_url, Db, DbError, DEFAULT_DATABASE_URL};
+use store::seeding::{self, SeedError, SeedUser, DEFAULT_CREDITS, DEFAULT_EMAIL, DEFAULT_PASSWORD};
 
 const DEFAULT_USERS_FILE: &str = "loadtest-users.csv";
 
@@ -45,21 +45,21 @@ struct Args {
     database_url: String,
 
     /// The account to ensure (ignored with --users).
-    #[arg(long, default_value = "test@example.com")]
+    #[arg(long, default_value = DEFAULT_EMAIL)]
     email: String,
 
     /// The password of every seeded account.
     #[arg(
         long,
         env = "TEST_PASSWORD",
-        default_value = "testpassword123",
+        default_value = DEFAULT_PASSWORD,
         hide_env_values = true,
         hide_default_value = true
     )]
     password: String,
 
     /// Available credits each account should have at least (0..=2147483647).
-    #[arg(long, default_value_t = 1000, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = DEFAULT_CREDITS, allow_negative_numbers = true)]
     credits: i64,
 
     /// bcrypt cost of new password hashes (4..=31).

@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use mock_api::db::Db;
-use mock_api::seeding::{ensure_user, SeedAction, SeedUser};
-use mock_api::{ledger, users};
+use store::db::Db;
+use store::seeding::{ensure_user, SeedAction, SeedUser};
+use store::{ledger, users};
 
 fn seed(db_url: &str, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_seed"));
@@ -43,7 +43,7 @@ fn ok(out: &Output) -> String {
 }
 
 fn sqlite(dir: &Path) -> String {
-    mock_api::testing::sqlite_url(dir)
+    store::testing::sqlite_url(dir)
 }
 
 async fn available(url: &str, email: &str) -> (i64, i64) {
@@ -110,7 +110,7 @@ async fn rerun_is_idempotent() {
     );
     let days = (lots[0].3 - chrono::Utc::now()).num_days();
     assert!((364..=365).contains(&days), "{days}");
-    let report = mock_api::audit::audit(&db, None).await.unwrap();
+    let report = store::audit::audit(&db, None).await.unwrap();
     assert!(report.is_clean(), "{:?}", report.violations);
 }
 
@@ -242,7 +242,7 @@ fn unreachable_postgres_is_one_runtime_line_without_the_password() {
 
 #[tokio::test]
 async fn ensure_user_on_postgres() {
-    let Some(url) = mock_api::testing::postgres_url().await else {
+    let Some(url) = store::testing::postgres_url().await else {
         eprintln!("SKIP ensure_user_on_postgres: no PostgreSQL");
         return;
     };

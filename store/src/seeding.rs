@@ -28,6 +28,12 @@ use crate::db::{Db, Timestamp};
 use crate::ledger::{self, LedgerError, LotSource};
 use crate::users::{self, UserError};
 
+/// The default account of contract §4: the `seed` binary's and loadgen's
+/// defaults, and the account the mock creates on its first start.
+pub const DEFAULT_EMAIL: &str = "test@example.com";
+pub const DEFAULT_PASSWORD: &str = "testpassword123";
+pub const DEFAULT_CREDITS: i64 = 1000;
+
 /// How long a seeded lot lives, like the real seed's.
 pub const LOT_LIFETIME_DAYS: i64 = 365;
 

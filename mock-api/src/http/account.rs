@@ -7,14 +7,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
+use store::db::Id;
+use store::ledger::{self, LotSource};
+use store::users::{self, User};
 
 use super::auth::{login_cookie, presented, AuthUser, Presented, LOGOUT_COOKIE};
 use super::body::JsonObject;
 use super::error::ApiError;
 use super::AppState;
-use crate::db::Id;
-use crate::ledger::{self, LotSource};
-use crate::users::{self, User};
 
 /// Credits a new account starts with, as the real register.
 pub const REGISTER_CREDITS: i32 = 10;

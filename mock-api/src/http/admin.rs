@@ -5,13 +5,13 @@ use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use store::db::Id;
+use store::ledger::{self, LotSource};
 
 use super::auth::AdminUser;
 use super::body::JsonObject;
 use super::error::ApiError;
 use super::AppState;
-use crate::db::Id;
-use crate::ledger::{self, LotSource};
 
 /// The configured admin. It has no row in `users`: it administers, it does
 /// not generate.

@@ -12,10 +12,10 @@ use axum::http::HeaderMap;
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use store::db::{Id, Timestamp};
 
 use super::error::ApiError;
 use super::AppState;
-use crate::db::{Id, Timestamp};
 
 /// Seven days, as the real backend's tokens and cookie.
 pub const TOKEN_LIFETIME_SECONDS: i64 = 7 * 24 * 3600;

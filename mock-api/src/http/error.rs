@@ -6,8 +6,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::ledger::LedgerError;
-use crate::users::UserError;
+use store::ledger::LedgerError;
+use store::users::UserError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

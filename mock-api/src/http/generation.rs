@@ -9,16 +9,16 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::types::Json as SqlJson;
+use store::db::{Id, Timestamp};
+use store::ledger::{self, Accepted, GenerationParams, NewSession, DEFAULT_MODEL, DEFAULT_SIZE};
+use store::with_pool;
 
 use super::auth::AuthUser;
 use super::body::JsonObject;
 use super::error::ApiError;
 use super::AppState;
-use crate::db::{Id, Timestamp};
 use crate::jobs::{run_generation, GenerationResult};
-use crate::ledger::{self, Accepted, GenerationParams, NewSession, DEFAULT_MODEL, DEFAULT_SIZE};
 use crate::provider::{GenerationRequest, Planned};
-use crate::with_pool;
 
 pub fn router() -> Router<AppState> {
     Router::new()

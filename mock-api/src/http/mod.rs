@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
+use store::db::Db;
 use tokio::sync::Notify;
 
-use crate::db::Db;
 use crate::provider::Provider;
 use crate::queue::Queue;
 

@@ -21,16 +21,16 @@
 //! idempotent (a session is only updated while `processing`, a reservation
 //! is settled once), so a job that runs twice still completes once.
 //!
-//! [`ledger::finish_session`]: crate::ledger::finish_session
+//! [`ledger::finish_session`]: store::ledger::finish_session
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use store::db::Db;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::Db;
 use crate::provider::Provider;
 use crate::queue::Queue;
 

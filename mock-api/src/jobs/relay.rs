@@ -31,12 +31,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sqlx::types::Json;
+use store::db::{BeginWrite, Db, Id};
+use store::with_pool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{BeginWrite, Db, Id};
 use crate::queue::{NewJob, Queue};
-use crate::with_pool;
 
 pub(crate) struct RelayConfig {
     pub poll: Duration,

@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::Db;
-use crate::ledger;
+use store::db::Db;
+use store::ledger;
 
 pub(crate) async fn run(db: Db, every: Duration, shutdown: CancellationToken) {
     let mut ticks = tokio::time::interval(every.max(Duration::from_millis(1)));

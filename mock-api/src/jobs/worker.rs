@@ -29,16 +29,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use store::db::{Db, Id};
+use store::ledger::{
+    self, LedgerError, ReservationStatus, SessionOutcome, Transition, GENERATION_EVENT,
+};
+use store::with_pool;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{Db, Id};
-use crate::ledger::{
-    self, LedgerError, ReservationStatus, SessionOutcome, Transition, GENERATION_EVENT,
-};
 use crate::provider::{GenerationRequest, Provider, ProviderFailure};
 use crate::queue::{AfterFailure, Job, Queue, QueueError};
-use crate::with_pool;
 
 /// `error_details.error` of a generation that outlived its reservation (the
 /// sweeper's wording).

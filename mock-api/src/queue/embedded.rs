@@ -15,11 +15,11 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use store::db::Id;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{AfterFailure, Depth, Job, NewJob, Queue, QueueError, BACKOFF_BASE, MAX_ATTEMPTS};
-use crate::db::Id;
 
 /// An in-memory [`Queue`]. Cheap to share behind an `Arc`.
 pub struct EmbeddedQueue {

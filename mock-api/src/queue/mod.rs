@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::db::Id;
+use store::db::Id;
 
 pub mod bullmq;
 pub mod embedded;

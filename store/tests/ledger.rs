@@ -6,7 +6,7 @@
 //! session (one credit per output), and settled with its outcome, so the
 //! audit's session invariants (I1–I5) hold alongside the ledger's (I6, I7).
 //!
-//! The PostgreSQL halves use a throwaway server from `mock_api::testing`
+//! The PostgreSQL halves use a throwaway server from `store::testing`
 //! and print SKIP when none can be started (they fail in CI instead).
 
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -14,28 +14,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use mock_api::db::{Db, Id, Timestamp};
-use mock_api::ledger::{
-    self, Accepted, GenerationParams, LedgerError, LotSource, NewImage, NewSession, Reservation,
-    ReservationStatus, SessionOutcome, Transition,
-};
-use mock_api::{users, with_pool};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
+use store::db::{Db, Id, Timestamp};
+use store::ledger::{
+    self, Accepted, GenerationParams, LedgerError, LotSource, NewImage, NewSession, Reservation,
+    ReservationStatus, SessionOutcome, Transition,
+};
+use store::{users, with_pool};
 
 const TTL: Duration = Duration::from_secs(600);
 
 async fn sqlite() -> (tempfile::TempDir, Db) {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&mock_api::testing::sqlite_url(dir.path()))
+    let db = Db::open(&store::testing::sqlite_url(dir.path()))
         .await
         .unwrap();
     (dir, db)
 }
 
 async fn postgres(test: &str) -> Option<Db> {
-    match mock_api::testing::postgres_url().await {
+    match store::testing::postgres_url().await {
         Some(url) => Some(Db::open(&url).await.unwrap()),
         None => {
             eprintln!("SKIP {test}: no PostgreSQL");
@@ -114,7 +114,7 @@ async fn credits(db: &Db, user: Id) -> i64 {
 }
 
 async fn audit_is_clean(db: &Db) -> bool {
-    let report = mock_api::audit::audit(db, None).await.unwrap();
+    let report = store::audit::audit(db, None).await.unwrap();
     if !report.is_clean() {
         eprintln!("audit: {:#?}", report.violations);
     }

@@ -1,10 +1,10 @@
 //! Ledger throughput: reserve + capture cycles per second, for one hot user
 //! (every cycle contends for the same row lock) and for 100 users, with 32
 //! concurrent tasks, on SQLite (a temp file) and PostgreSQL (a throwaway
-//! server from `mock_api::testing`).
+//! server from `store::testing`).
 //!
 //! ```text
-//! cargo bench -p mock-api --features testing --bench ledger
+//! cargo bench -p store --features testing --bench ledger
 //! ```
 //!
 //! `LEDGER_BENCH_SECS` sets the measuring time per case (default 5 s).
@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use mock_api::db::{Db, Id};
-use mock_api::ledger::{self, LotSource, Transition};
-use mock_api::users;
+use store::db::{Db, Id};
+use store::ledger::{self, LotSource, Transition};
+use store::users;
 
 const TASKS: usize = 32;
 const TTL: Duration = Duration::from_secs(600);
@@ -96,7 +96,7 @@ async fn bench_backend(name: &str, db: Db, secs: f64) {
     println!("{name:<10} 100 users    {TASKS} tasks  {many_rate:>8.0} reserve+capture cycles/s");
     // The cycles have no generation session, so only the ledger's own
     // invariants apply (the session ones, I1–I5, would flag every capture).
-    let report = mock_api::audit::audit(&db, None).await.expect("audit");
+    let report = store::audit::audit(&db, None).await.expect("audit");
     for invariant in ["I6", "I7"] {
         assert_eq!(
             report.count_of(invariant),
@@ -123,11 +123,11 @@ fn main() {
     println!("ledger bench: {cores} cores, {TASKS} concurrent tasks, {secs} s per case");
     runtime.block_on(async {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = Db::open(&mock_api::testing::sqlite_url(dir.path()))
+        let db = Db::open(&store::testing::sqlite_url(dir.path()))
             .await
             .expect("open SQLite");
         bench_backend("SQLite", db, secs).await;
-        match mock_api::testing::postgres_url().await {
+        match store::testing::postgres_url().await {
             Some(url) => {
                 let db = Db::open(&url).await.expect("open PostgreSQL");
                 bench_backend("PostgreSQL", db, secs).await;

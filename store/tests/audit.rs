@@ -5,12 +5,12 @@
 use std::future::Future;
 
 use chrono::Utc;
-use mock_api::audit::{audit, fixture, AuditReport, INVARIANTS};
-use mock_api::db::{Db, Id};
-use mock_api::ledger::{self, GenerationParams, NewSession};
-use mock_api::with_pool;
 use serde_json::json;
 use sqlx::types::Json;
+use store::audit::{audit, fixture, AuditReport, INVARIANTS};
+use store::db::{Db, Id};
+use store::ledger::{self, GenerationParams, NewSession};
+use store::with_pool;
 
 /// Runs `case` on a fresh SQLite database and, when one can be had, on a
 /// fresh PostgreSQL database.
@@ -60,14 +60,14 @@ where
 {
     let dir = tempfile::tempdir().unwrap();
     let db = open(
-        &mock_api::testing::sqlite_url(dir.path()),
+        &store::testing::sqlite_url(dir.path()),
         schema,
         include_str!("../migrations/sqlite/0001_schema.sql"),
     )
     .await;
     case(db.clone()).await;
     db.close().await;
-    match mock_api::testing::postgres_url().await {
+    match store::testing::postgres_url().await {
         Some(url) => {
             let db = open(
                 &url,
@@ -502,8 +502,8 @@ async fn a_database_without_our_indexes_audits_clean() {
         assert!(report.is_clean(), "{report:#?}");
         assert_eq!(report.counts.sessions, 4);
         let tables = match db.dialect() {
-            mock_api::db::Dialect::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE name = $1",
-            mock_api::db::Dialect::Postgres => {
+            store::db::Dialect::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE name = $1",
+            store::db::Dialect::Postgres => {
                 "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = $1"
             }
         };

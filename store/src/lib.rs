@@ -1,0 +1,30 @@
+//! store: the Cooly backend's store — the schema, the accounts, the credit
+//! ledger, seeding and the audit — shared by `mock-api`, `seed` and
+//! `loadgen`. It knows SQL only: no HTTP, no queue. The audit is meant to
+//! run on the real backend's database as well as the mock's.
+//!
+//! # Layout
+//!
+//! - [`db`]: the pool (SQLite or PostgreSQL), migrations, the `Id` type and
+//!   the few dialect differences.
+//! - [`users`]: accounts and password hashes.
+//! - [`ledger`]: reserve / capture / release / expire / add credits — the
+//!   only code that moves credits.
+//! - [`seeding`]: the default account of contract §4; creates the test
+//!   user(s) and tops up their credits (the `seed` binary, the mock's first
+//!   start and `loadgen --spawn-mock`).
+//! - [`drain`]: waits until no generation session is `processing`.
+//! - [`audit`]: invariants I1–I7 of the contract, checked by SQL on any
+//!   database with the contract's schema; its `fixture` (feature
+//!   `testing`) builds clean and broken databases.
+//! - `testing` (feature `testing`): a throwaway PostgreSQL server, SQLite
+//!   test files, and the process plumbing mock-api's throwaway Redis shares.
+
+pub mod audit;
+pub mod db;
+pub mod drain;
+pub mod ledger;
+pub mod seeding;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod users;

@@ -1,0 +1,197 @@
+//! A throwaway PostgreSQL server and SQLite files for the tests and benches
+//! of every crate (feature `testing`), and the process plumbing that
+//! mock-api's throwaway Redis server shares.
+//!
+//! One server per test process, started on a free loopback port in a temp
+//! dir and stopped by a watchdog when the process exits; each caller gets a
+//! fresh database. `TEST_DATABASE_URL` points at an existing server instead.
+//! When no server can be had the helpers print a SKIP line and return
+//! `None` — unless `CI` is set, where they panic, because nothing may be
+//! skipped in CI.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use tokio::sync::OnceCell;
+
+/// A fresh, empty PostgreSQL database (no schema yet: `Db::open` migrates).
+pub async fn postgres_url() -> Option<String> {
+    static SERVER: OnceCell<Result<String, String>> = OnceCell::const_new();
+    let admin_url = SERVER
+        .get_or_init(|| async {
+            match std::env::var("TEST_DATABASE_URL") {
+                Ok(url) => Ok(url),
+                Err(_) => tokio::task::spawn_blocking(start_postgres)
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r),
+            }
+        })
+        .await;
+    let admin_url = match admin_url {
+        Ok(url) => url.clone(),
+        Err(why) => return unavailable("PostgreSQL", why),
+    };
+    let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let admin = match sqlx::PgPool::connect(&admin_url).await {
+        Ok(pool) => pool,
+        Err(e) => return unavailable("PostgreSQL", &e.to_string()),
+    };
+    // Database names cannot be bound as parameters; this one is generated above.
+    if let Err(e) = sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+    {
+        return unavailable("PostgreSQL", &e.to_string());
+    }
+    admin.close().await;
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(base, _)| base)
+        .unwrap_or(&admin_url);
+    Some(format!("{base}/{name}"))
+}
+
+/// A name unique within this process, for queue names and key prefixes.
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A SQLite URL for a new database file in `dir`.
+pub fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite:{}", dir.join("test.db").display())
+}
+
+/// Prints the SKIP line for `what` and returns `None`; panics when `CI` is
+/// set.
+pub fn unavailable<T>(what: &str, why: &str) -> Option<T> {
+    if std::env::var_os("CI").is_some() {
+        panic!("{what} is required in CI but unavailable: {why}");
+    }
+    eprintln!(
+        "SKIP: {what} unavailable ({why}); set TEST_DATABASE_URL / TEST_REDIS_URL or install it"
+    );
+    None
+}
+
+/// A loopback port free at the time of the call.
+pub fn free_port() -> Result<u16, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+fn postgres_bin_dir() -> Result<PathBuf, String> {
+    if let Ok(dir) = std::env::var("PG_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|e| format!("no /usr/lib/postgresql: {e}"))?
+        .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("initdb").exists())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .ok_or_else(|| "no initdb under /usr/lib/postgresql/*/bin".to_string())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// PostgreSQL refuses to run as root; as root we run it as `postgres`.
+fn as_server_user(program: &Path) -> Command {
+    if is_root() {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Runs `cmd` to its end; an error names `what` and carries its stderr.
+pub fn run(mut cmd: Command, what: &str) -> Result<(), String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{what}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Runs `stop_command` when this process exits, however it exits.
+pub fn watchdog(stop_command: &str) -> Result<(), String> {
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop_command}",
+        pid = std::process::id()
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(|_| ())
+        .map_err(|e| format!("watchdog: {e}"))
+}
+
+fn start_postgres() -> Result<String, String> {
+    let bin = postgres_bin_dir()?;
+    let dir = std::env::temp_dir().join(unique_name("testbed-pg"));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    if is_root() {
+        run(
+            {
+                let mut c = Command::new("chown");
+                c.args(["-R", "postgres:postgres"]).arg(&dir);
+                c
+            },
+            "chown",
+        )?;
+    }
+    let data = dir.join("data");
+    let mut initdb = as_server_user(&bin.join("initdb"));
+    initdb
+        .arg("-D")
+        .arg(&data)
+        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
+    run(initdb, "initdb")?;
+    let port = free_port()?;
+    let mut pg_ctl = as_server_user(&bin.join("pg_ctl"));
+    pg_ctl.arg("-D").arg(&data).args(["-w", "-l"]).arg(dir.join("log")).arg("-o").arg(format!(
+        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
+        dir.display()
+    )).arg("start");
+    run(pg_ctl, "pg_ctl start")?;
+    let stop = format!(
+        "{runner} {pg_ctl} -D {data} -m immediate stop; rm -rf {dir}",
+        runner = if is_root() {
+            "runuser -u postgres --"
+        } else {
+            ""
+        },
+        pg_ctl = bin.join("pg_ctl").display(),
+        data = data.display(),
+        dir = dir.display(),
+    );
+    watchdog(&stop)?;
+    Ok(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+}
