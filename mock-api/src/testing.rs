@@ -143,3 +143,71 @@ fn start_redis() -> Result<String, String> {
     }
     Err(format!("redis-server did not answer: {last_error}"))
 }
+
+/// An HTTP client for a [`TestServer`], with the contract's login and
+/// generate calls.
+pub struct Api {
+    pub server: TestServer,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub async fn start(config: crate::config::Config) -> Api {
+        Api::on(TestServer::start(config).await)
+    }
+
+    /// [`TestServer::start_with_user`] with a client.
+    pub async fn start_with_user(
+        config: crate::config::Config,
+        user: &store::seeding::SeedUser,
+        credits: i64,
+    ) -> (Api, store::db::Db) {
+        let (server, db) = TestServer::start_with_user(config, user, credits).await;
+        (Api::on(server), db)
+    }
+
+    /// A client for `server`; every request has a 30 s deadline.
+    pub fn on(server: TestServer) -> Api {
+        Api {
+            server,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .expect("an HTTP client"),
+        }
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.server.url(path))
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.server.url(path))
+    }
+
+    /// Logs in and returns the token; anything but 200 fails the test.
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let r = self
+            .post("/api/auth/login")
+            .json(&serde_json::json!({"email": email, "password": password}))
+            .send()
+            .await
+            .expect("login answers");
+        let status = r.status();
+        let text = r.text().await.expect("a login body");
+        assert_eq!(status, reqwest::StatusCode::OK, "{text}");
+        let body: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+        body["token"].as_str().expect("a token").to_string()
+    }
+
+    /// Posts `body` to the generate route with `token` as the cookie.
+    pub async fn generate(&self, token: &str, body: serde_json::Value) -> reqwest::Response {
+        self.post("/api/images/seedream4/generate")
+            .header(reqwest::header::COOKIE, format!("token={token}"))
+            .json(&body)
+            .send()
+            .await
+            .expect("generate answers")
+    }
+}

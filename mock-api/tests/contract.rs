@@ -3,16 +3,13 @@
 //! Redis.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use mock_api::config::Config;
-use mock_api::testing::{self, TestServer};
+use mock_api::testing::{self, Api};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, SET_COOKIE};
-use reqwest::{Client, Response, StatusCode};
+use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
-
-const EMAIL: &str = "test@example.com";
-const PASSWORD: &str = "testpassword123";
+use store::seeding::{DEFAULT_EMAIL as EMAIL, DEFAULT_PASSWORD as PASSWORD};
 
 fn keys(v: &Value) -> BTreeSet<String> {
     v.as_object()
@@ -38,52 +35,6 @@ async fn expect_error(r: Response, status: StatusCode, message: &str) {
     let (got, body) = json_of(r).await;
     assert_eq!(got, status, "{body}");
     assert_eq!(body, json!({"error": message}));
-}
-
-struct Api {
-    server: TestServer,
-    http: Client,
-}
-
-impl Api {
-    async fn start(config: Config) -> Api {
-        Api {
-            server: TestServer::start(config).await,
-            http: Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-        }
-    }
-
-    fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http.post(self.server.url(path))
-    }
-
-    fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http.get(self.server.url(path))
-    }
-
-    async fn login(&self, email: &str, password: &str) -> String {
-        let r = self
-            .post("/api/auth/login")
-            .json(&json!({"email": email, "password": password}))
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = json_of(r).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body["token"].as_str().unwrap().to_string()
-    }
-
-    async fn generate(&self, token: &str, body: Value) -> Response {
-        self.post("/api/images/seedream4/generate")
-            .header(COOKIE, format!("token={token}"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-    }
 }
 
 async fn auth_rows(api: &Api) {

@@ -15,7 +15,7 @@ use mock_api::faults::{FaultSettings, Faults, Plan};
 use mock_api::jobs::{Jobs, JobsConfig};
 use mock_api::provider::{GenerationRequest, Planned, Provider, ProviderConfig};
 use mock_api::queue::embedded::EmbeddedQueue;
-use mock_api::testing::{self, TestServer};
+use mock_api::testing::{self, Api, TestServer};
 use reqwest::header::{AUTHORIZATION, COOKIE};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
@@ -263,40 +263,16 @@ async fn error_rate_over_2000_jobs_through_the_workers() {
 
 // ------------------------------------------------------------------ server
 
-async fn server_with_user(config: Config, credits: i64) -> (TestServer, Db) {
-    TestServer::start_with_user(config, &SeedUser::new(EMAIL, PASSWORD), credits).await
+async fn server_with_user(config: Config, credits: i64) -> (Api, Db) {
+    Api::start_with_user(config, &SeedUser::new(EMAIL, PASSWORD), credits).await
 }
 
-async fn login(http: &Client, server: &TestServer) -> String {
-    let body: Value = http
-        .post(server.url("/api/auth/login"))
-        .json(&json!({"email": EMAIL, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["token"].as_str().unwrap().to_string()
-}
-
-async fn generate(
-    http: &Client,
-    server: &TestServer,
-    token: &str,
-    key: Option<&str>,
-) -> StatusCode {
+async fn generate(api: &Api, token: &str, key: Option<&str>) -> StatusCode {
     let mut body = json!({"prompt": "a cat", "model": "m", "outputs": 2});
     if let Some(key) = key {
         body["clientKey"] = json!(key);
     }
-    http.post(server.url("/api/images/seedream4/generate"))
-        .header(COOKIE, format!("token={token}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .status()
+    api.generate(token, body).await.status()
 }
 
 fn write_plan(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
@@ -356,19 +332,17 @@ async fn repro_run(
     config.enqueue_first = false;
     config.mock_seed = Some(seed);
     config.faults = Some(write_plan(dir.path(), REPRO_PLAN));
-    let (server, db) = server_with_user(config, 10_000).await;
-    let server = Arc::new(server);
-    let http = Client::new();
-    let token = login(&http, &server).await;
+    let (api, db) = server_with_user(config, 10_000).await;
+    let api = Arc::new(api);
+    let token = api.login(EMAIL, PASSWORD).await;
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let (http, server, token) = (http.clone(), server.clone(), token.clone());
+        let (api, token) = (api.clone(), token.clone());
         tasks.push(tokio::spawn(async move {
             for i in 0..per_client {
                 let key = format!("c{c}-{i}");
                 let keyless = clients == 1 && i % 2 == 1;
-                let status =
-                    generate(&http, &server, &token, (!keyless).then_some(key.as_str())).await;
+                let status = generate(&api, &token, (!keyless).then_some(key.as_str())).await;
                 // The direct path answers a planned provider failure with
                 // its status; the session table records it either way.
                 assert!(
@@ -388,7 +362,13 @@ async fn repro_run(
     let result = outcomes(&db).await;
     let report = audit(&db, None).await.unwrap();
     assert!(report.is_clean(), "{report:#?}");
-    Arc::try_unwrap(server).ok().unwrap().stop().await.unwrap();
+    Arc::try_unwrap(api)
+        .ok()
+        .unwrap()
+        .server
+        .stop()
+        .await
+        .unwrap();
     result
 }
 
@@ -862,13 +842,12 @@ rate = 0.2
 "#,
     ));
     let initial = 1000;
-    let (server, db) = server_with_user(config, initial).await;
-    let http = Client::new();
-    let token = login(&http, &server).await;
+    let (api, db) = server_with_user(config, initial).await;
+    let token = api.login(EMAIL, PASSWORD).await;
     let n = 60;
     for i in 0..n {
         assert_eq!(
-            generate(&http, &server, &token, Some(&format!("ledger-{i}"))).await,
+            generate(&api, &token, Some(&format!("ledger-{i}"))).await,
             StatusCode::ACCEPTED
         );
     }
@@ -899,8 +878,8 @@ rate = 0.2
         }
     }
     // Only completed sessions are charged, once each.
-    let body: Value = http
-        .get(server.url("/api/user/credits"))
+    let body: Value = api
+        .get("/api/user/credits")
         .header(COOKIE, format!("token={token}"))
         .send()
         .await
@@ -914,8 +893,8 @@ rate = 0.2
         "{credits}"
     );
     let mut counters: HashMap<String, u64> = HashMap::new();
-    let metrics = http
-        .get(server.url("/metrics"))
+    let metrics = api
+        .get("/metrics")
         .send()
         .await
         .unwrap()
@@ -940,5 +919,5 @@ rate = 0.2
         counters.get("ledger-outage").copied(),
         Some(5 * outage_failed)
     );
-    server.stop().await.unwrap();
+    api.server.stop().await.unwrap();
 }

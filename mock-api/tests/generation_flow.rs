@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use mock_api::config::Config;
-use mock_api::testing::{self, TestServer};
+use mock_api::testing::{self, Api, TestServer};
 use reqwest::header::COOKIE;
-use reqwest::{Client, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 use store::audit::audit;
 use store::db::Db;
@@ -18,36 +18,12 @@ const EMAIL: &str = "flow@example.com";
 const PASSWORD: &str = "flowpassword";
 
 /// A server on `config` whose only user is `EMAIL` with `credits`.
-async fn server_with_user(config: Config, credits: i64) -> (TestServer, Db) {
-    TestServer::start_with_user(config, &SeedUser::new(EMAIL, PASSWORD), credits).await
+async fn server_with_user(config: Config, credits: i64) -> (Api, Db) {
+    Api::start_with_user(config, &SeedUser::new(EMAIL, PASSWORD), credits).await
 }
 
-async fn login(http: &Client, server: &TestServer) -> String {
-    let body: Value = http
-        .post(server.url("/api/auth/login"))
-        .json(&json!({"email": EMAIL, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["token"].as_str().unwrap().to_string()
-}
-
-async fn generate(
-    http: &Client,
-    server: &TestServer,
-    token: &str,
-    body: Value,
-) -> (StatusCode, Value) {
-    let r = http
-        .post(server.url("/api/images/seedream4/generate"))
-        .header(COOKIE, format!("token={token}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+async fn generate(api: &Api, token: &str, body: Value) -> (StatusCode, Value) {
+    let r = api.generate(token, body).await;
     (r.status(), r.json().await.unwrap())
 }
 
@@ -64,16 +40,14 @@ async fn assert_drained_and_clean(db: &Db, accepted: u64) {
 #[tokio::test]
 async fn k6_flow_reaches_completed_with_its_images_and_charges_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, db) = server_with_user(
+    let (api, db) = server_with_user(
         testing::test_config(&store::testing::sqlite_url(dir.path())),
         100,
     )
     .await;
-    let http = Client::new();
-    let token = login(&http, &server).await;
+    let token = api.login(EMAIL, PASSWORD).await;
     let (status, accepted) = generate(
-        &http,
-        &server,
+        &api,
         &token,
         json!({"prompt": "a lighthouse", "model": "seedream-4-0-t2i-250415", "outputs": 3}),
     )
@@ -81,8 +55,8 @@ async fn k6_flow_reaches_completed_with_its_images_and_charges_once() {
     assert_eq!(status, StatusCode::ACCEPTED);
     let session = accepted["session_id"].as_str().unwrap();
     assert_drained_and_clean(&db, 1).await;
-    let body: Value = http
-        .get(server.url(&format!("/api/images/seedream4/sessions/{session}")))
+    let body: Value = api
+        .get(&format!("/api/images/seedream4/sessions/{session}"))
         .header(COOKIE, format!("token={token}"))
         .send()
         .await
@@ -93,8 +67,8 @@ async fn k6_flow_reaches_completed_with_its_images_and_charges_once() {
     assert_eq!(body["status"], "completed", "{body}");
     assert_eq!(body["images"].as_array().unwrap().len(), 3);
     assert!(body["completed_at"].is_string() && body["duration_ms"].is_number());
-    let credits: Value = http
-        .get(server.url("/api/user/credits"))
+    let credits: Value = api
+        .get("/api/user/credits")
         .header(COOKIE, format!("token={token}"))
         .send()
         .await
@@ -106,16 +80,15 @@ async fn k6_flow_reaches_completed_with_its_images_and_charges_once() {
         credits,
         json!({"credits": 97, "available": 97, "reserved": 0})
     );
-    server.stop().await.unwrap();
+    api.server.stop().await.unwrap();
 }
 
 async fn exhaustion_under_concurrency(config: Config) {
-    let (server, db) = server_with_user(config, 50).await;
-    let http = Client::new();
-    let token = login(&http, &server).await;
+    let (api, db) = server_with_user(config, 50).await;
+    let token = api.login(EMAIL, PASSWORD).await;
     let requests = (0..200).map(|i| {
-        let (http, server, token) = (&http, &server, &token);
-        async move { generate(http, server, token, json!({"prompt": format!("p{i}")})).await }
+        let (api, token) = (&api, &token);
+        async move { generate(api, token, json!({"prompt": format!("p{i}")})).await }
     });
     let answers = futures::future::join_all(requests).await;
     let accepted = answers
@@ -128,7 +101,7 @@ async fn exhaustion_under_concurrency(config: Config) {
         .count();
     assert_eq!((accepted, refused), (50, 150));
     assert_drained_and_clean(&db, 50).await;
-    server.stop().await.unwrap();
+    api.server.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -155,13 +128,11 @@ async fn two_hundred_concurrent_generates_with_fifty_credits_on_postgres_and_red
 }
 
 async fn duplicate_client_key(config: Config) {
-    let (server, db) = server_with_user(config, 100).await;
-    let http = Client::new();
-    let token = login(&http, &server).await;
+    let (api, db) = server_with_user(config, 100).await;
+    let token = api.login(EMAIL, PASSWORD).await;
     let body = json!({"prompt": "same", "clientKey": "retry-me"});
     let answers =
-        futures::future::join_all((0..20).map(|_| generate(&http, &server, &token, body.clone())))
-            .await;
+        futures::future::join_all((0..20).map(|_| generate(&api, &token, body.clone()))).await;
     assert!(
         answers.iter().all(|(s, _)| *s == StatusCode::ACCEPTED),
         "{answers:?}"
@@ -171,7 +142,7 @@ async fn duplicate_client_key(config: Config) {
     assert_drained_and_clean(&db, 1).await;
     let report = audit(&db, None).await.unwrap();
     assert_eq!((report.counts.sessions, report.counts.reservations), (1, 1));
-    server.stop().await.unwrap();
+    api.server.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -201,20 +172,18 @@ async fn restart_with_jobs_pending_completes_every_accepted_session() {
     config.mock_max_ms = 3_000;
     config.worker_concurrency = 2;
     config.shutdown_grace_ms = 0;
-    let (server, db) = server_with_user(config.clone(), 100).await;
-    let http = Client::new();
-    let token = login(&http, &server).await;
+    let (api, db) = server_with_user(config.clone(), 100).await;
+    let token = api.login(EMAIL, PASSWORD).await;
     for i in 0..10 {
         let (status, _) = generate(
-            &http,
-            &server,
+            &api,
             &token,
             json!({"prompt": format!("r{i}"), "outputs": 2}),
         )
         .await;
         assert_eq!(status, StatusCode::ACCEPTED);
     }
-    server.stop().await.unwrap();
+    api.server.stop().await.unwrap();
     let pending = audit(&db, None).await.unwrap().counts.processing;
     assert!(
         pending > 0,
