@@ -6,7 +6,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::auth::AdminUser;
+use super::auth::{same_secret, AdminUser};
 use super::body::JsonObject;
 use super::error::ApiError;
 use super::AppState;
@@ -25,13 +25,6 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/admin/login", post(login))
         .route("/api/admin/users/{id}/credits", post(add_credits))
-}
-
-/// Compares without an early exit, so the time taken does not tell how
-/// much of a guess was right.
-fn same_secret(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn login(State(state): State<AppState>, body: JsonObject) -> Result<Json<Value>, ApiError> {

@@ -31,6 +31,19 @@ pub struct Claims {
     pub exp: i64,
 }
 
+/// Equal secrets (passwords, tokens), compared in time that depends only
+/// on the lengths, never on where a guess goes wrong.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut diff = (a.len() ^ b.len()) as u64;
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0xff);
+        diff |= u64::from(x ^ y);
+    }
+    std::hint::black_box(diff) == 0
+}
+
 /// Signs and checks tokens with one secret.
 pub struct Tokens {
     encoding: EncodingKey,
@@ -159,5 +172,19 @@ impl FromRequestParts<AppState> for AdminUser {
             return Err(ApiError::Forbidden("Admin access required"));
         }
         Ok(AdminUser)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_secret_compares() {
+        assert!(same_secret("secret", "secret"));
+        assert!(!same_secret("secret", "secreT"));
+        assert!(!same_secret("secret", "secret1"));
+        assert!(!same_secret("", "x"));
+        assert!(same_secret("", ""));
     }
 }
