@@ -1,7 +1,7 @@
 //! `/api/admin/*` (contract §7): an admin login from `ADMIN_EMAIL` /
 //! `ADMIN_PASSWORD` (absent when they are unset) and the credit top-up.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use super::auth::{same_secret, AdminUser};
 use super::body::JsonObject;
 use super::error::ApiError;
+use super::extract::Path;
 use super::AppState;
 use crate::db::Id;
 use crate::ledger::{self, LotSource};

@@ -19,6 +19,7 @@ pub mod body;
 pub mod control;
 pub mod edge;
 pub mod error;
+pub mod extract;
 pub mod generation;
 pub mod health;
 pub mod observe;

@@ -63,7 +63,7 @@ pub fn document() -> Value {
         &["email", "password"],
         json!({"email": {"type": "string", "minLength": 1}, "password": {"type": "string", "minLength": 1}}),
     );
-    let cookie = json!({"Set-Cookie": {"schema": {"type": "string"}, "description": "token=<jwt>; Max-Age=604800; Path=/; HttpOnly; SameSite=Lax"}});
+    let cookie = json!({"Set-Cookie": {"schema": {"type": "string"}, "description": "token=<jwt>; Max-Age=604800; Path=/; Expires=<now + 7 days, HTTP date>; HttpOnly; SameSite=Lax"}});
     let nullable = |t: &str| json!({"type": t, "nullable": true});
     let history_item = object(
         &[
@@ -240,7 +240,7 @@ pub fn document() -> Value {
                 "responses": with_common_errors(json!({
                     "200": {"description": "Logged in", "headers": cookie,
                             "content": {"application/json": {"schema": {"allOf": [reference("User"), object(&["token"], json!({"token": {"type": "string"}}))]}}}},
-                    "401": error_response("Invalid credentials"),
+                    "401": error_response("Invalid credentials (unknown user, wrong password, or no email)"),
                 }), false),
             }},
             "/api/auth/register": {"post": {
@@ -293,7 +293,7 @@ pub fn document() -> Value {
                         "pagination": object(&["total", "limit", "offset", "hasMore"], json!({
                             "total": {"type": "integer"}, "limit": {"type": "integer"}, "offset": {"type": "integer"}, "hasMore": {"type": "boolean"}})),
                     }))),
-                    "400": error_response("limit or offset out of range"),
+                    "400": error_response("limit or offset out of range, repeated or not UTF-8"),
                     "401": error_response("No token, authorization denied | Token is not valid"),
                 },
             }},
@@ -302,6 +302,7 @@ pub fn document() -> Value {
                 "parameters": id_param("id"),
                 "responses": {
                     "200": json_response("The session and its images", reference("Session")),
+                    "400": error_response("The id is not UTF-8"),
                     "401": error_response("No token, authorization denied | Token is not valid"),
                     "404": error_response("Session not found"),
                 },
