@@ -11,7 +11,7 @@
 //! - [`scenario`]: the generation test's setup and iteration, session tracking.
 //! - [`metrics`]: per-thread recording, the aggregator, the per-second series.
 //! - [`snapshot`], [`sample`]: the aggregates and raw values outputs read.
-//! - [`thresholds`]: k6 threshold expressions; [`duration`]: k6 durations.
+//! - [`thresholds`]: k6 threshold expressions (durations: the `k6-duration` crate).
 //! - [`output`]: summary, summary export, JSON/CSV streams, HTML report.
 //! - [`progress`]: the live status line; [`run`]: one run to its exit code.
 //! - [`spawn`]: `--spawn-mock` (mock-api in-process, drain, audit);
@@ -20,7 +20,6 @@
 pub mod audit;
 pub mod cli;
 pub mod command;
-pub mod duration;
 pub mod executor;
 pub mod http;
 pub mod metrics;

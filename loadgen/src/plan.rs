@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::RunArgs;
-use crate::duration;
 use crate::executor::{Executor, Stage};
 use crate::metrics::{definition, SubMetric};
 use crate::scenario::{LoginMode, ScenarioConfig, Tracking};
 use crate::thresholds::{self, ThresholdSpec};
+use k6_duration as duration;
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid --{option}: {why}")]

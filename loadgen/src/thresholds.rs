@@ -203,7 +203,7 @@ pub fn parse(s: &str) -> Result<ThresholdSpec, ThresholdError> {
                 parser.skip_whitespace();
                 let duration_start = parser.pos;
                 let text = parser.take_while(|c| c.is_alphanumeric() || c == '.');
-                delay_abort_eval = Some(crate::duration::parse(text).ok_or_else(|| {
+                delay_abort_eval = Some(k6_duration::parse(text).ok_or_else(|| {
                     parser.error_at(
                         duration_start,
                         format!("invalid duration {text:?}"),
@@ -1031,7 +1031,7 @@ mod tests {
             ("", None),
         ];
         for (text, millis) in cases {
-            let parsed = crate::duration::parse(text).map(|d| d.as_millis() as u64);
+            let parsed = k6_duration::parse(text).map(|d| d.as_millis() as u64);
             assert_eq!(parsed, millis, "{text:?}");
         }
     }

@@ -191,7 +191,6 @@ impl Config {
             min_ms: self.mock_min_ms,
             max_ms: self.mock_max_ms,
             seed: self.mock_seed,
-            ..ProviderConfig::default()
         }
     }
 

@@ -6,20 +6,26 @@
 //!
 //! - [`queue`]: the job queue trait (embedded and Redis/BullMQ).
 //! - [`provider`]: the simulated image provider (MOCK_API mode).
-//! - [`faults`]: fault injection — the fault plan (TOML/JSON, scheduled
-//!   windows), seeded decisions, the edge layer, the real rate limiter
-//!   (`RATE_LIMIT_MAX`) and the `/__mock/*` control API.
+//! - [`draws`]: seeded, keyed random draws (SplitMix64, FNV-1a) behind
+//!   every random choice of the provider and the fault rules.
+//! - [`faults`]: fault injection's domain, without HTTP types — the fault
+//!   plan (TOML/JSON, rules as target + action, scheduled windows), the
+//!   seeded decisions and the real rate limiter's counting
+//!   (`RATE_LIMIT_MAX`).
 //! - [`jobs`]: the outbox relay, the generation workers and the reservation
 //!   sweeper.
 //! - [`config`]: the server's flags and environment variables.
 //! - [`server`]: builds the app from a config and serves it on a bound
 //!   listener until shutdown.
-//! - [`http`]: the routes, per area, with their state, auth and errors.
+//! - [`http`]: the routes, per area, with their state, auth and errors;
+//!   and what applies the fault decisions: the edge middleware, the rate
+//!   limiter's answers and the `/__mock/*` control API.
 //! - `testing` (feature `testing`): a throwaway Redis server, the test
 //!   configuration, an in-process server and the `Api` client tests drive
 //!   it with (the throwaway PostgreSQL server is `store::testing`).
 
 pub mod config;
+pub mod draws;
 pub mod faults;
 pub mod http;
 pub mod jobs;

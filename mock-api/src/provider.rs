@@ -11,9 +11,8 @@
 //! generator — so what happens to a job does not depend on how workers
 //! were scheduled, and a run with the same seed repeats exactly. The job
 //! key is the request's `clientKey` (see [`crate::faults`] for the keys the
-//! edge hands out to requests without one). The generator is a SplitMix64
-//! stream written out here, so a seed means the same thing on every
-//! platform and with every `rand` version.
+//! edge hands out to requests without one). The generator is
+//! [`crate::draws`]' keyed SplitMix64 stream.
 //!
 //! # Fault injection
 //!
@@ -40,7 +39,8 @@ use std::time::Duration;
 use store::db::Id;
 use store::ledger::NewImage;
 
-use crate::faults::{fnv1a, Faults, Kind, ProviderFault, Target};
+use crate::draws::{fnv1a, Rng};
+use crate::faults::{plan, Faults, Kind, ProviderFault};
 
 /// The generation tool recorded on every image.
 pub const GENERATION_TOOL: &str = "byteplus-seedream-4";
@@ -59,8 +59,6 @@ pub struct ProviderConfig {
     /// `None`: a random seed, drawn once when the provider is built (see
     /// [`Provider::seed`] to log it and replay the run).
     pub seed: Option<u64>,
-    /// Probability (0.0..=1.0) that an attempt fails with a 500.
-    pub fail_rate: f64,
 }
 
 impl Default for ProviderConfig {
@@ -69,7 +67,6 @@ impl Default for ProviderConfig {
             min_ms: 3000,
             max_ms: 8000,
             seed: None,
-            fail_rate: 0.0,
         }
     }
 }
@@ -80,12 +77,6 @@ impl ProviderConfig {
             return Err(format!(
                 "the provider's minimum latency ({} ms) is above its maximum ({} ms)",
                 self.min_ms, self.max_ms
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.fail_rate) {
-            return Err(format!(
-                "the provider's failure rate must be between 0 and 1, got {}",
-                self.fail_rate
             ));
         }
         Ok(())
@@ -141,17 +132,12 @@ pub struct Provider {
 
 impl Provider {
     /// A provider; an invalid config (see [`ProviderConfig::validate`]) is
-    /// made usable: the latency bounds are swapped and the failure rate is
-    /// clamped. Use [`Provider::try_new`] to reject it instead.
+    /// made usable: the latency bounds are swapped. Use
+    /// [`Provider::try_new`] to reject it instead.
     pub fn new(mut config: ProviderConfig) -> Provider {
         if config.min_ms > config.max_ms {
             std::mem::swap(&mut config.min_ms, &mut config.max_ms);
         }
-        config.fail_rate = if config.fail_rate.is_nan() {
-            0.0
-        } else {
-            config.fail_rate.clamp(0.0, 1.0)
-        };
         let seed = config.seed.unwrap_or_else(rand::random);
         Provider {
             config,
@@ -192,20 +178,14 @@ impl Provider {
             Some(faults) => faults.job_key(&request.client_key),
             None => request.client_key.as_str(),
         };
-        let mut draws = Draws::new(self.seed, fnv1a(key.as_bytes()), request.attempt);
+        let mut draws = Rng::keyed(
+            self.seed,
+            &[fnv1a(key.as_bytes()), u64::from(request.attempt)],
+        );
         let span = self.config.max_ms - self.config.min_ms;
         let latency_ms = self.config.min_ms + draws.below(span.saturating_add(1));
-        // Always drawn, so adding a fault later does not shift the latency.
-        let fails = draws.unit() < self.config.fail_rate;
         let outputs = request.outputs.max(0) as u32;
-        let mut outcome = if fails {
-            Planned::Fail(ProviderFailure {
-                status: 500,
-                message: "mock provider failure (injected)".into(),
-            })
-        } else {
-            Planned::Images(outputs)
-        };
+        let mut outcome = Planned::Images(outputs);
         let mut latency = Duration::from_millis(latency_ms);
         let Some(faults) = &self.faults else {
             return Decision {
@@ -257,7 +237,7 @@ impl Provider {
     ) -> Result<Vec<NewImage>, ProviderFailure> {
         let decision = self.decide(request);
         if let Some(faults) = &self.faults {
-            faults.record(Target::Provider, &decision.faults);
+            faults.record(plan::PROVIDER, &decision.faults);
         }
         tokio::time::sleep(decision.latency).await;
         match decision.outcome {
@@ -303,45 +283,6 @@ fn dimensions(size: Option<&str>) -> (i32, i32) {
     }
 }
 
-/// A SplitMix64 stream keyed by (seed, job key hash, attempt).
-struct Draws(u64);
-
-impl Draws {
-    fn new(seed: u64, key: u64, attempt: u32) -> Draws {
-        let mut key_state = mix(seed);
-        key_state = mix(key_state ^ key);
-        key_state = mix(key_state ^ u64::from(attempt));
-        Draws(key_state)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        mix(self.0)
-    }
-
-    /// Uniform in `0..n` (0 when `n` is 0); the modulo bias is below 2^-40
-    /// for any latency span in milliseconds.
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// SplitMix64's finaliser.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,8 +292,23 @@ mod tests {
             min_ms,
             max_ms,
             seed: Some(seed),
-            fail_rate: 0.0,
         }
+    }
+
+    /// A provider whose attempts fail with a 500 at `rate`, by a plan rule.
+    fn failing(rate: f64, seed: u64) -> Provider {
+        let plan = crate::faults::Plan::parse(&format!(
+            r#"{{"rules":[{{"name":"fail","target":"provider","kind":"error","rate":{rate},"status":500}}]}}"#
+        ))
+        .unwrap();
+        let settings = crate::faults::FaultSettings {
+            plan,
+            seed,
+            seed_given: true,
+            ..Default::default()
+        };
+        let faults = Faults::new(settings, tokio_util::sync::CancellationToken::new());
+        Provider::with_faults(config(0, 0, seed), Arc::new(faults))
     }
 
     /// A request whose job key (its client key) is the reservation id.
@@ -435,15 +391,10 @@ mod tests {
     }
 
     #[test]
-    fn validate_rejects_inverted_bounds_and_bad_rates() {
+    fn validate_rejects_inverted_bounds() {
         assert!(config(10, 5, 0).validate().is_err());
         assert!(config(5, 5, 0).validate().is_ok());
         assert!(ProviderConfig::default().validate().is_ok());
-        let bad_rate = ProviderConfig {
-            fail_rate: 1.5,
-            ..ProviderConfig::default()
-        };
-        assert!(bad_rate.validate().is_err());
         assert!(Provider::try_new(config(10, 5, 0)).is_err());
         // `new` still makes something usable of it.
         let swapped = Provider::new(config(10, 5, 0));
@@ -455,12 +406,9 @@ mod tests {
     }
 
     #[test]
-    fn fail_rate_zero_never_fails_and_one_always_fails() {
-        let never = Provider::new(config(0, 0, 9));
-        let always = Provider::new(ProviderConfig {
-            fail_rate: 1.0,
-            ..config(0, 0, 9)
-        });
+    fn error_rate_zero_never_fails_and_one_always_fails() {
+        let never = failing(0.0, 9);
+        let always = failing(1.0, 9);
         for attempt in 1..=5 {
             let r = request(Id::random(), attempt);
             assert_eq!(never.decide(&r).outcome, Planned::Images(2));
@@ -472,11 +420,8 @@ mod tests {
     }
 
     #[test]
-    fn a_fail_rate_fails_about_that_share() {
-        let p = Provider::new(ProviderConfig {
-            fail_rate: 0.3,
-            ..config(0, 0, 11)
-        });
+    fn an_error_rate_fails_about_that_share() {
+        let p = failing(0.3, 11);
         let failed = (0..10_000)
             .filter(|_| {
                 matches!(
@@ -514,10 +459,7 @@ mod tests {
 
     #[tokio::test]
     async fn generate_reports_a_planned_failure() {
-        let p = Provider::new(ProviderConfig {
-            fail_rate: 1.0,
-            ..config(0, 0, 5)
-        });
+        let p = failing(1.0, 5);
         let err = p.generate(&request(Id::random(), 1)).await.unwrap_err();
         assert_eq!(err.status, 500);
     }

@@ -37,24 +37,48 @@ async fn expect_error(r: Response, status: StatusCode, message: &str) {
     assert_eq!(body, json!({"error": message}));
 }
 
+/// The login cookie, whole: `Expires` is the issue time + 7 days as an
+/// HTTP date (Express's `res.cookie` with `maxAge`), the issue time being
+/// some second between `before` and `after`.
+fn assert_login_cookie(
+    cookie: &str,
+    token: &str,
+    before: chrono::DateTime<chrono::Utc>,
+    after: chrono::DateTime<chrono::Utc>,
+) {
+    let week = chrono::Duration::days(7);
+    let expected: Vec<String> = (before.timestamp()..=after.timestamp())
+        .map(|t| {
+            let expires = chrono::DateTime::from_timestamp(t, 0).unwrap() + week;
+            format!(
+                "token={token}; Max-Age=604800; Path=/; Expires={}; HttpOnly; SameSite=Lax",
+                expires.format("%a, %d %b %Y %H:%M:%S GMT")
+            )
+        })
+        .collect();
+    assert!(
+        expected.iter().any(|e| e == cookie),
+        "{cookie} is none of {expected:?}"
+    );
+}
+
 async fn auth_rows(api: &Api) {
     // Login: body with token, the real cookie, case-insensitive e-mail.
+    let before = chrono::Utc::now();
     let r = api
         .post("/api/auth/login")
         .json(&json!({"email": "TEST@example.com", "password": PASSWORD}))
         .send()
         .await
         .unwrap();
+    let after = chrono::Utc::now();
     let cookie = r.headers()[SET_COOKIE].to_str().unwrap().to_string();
     let (status, body) = json_of(r).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(keys(&body), set(&["id", "email", "credits", "token"]));
     assert_eq!(body["credits"], 1000);
     let token = body["token"].as_str().unwrap();
-    assert_eq!(
-        cookie,
-        format!("token={token}; Max-Age=604800; Path=/; HttpOnly; SameSite=Lax")
-    );
+    assert_login_cookie(&cookie, token, before, after);
 
     for (email, password) in [(EMAIL, "wrong"), ("nobody@example.com", PASSWORD)] {
         let r = api
@@ -72,6 +96,20 @@ async fn auth_rows(api: &Api) {
         .await
         .unwrap();
     expect_error(r, StatusCode::BAD_REQUEST, "password is required").await;
+    // No e-mail finds no user, as on the real backend: 401, not 400.
+    for body in [
+        json!({}),
+        json!({"password": PASSWORD}),
+        json!({"email": " "}),
+    ] {
+        let r = api
+            .post("/api/auth/login")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, StatusCode::UNAUTHORIZED, "Invalid credentials").await;
+    }
     let r = api
         .post("/api/auth/login")
         .header(CONTENT_TYPE, "application/json")
@@ -102,21 +140,35 @@ async fn auth_rows(api: &Api) {
     )
     .await;
 
-    // Register.
+    // Register: the same cookie, with a token for the new account.
+    let before = chrono::Utc::now();
     let r = api
         .post("/api/auth/register")
         .json(&json!({"email": "new@example.com", "password": "pw123456"}))
         .send()
         .await
         .unwrap();
-    assert!(r.headers()[SET_COOKIE]
-        .to_str()
+    let after = chrono::Utc::now();
+    let cookie = r.headers()[SET_COOKIE].to_str().unwrap().to_string();
+    let new_token = cookie
+        .strip_prefix("token=")
+        .and_then(|rest| rest.split(';').next())
         .unwrap()
-        .starts_with("token="));
+        .to_string();
+    assert_login_cookie(&cookie, &new_token, before, after);
     let (status, body) = json_of(r).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(keys(&body), set(&["id", "email", "credits"]));
     assert_eq!(body["credits"], 10);
+    let r = api
+        .get("/api/auth/me")
+        .header(COOKIE, format!("token={new_token}"))
+        .send()
+        .await
+        .unwrap();
+    let (status, me) = json_of(r).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["email"], "new@example.com");
     let r = api
         .post("/api/auth/register")
         .json(&json!({"email": "NEW@example.com", "password": "x"}))
@@ -317,6 +369,31 @@ async fn generation_rows(api: &Api) {
     let (status, body) = json_of(r).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(keys(&body), set(&["items", "pagination"]));
+    // Query-string and path rejections are the API's JSON errors too.
+    for path in [
+        "/api/images/seedream4/history?offset=1&offset=2",
+        "/api/images/seedream4/history?limit=%FF",
+        "/api/images/seedream4/sessions/%FF",
+    ] {
+        let r = api
+            .get(path)
+            .header(COOKIE, format!("token={token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.headers()[CONTENT_TYPE].to_str().unwrap(),
+            "application/json",
+            "{path}"
+        );
+        let (status, error) = json_of(r).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {error}");
+        assert_eq!(keys(&error), set(&["error"]), "{path}");
+        assert!(
+            error["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{path}: {error}"
+        );
+    }
     assert_eq!(
         keys(&body["pagination"]),
         set(&["total", "limit", "offset", "hasMore"])

@@ -73,7 +73,6 @@ fn instant_provider() -> ProviderConfig {
         min_ms: 0,
         max_ms: 0,
         seed: None,
-        fail_rate: 0.0,
     }
 }
 

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mock_api::faults::{FaultSettings, Faults, Plan};
 use mock_api::jobs::{run_generation, GenerationResult, Jobs, JobsConfig};
 use mock_api::provider::{GenerationRequest, Provider, ProviderConfig};
 use mock_api::queue::bullmq::{BullOptions, BullQueue};
@@ -237,16 +238,26 @@ impl Fixture {
     }
 }
 
+/// A provider whose attempts fail with a 500 at `fail_rate` (0 or 1 here),
+/// by a provider error rule of a fault plan.
 fn provider(min_ms: u64, max_ms: u64, fail_rate: f64) -> Arc<Provider> {
-    Arc::new(
-        Provider::try_new(ProviderConfig {
-            min_ms,
-            max_ms,
-            seed: Some(7),
-            fail_rate,
-        })
-        .unwrap(),
-    )
+    let config = ProviderConfig {
+        min_ms,
+        max_ms,
+        seed: Some(7),
+    };
+    config.validate().unwrap();
+    let plan = format!(
+        r#"{{"rules":[{{"name":"fail","target":"provider","kind":"error","rate":{fail_rate},"status":500}}]}}"#
+    );
+    let settings = FaultSettings {
+        plan: Plan::parse(&plan).unwrap(),
+        seed: 7,
+        seed_given: true,
+        ..FaultSettings::default()
+    };
+    let faults = Faults::new(settings, CancellationToken::new());
+    Arc::new(Provider::with_faults(config, Arc::new(faults)))
 }
 
 fn fast_config() -> JobsConfig {

@@ -1,17 +1,18 @@
-//! Fault injection: provider faults, edge faults, the real rate limiter
-//! and the runtime control API, all driven by one [`Plan`] that can be
-//! replaced while the mock runs.
+//! Fault injection's domain: the [`Plan`] (replaceable while the mock
+//! runs) and the decisions drawn from it, with no HTTP types. The fault
+//! domain decides; the HTTP layer and the provider apply.
 //!
 //! - [`plan`]: the plan model, its TOML/JSON parsing and validation, the
 //!   latency distributions and the scheduling windows.
 //! - [`Faults`] (here): the live state — the active plan, the run epoch, the
-//!   per-route request ordinals, the counters — and the seeded decisions.
-//! - [`edge`]: the middleware in front of the routes (latency, error,
-//!   429, reset, slow body, hang) and the real rate limiter
-//!   ([`rate_limit`], `RATE_LIMIT_MAX`).
-//! - [`control`]: `/__mock/*`, behind `MOCK_ADMIN_TOKEN`.
-//! - Provider faults are applied by [`crate::provider::Provider::decide`],
-//!   which asks [`Faults::provider_faults`].
+//!   per-route request ordinals, the counters — and the seeded decisions
+//!   ([`Faults::edge_faults`], [`Faults::provider_faults`]).
+//! - [`rate_limit`]: the real rate limiter's counting (`RATE_LIMIT_MAX`).
+//! - Applied by: the HTTP layer's `edge` (the middleware in front of the
+//!   routes: latency, error, 429, reset, slow body, hang, and the rate
+//!   limiter's answers) and `control` (`/__mock/*`, behind
+//!   `MOCK_ADMIN_TOKEN`) modules, and [`crate::provider::Provider::decide`].
+//!   Nothing here imports the HTTP layer.
 //!
 //! # Rules
 //!
@@ -65,12 +66,12 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub mod control;
-pub mod edge;
 pub mod plan;
 pub mod rate_limit;
 
-pub use plan::{Kind, Latency, Plan, Rule, Target};
+pub use plan::{Action, Kind, Latency, Per, Plan, Rule, Target};
+
+use crate::draws::{fnv1a, Rng};
 
 /// The default provider deadline: how long a worker waits for a provider
 /// answer before the attempt fails with 504.
@@ -203,7 +204,7 @@ impl Faults {
     /// The state of `settings`; hung requests end when `shutdown` is cancelled.
     pub fn new(settings: FaultSettings, shutdown: CancellationToken) -> Faults {
         let enabled = settings.enabled();
-        let has_edge = settings.plan.rules.iter().any(|r| r.target == Target::Edge);
+        let has_edge = settings.plan.rules.iter().any(|r| r.target.is_edge());
         Faults {
             seed: settings.seed,
             run_tag: format!("{:08x}", rand::random::<u32>()),
@@ -241,13 +242,9 @@ impl Faults {
         &self.shutdown
     }
 
-    /// Whether `presented` is the admin token, in time independent of
-    /// where they differ.
-    pub fn admin_token_matches(&self, presented: &str) -> bool {
-        match &self.admin_token {
-            Some(token) => constant_time_eq(token.as_bytes(), presented.as_bytes()),
-            None => false,
-        }
+    /// `MOCK_ADMIN_TOKEN`, which the control API requires.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
     }
 
     pub fn plan(&self) -> Arc<Plan> {
@@ -256,7 +253,7 @@ impl Faults {
 
     /// Replaces the plan (already validated).
     pub fn set_plan(&self, plan: Plan) {
-        let has_edge = plan.rules.iter().any(|r| r.target == Target::Edge);
+        let has_edge = plan.rules.iter().any(|r| r.target.is_edge());
         *self.plan.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(plan);
         self.has_edge_rules.store(has_edge, Ordering::Release);
     }
@@ -269,7 +266,7 @@ impl Faults {
         let plan = Arc::new(plan);
         *guard = plan.clone();
         self.has_edge_rules.store(
-            plan.rules.iter().any(|r| r.target == Target::Edge),
+            plan.rules.iter().any(|r| r.target.is_edge()),
             Ordering::Release,
         );
         Ok(plan)
@@ -331,18 +328,19 @@ impl Faults {
             .unwrap_or(client_key)
     }
 
-    /// Counts fired faults, in `/metrics` and for `GET /__mock/faults`.
-    pub fn record(&self, target: Target, fired: &[(String, Kind)]) {
+    /// Counts fired faults, in `/metrics` and for `GET /__mock/faults`;
+    /// `target` is [`plan::PROVIDER`] or [`plan::EDGE`].
+    pub fn record(&self, target: &'static str, fired: &[(String, Kind)]) {
         if fired.is_empty() {
             return;
         }
         let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         for (rule, kind) in fired {
-            metrics::counter!(INJECTED_METRIC, "target" => target.as_str(), "rule" => rule.clone(), "kind" => kind.as_str())
+            metrics::counter!(INJECTED_METRIC, "target" => target, "rule" => rule.clone(), "kind" => kind.as_str())
                 .increment(1);
             *counters
                 .entry(CounterKey {
-                    target: target.as_str(),
+                    target,
                     rule: rule.clone(),
                     kind: kind.as_str(),
                 })
@@ -362,55 +360,57 @@ impl Faults {
         }
         let elapsed = self.elapsed();
         let key = fnv1a(job_key.as_bytes());
-        for rule in plan.rules.iter().filter(|r| r.target == Target::Provider) {
+        for rule in &plan.rules {
+            let Target::Provider(per) = rule.target else {
+                continue;
+            };
             if !rule.active_at(elapsed) {
                 continue;
             }
+            let draw = match per {
+                Per::Attempt => u64::from(attempt),
+                Per::Job => 0,
+            };
             let mut rng = Rng::keyed(
                 self.seed,
-                &[
-                    fnv1a(b"provider"),
-                    fnv1a(rule.name.as_bytes()),
-                    key,
-                    if rule.per_job { 0 } else { u64::from(attempt) },
-                ],
+                &[fnv1a(b"provider"), fnv1a(rule.name.as_bytes()), key, draw],
             );
             if rng.unit() >= rule.rate {
                 continue;
             }
             let terminal_taken = decided.outcome.is_some();
-            match rule.kind {
-                Kind::Latency if decided.latency.is_none() => {
-                    let latency = rule
-                        .latency
-                        .as_ref()
-                        .map(|l| l.sample(rng.unit(), rng.unit()));
-                    decided.latency = latency;
-                    decided.fired.push((rule.name.clone(), rule.kind));
+            match &rule.action {
+                Action::Latency(latency) => {
+                    if decided.latency.is_some() {
+                        continue;
+                    }
+                    decided.latency = Some(latency.sample(rng.unit(), rng.unit()));
                 }
-                Kind::Error if !terminal_taken => {
-                    let status = pick_status(&rule.statuses, &mut rng);
-                    let message = rule
-                        .message
+                _ if terminal_taken => continue,
+                Action::Error {
+                    statuses, message, ..
+                } => {
+                    let status = pick_status(statuses, &mut rng);
+                    let message = message
                         .clone()
                         .unwrap_or_else(|| format!("mock provider error {status} (injected)"));
                     decided.outcome = Some(ProviderFault::Error { status, message });
-                    decided.fired.push((rule.name.clone(), rule.kind));
                 }
-                Kind::Timeout if !terminal_taken => {
-                    decided.outcome = Some(ProviderFault::Timeout);
-                    decided.fired.push((rule.name.clone(), rule.kind));
-                }
-                Kind::Partial if !terminal_taken && outputs >= 2 => {
-                    let produced = match rule.produced {
-                        Some(k) => k.min(outputs - 1),
+                Action::Timeout => decided.outcome = Some(ProviderFault::Timeout),
+                Action::Partial { produced } => {
+                    if outputs < 2 {
+                        continue;
+                    }
+                    let produced = match produced {
+                        Some(k) => (*k).min(outputs - 1),
                         None => 1 + rng.below(u64::from(outputs - 1)) as u32,
                     };
                     decided.outcome = Some(ProviderFault::Partial { produced });
-                    decided.fired.push((rule.name.clone(), rule.kind));
                 }
-                _ => {}
+                // Edge actions: the parser refuses them on provider rules.
+                _ => continue,
             }
+            decided.fired.push((rule.name.clone(), rule.kind()));
         }
         decided
     }
@@ -422,10 +422,11 @@ impl Faults {
         let mut decided = EdgeFaults::default();
         let elapsed = self.elapsed();
         let key = fnv1a(route.as_bytes());
-        for rule in plan.rules.iter().filter(|r| r.target == Target::Edge) {
-            if !rule.active_at(elapsed)
-                || !rule.route.as_ref().is_some_and(|p| p.matches(method, path))
-            {
+        for rule in &plan.rules {
+            let Target::Edge(route) = &rule.target else {
+                continue;
+            };
+            if !rule.active_at(elapsed) || !route.matches(method, path) {
                 continue;
             }
             let mut rng = Rng::keyed(
@@ -436,53 +437,53 @@ impl Faults {
                 continue;
             }
             let terminal_taken = decided.outcome.is_some();
-            let fault = match rule.kind {
-                Kind::Latency => {
+            match &rule.action {
+                Action::Latency(latency) => {
                     if decided.delay.is_some() {
                         continue;
                     }
-                    decided.delay = rule
-                        .latency
-                        .as_ref()
-                        .map(|l| l.sample(rng.unit(), rng.unit()));
-                    None
+                    decided.delay = Some(latency.sample(rng.unit(), rng.unit()));
                 }
-                Kind::SlowBody => {
+                Action::SlowBody { bytes_per_second } => {
                     if decided.bytes_per_second.is_some() {
                         continue;
                     }
-                    decided.bytes_per_second = rule.bytes_per_second;
-                    None
+                    decided.bytes_per_second = Some(*bytes_per_second);
                 }
                 _ if terminal_taken => continue,
-                Kind::Error => {
-                    let status = pick_status(&rule.statuses, &mut rng);
-                    let body = rule.body.clone().unwrap_or_else(|| {
-                        json!({"error": rule.message.clone().unwrap_or_else(|| format!("mock edge error {status} (injected)"))})
+                Action::Error {
+                    statuses,
+                    message,
+                    body,
+                } => {
+                    let status = pick_status(statuses, &mut rng);
+                    let body = body.clone().unwrap_or_else(|| {
+                        json!({"error": message.clone().unwrap_or_else(|| format!("mock edge error {status} (injected)"))})
                     });
-                    Some(EdgeFault::Error { status, body })
+                    decided.outcome = Some(EdgeFault::Error { status, body });
                 }
-                Kind::RateLimit => Some(EdgeFault::RateLimit {
-                    limit: rule
-                        .limit
-                        .or(self.rate_limiter.as_ref().map(|l| l.max()))
-                        .unwrap_or(rate_limit::DEFAULT_MAX),
-                    window: self
-                        .rate_limiter
-                        .as_ref()
-                        .map_or(rate_limit::DEFAULT_WINDOW, |l| l.window()),
-                    retry_after: rule.retry_after.unwrap_or(rate_limit::DEFAULT_WINDOW),
-                }),
-                Kind::Reset => Some(EdgeFault::Reset),
-                Kind::Hang => Some(EdgeFault::Hang {
-                    max: rule.max.unwrap_or(Duration::from_secs(600)),
-                }),
-                Kind::Timeout | Kind::Partial => None,
-            };
-            if fault.is_some() {
-                decided.outcome = fault;
+                Action::RateLimit { limit, retry_after } => {
+                    decided.outcome = Some(EdgeFault::RateLimit {
+                        limit: limit
+                            .or(self.rate_limiter.as_ref().map(|l| l.max()))
+                            .unwrap_or(rate_limit::DEFAULT_MAX),
+                        window: self
+                            .rate_limiter
+                            .as_ref()
+                            .map_or(rate_limit::DEFAULT_WINDOW, |l| l.window()),
+                        retry_after: retry_after.unwrap_or(rate_limit::DEFAULT_WINDOW),
+                    });
+                }
+                Action::Reset => decided.outcome = Some(EdgeFault::Reset),
+                Action::Hang { max } => {
+                    decided.outcome = Some(EdgeFault::Hang {
+                        max: max.unwrap_or(Duration::from_secs(600)),
+                    });
+                }
+                // Provider actions: the parser refuses them on edge rules.
+                Action::Timeout | Action::Partial { .. } => continue,
             }
-            decided.fired.push((rule.name.clone(), rule.kind));
+            decided.fired.push((rule.name.clone(), rule.kind()));
         }
         decided
     }
@@ -526,66 +527,6 @@ fn pick_status(statuses: &[(u16, u32)], rng: &mut Rng) -> u16 {
         n -= w;
     }
     statuses.first().map_or(500, |(s, _)| *s)
-}
-
-/// Equal bytes, compared in time that depends only on the lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u64;
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0xff);
-        diff |= u64::from(x ^ y);
-    }
-    std::hint::black_box(diff) == 0
-}
-
-/// FNV-1a, 64 bits: a stable hash of a key on every platform.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// A SplitMix64 stream keyed by a seed and key parts.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn keyed(seed: u64, parts: &[u64]) -> Rng {
-        let mut key = mix(seed);
-        for part in parts {
-            key = mix(key ^ part);
-        }
-        Rng(key)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        mix(self.0)
-    }
-
-    /// Uniform in `0..n` (0 when `n` is 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next_u64() % n
-        }
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// SplitMix64's finaliser.
-pub fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// The simple variables' rules: `MOCK_PROVIDER_ERROR_RATE` (+
@@ -648,22 +589,11 @@ pub fn simple_plan(
         let latency = Latency::parse_spec(spec).map_err(|e| ("MOCK_PROVIDER_LATENCY", e))?;
         plan.rules.push(Rule {
             name: "env-provider-latency".into(),
-            target: Target::Provider,
-            kind: Kind::Latency,
+            target: Target::Provider(Per::Attempt),
             rate: 1.0,
             from: None,
             until: None,
-            route: None,
-            statuses: Vec::new(),
-            message: None,
-            body: None,
-            latency: Some(latency),
-            bytes_per_second: None,
-            produced: None,
-            limit: None,
-            retry_after: None,
-            max: None,
-            per_job: false,
+            action: Action::Latency(latency),
         });
     }
     Ok(plan)
@@ -690,15 +620,6 @@ mod tests {
             },
             CancellationToken::new(),
         )
-    }
-
-    #[test]
-    fn constant_time_eq_compares() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret1"));
-        assert!(!constant_time_eq(b"", b"x"));
-        assert!(constant_time_eq(b"", b""));
     }
 
     #[test]

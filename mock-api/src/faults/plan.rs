@@ -1,6 +1,11 @@
 //! The fault plan: its model, its parsing from TOML or JSON (every error
 //! names the field, e.g. `rules[2].rate: must be between 0 and 1`), the
 //! latency distributions and the scheduling windows.
+//!
+//! A [`Rule`] is shaped as toxiproxy's toxics are: the fields every rule
+//! has once (name, rate, window), a [`Target`] (the provider, per attempt
+//! or per job; or the edge, with its route) and an [`Action`] that carries
+//! only its own kind's fields.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -11,43 +16,87 @@ use serde_json::{json, Map, Value};
 pub const MAX_LATENCY: Duration = Duration::from_secs(3600);
 
 /// Where a rule applies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
     /// Where the simulated provider is called (worker or direct path).
-    Provider,
-    /// In front of the routes (a tower layer), matched by method and path.
-    Edge,
+    Provider(Per),
+    /// In front of the routes (a tower layer), for the requests `route` matches.
+    Edge(RoutePattern),
 }
 
+/// How often a provider rule draws.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Per {
+    /// Once per attempt.
+    Attempt,
+    /// Once per job: every attempt alike, so a failing job fails all its
+    /// retries.
+    Job,
+}
+
+/// The label of provider rules (metrics, counters, JSON).
+pub const PROVIDER: &str = "provider";
+/// The label of edge rules.
+pub const EDGE: &str = "edge";
+
 impl Target {
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
-            Target::Provider => "provider",
-            Target::Edge => "edge",
+            Target::Provider(_) => PROVIDER,
+            Target::Edge(_) => EDGE,
         }
+    }
+
+    pub fn is_edge(&self) -> bool {
+        matches!(self, Target::Edge(_))
     }
 }
 
-/// What a rule does when it fires.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+/// What a rule does when it fires, with that kind's own settings.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
     /// Provider: replaces the provider's latency; edge: adds latency before
     /// the route runs.
-    Latency,
+    Latency(Latency),
     /// Provider: the attempt fails with a status of the mix; edge: that
     /// status with a JSON body.
-    Error,
+    Error {
+        /// Statuses and their weights (at least one positive weight).
+        statuses: Vec<(u16, u32)>,
+        /// Provider `error_details.error`, edge `{"error": message}`.
+        message: Option<String>,
+        /// Edge only: the whole JSON body instead of `{"error": message}`.
+        body: Option<Value>,
+    },
     /// Provider: never answers within the provider deadline.
     Timeout,
-    /// Provider: k of n outputs produced.
-    Partial,
+    /// Provider: k of n outputs produced (default: drawn in 1..n-1).
+    Partial { produced: Option<u32> },
     /// Edge: 429 with the real rate limiter's headers.
-    RateLimit,
+    RateLimit {
+        /// `RateLimit-Limit` (default `RATE_LIMIT_MAX` or 300).
+        limit: Option<u32>,
+        /// `Retry-After` and `RateLimit-Reset` (default 60 s).
+        retry_after: Option<Duration>,
+    },
     /// Edge: the connection is closed before any response byte.
     Reset,
     /// Edge: the response body trickles at `bytes_per_second`.
+    SlowBody { bytes_per_second: u64 },
+    /// Edge: no answer until the client gives up, or `max` (default 10 min).
+    Hang { max: Option<Duration> },
+}
+
+/// An action's name, without its settings: labels the counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Latency,
+    Error,
+    Timeout,
+    Partial,
+    RateLimit,
+    Reset,
     SlowBody,
-    /// Edge: no answer until the client gives up.
     Hang,
 }
 
@@ -79,19 +128,89 @@ impl Kind {
         })
     }
 
-    fn allowed_for(self, target: Target) -> bool {
-        match target {
-            Target::Provider => matches!(
-                self,
-                Kind::Latency | Kind::Error | Kind::Timeout | Kind::Partial
-            ),
-            Target::Edge => !matches!(self, Kind::Timeout | Kind::Partial),
+    /// Where the kind can apply: `(provider, edge)`.
+    fn applies_to(self) -> (bool, bool) {
+        match self {
+            Kind::Latency | Kind::Error => (true, true),
+            Kind::Timeout | Kind::Partial => (true, false),
+            Kind::RateLimit | Kind::Reset | Kind::SlowBody | Kind::Hang => (false, true),
         }
     }
 
-    /// Whether the fault decides the answer (the first one that fires wins).
-    pub fn is_terminal(self) -> bool {
-        !matches!(self, Kind::Latency | Kind::SlowBody)
+    /// The fields of this kind's action, beside the shared ones.
+    fn own_fields(self) -> &'static [&'static str] {
+        match self {
+            Kind::Latency => &["latency"],
+            Kind::Error => &["status", "statuses", "message", "body"],
+            Kind::Partial => &["produced"],
+            Kind::RateLimit => &["limit", "retry_after"],
+            Kind::SlowBody => &["bytes_per_second"],
+            Kind::Hang => &["max"],
+            Kind::Timeout | Kind::Reset => &[],
+        }
+    }
+}
+
+impl Action {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Action::Latency(_) => Kind::Latency,
+            Action::Error { .. } => Kind::Error,
+            Action::Timeout => Kind::Timeout,
+            Action::Partial { .. } => Kind::Partial,
+            Action::RateLimit { .. } => Kind::RateLimit,
+            Action::Reset => Kind::Reset,
+            Action::SlowBody { .. } => Kind::SlowBody,
+            Action::Hang { .. } => Kind::Hang,
+        }
+    }
+
+    /// The action's own fields, as a rule's JSON has them.
+    fn write_json(&self, m: &mut Map<String, Value>) {
+        match self {
+            Action::Latency(latency) => {
+                m.insert("latency".into(), latency.to_json());
+            }
+            Action::Error {
+                statuses,
+                message,
+                body,
+            } => {
+                let statuses: Map<String, Value> = statuses
+                    .iter()
+                    .map(|(s, w)| (s.to_string(), json!(w)))
+                    .collect();
+                m.insert("statuses".into(), Value::Object(statuses));
+                if let Some(v) = message {
+                    m.insert("message".into(), json!(v));
+                }
+                if let Some(v) = body {
+                    m.insert("body".into(), v.clone());
+                }
+            }
+            Action::Partial { produced } => {
+                if let Some(v) = produced {
+                    m.insert("produced".into(), json!(v));
+                }
+            }
+            Action::RateLimit { limit, retry_after } => {
+                if let Some(v) = limit {
+                    m.insert("limit".into(), json!(v));
+                }
+                if let Some(v) = retry_after {
+                    m.insert("retry_after".into(), json!(fmt_duration(*v)));
+                }
+            }
+            Action::SlowBody { bytes_per_second } => {
+                m.insert("bytes_per_second".into(), json!(bytes_per_second));
+            }
+            Action::Hang { max } => {
+                if let Some(v) = max {
+                    m.insert("max".into(), json!(fmt_duration(*v)));
+                }
+            }
+            Action::Timeout | Action::Reset => {}
+        }
     }
 }
 
@@ -348,218 +467,169 @@ pub struct Rule {
     /// Unique in the plan; labels the metrics and keys the rule's draws.
     pub name: String,
     pub target: Target,
-    pub kind: Kind,
     /// Share of the matching requests or attempts it fires on (0..=1).
     pub rate: f64,
     /// Active from this offset of the run epoch (included)…
     pub from: Option<Duration>,
     /// …until this one (excluded).
     pub until: Option<Duration>,
-    /// Edge rules: which requests.
-    pub route: Option<RoutePattern>,
-    /// Error: statuses and their weights.
-    pub statuses: Vec<(u16, u32)>,
-    /// Error: the message (provider `error_details.error`, edge `{"error"}`).
-    pub message: Option<String>,
-    /// Edge error: the whole JSON body instead of `{"error": message}`.
-    pub body: Option<Value>,
-    /// Latency: the distribution.
-    pub latency: Option<Latency>,
-    /// Slow body: the pace.
-    pub bytes_per_second: Option<u64>,
-    /// Partial: outputs produced (default: drawn in 1..n-1).
-    pub produced: Option<u32>,
-    /// Rate limit: `RateLimit-Limit` (default `RATE_LIMIT_MAX` or 300).
-    pub limit: Option<u32>,
-    /// Rate limit: `Retry-After` and `RateLimit-Reset` (default 60 s).
-    pub retry_after: Option<Duration>,
-    /// Hang: longest hang before the connection is closed (default 10 min).
-    pub max: Option<Duration>,
-    /// Provider rules: decide once per job (every attempt alike, so a
-    /// failing job fails all its retries) instead of once per attempt.
-    pub per_job: bool,
+    pub action: Action,
 }
 
-impl Rule {
-    /// Whether the rule's window holds `elapsed` (time since the epoch).
-    pub fn active_at(&self, elapsed: Duration) -> bool {
-        self.from.is_none_or(|from| elapsed >= from)
-            && self.until.is_none_or(|until| elapsed < until)
+/// Every field a rule's table may have.
+const FIELDS: &[&str] = &[
+    "name",
+    "target",
+    "kind",
+    "rate",
+    "from",
+    "until",
+    "route",
+    "per",
+    "status",
+    "statuses",
+    "message",
+    "body",
+    "latency",
+    "bytes_per_second",
+    "produced",
+    "limit",
+    "retry_after",
+    "max",
+];
+
+/// The fields of one rule's table, read with errors that name the field.
+struct Fields<'a>(&'a Map<String, Value>);
+
+fn at(field: &str, e: impl std::fmt::Display) -> String {
+    format!("{field}: {e}")
+}
+
+impl Fields<'_> {
+    fn get(&self, k: &str) -> Option<&Value> {
+        self.0.get(k).filter(|v| !v.is_null())
     }
 
-    pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("name".into(), json!(self.name));
-        m.insert("target".into(), json!(self.target.as_str()));
-        m.insert("kind".into(), json!(self.kind.as_str()));
-        m.insert("rate".into(), json!(self.rate));
-        if let Some(d) = self.from {
-            m.insert("from".into(), json!(fmt_duration(d)));
+    fn string(&self, k: &str) -> Result<Option<String>, String> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(at(k, "must be a string")),
         }
-        if let Some(d) = self.until {
-            m.insert("until".into(), json!(fmt_duration(d)));
-        }
-        if let Some(r) = &self.route {
-            m.insert("route".into(), json!(r.to_text()));
-        }
-        if self.kind == Kind::Error {
-            let statuses: Map<String, Value> = self
-                .statuses
-                .iter()
-                .map(|(s, w)| (s.to_string(), json!(w)))
-                .collect();
-            m.insert("statuses".into(), Value::Object(statuses));
-        }
-        if let Some(v) = &self.message {
-            m.insert("message".into(), json!(v));
-        }
-        if let Some(v) = &self.body {
-            m.insert("body".into(), v.clone());
-        }
-        if let Some(v) = &self.latency {
-            m.insert("latency".into(), v.to_json());
-        }
-        if let Some(v) = self.bytes_per_second {
-            m.insert("bytes_per_second".into(), json!(v));
-        }
-        if let Some(v) = self.produced {
-            m.insert("produced".into(), json!(v));
-        }
-        if let Some(v) = self.limit {
-            m.insert("limit".into(), json!(v));
-        }
-        if let Some(v) = self.retry_after {
-            m.insert("retry_after".into(), json!(fmt_duration(v)));
-        }
-        if let Some(v) = self.max {
-            m.insert("max".into(), json!(fmt_duration(v)));
-        }
-        if self.per_job {
-            m.insert("per".into(), json!("job"));
-        }
-        Value::Object(m)
     }
 
-    /// A rule from its JSON (or TOML-converted) table; errors name the
-    /// field relative to the rule (`rate: …`).
-    pub fn from_json(value: &Value, default_name: &str) -> Result<Rule, String> {
-        let Value::Object(map) = value else {
-            return Err("must be a table/object".into());
-        };
-        const FIELDS: &[&str] = &[
-            "name",
-            "target",
-            "kind",
-            "rate",
-            "from",
-            "until",
-            "route",
-            "status",
-            "statuses",
-            "message",
-            "body",
-            "latency",
-            "bytes_per_second",
-            "produced",
-            "limit",
-            "retry_after",
-            "per",
-            "max",
-        ];
-        if let Some(k) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-            return Err(format!(
-                "{k}: unknown field (expected one of {})",
-                FIELDS.join(", ")
-            ));
+    fn duration(&self, k: &str) -> Result<Option<Duration>, String> {
+        self.get(k)
+            .map(|v| duration_of(v).map_err(|e| at(k, e)))
+            .transpose()
+    }
+
+    fn unsigned(&self, k: &str, min: u64, max: u64) -> Result<Option<u64>, String> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                _ => Err(at(
+                    k,
+                    format!("must be an integer in {min}..={max}, got {v}"),
+                )),
+            },
         }
-        let at = |k: &str, e: String| format!("{k}: {e}");
-        let string = |k: &str| -> Result<Option<String>, String> {
-            match map.get(k) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(_) => Err(at(k, "must be a string".into())),
-            }
-        };
-        let duration = |k: &str| -> Result<Option<Duration>, String> {
-            match map.get(k) {
-                None | Some(Value::Null) => Ok(None),
-                Some(v) => duration_of(v).map(Some).map_err(|e| at(k, e)),
-            }
-        };
-        let unsigned = |k: &str, min: u64, max: u64| -> Result<Option<u64>, String> {
-            match map.get(k) {
-                None | Some(Value::Null) => Ok(None),
-                Some(v) => match v.as_u64() {
-                    Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
-                    _ => Err(at(
-                        k,
-                        format!("must be an integer in {min}..={max}, got {v}"),
-                    )),
-                },
-            }
-        };
-        let name = string("name")?.unwrap_or_else(|| default_name.to_string());
-        if name.is_empty()
-            || name.len() > 64
-            || !name
+    }
+
+    fn name(&self, default_name: &str) -> Result<String, String> {
+        let name = self
+            .string("name")?
+            .unwrap_or_else(|| default_name.to_string());
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
             return Err(at(
                 "name",
                 format!("{name:?} must be 1..=64 characters of A-Z a-z 0-9 - _ ."),
             ));
         }
-        let kind_text = string("kind")?.ok_or_else(|| at("kind", "missing".into()))?;
-        let kind = Kind::parse(&kind_text).ok_or_else(|| {
+        Ok(name)
+    }
+
+    fn kind(&self) -> Result<Kind, String> {
+        let text = self.string("kind")?.ok_or_else(|| at("kind", "missing"))?;
+        Kind::parse(&text).ok_or_else(|| {
             at(
                 "kind",
                 format!(
-                    "unknown kind {kind_text:?} (latency, error, timeout, partial, rate_limit, reset, slow_body, hang)"
+                    "unknown kind {text:?} (latency, error, timeout, partial, rate_limit, reset, slow_body, hang)"
                 ),
             )
-        })?;
-        let route = string("route")?
+        })
+    }
+
+    /// The target: given, or implied by a route or by a kind that applies
+    /// to one target only.
+    fn target(&self, kind: Kind) -> Result<Target, String> {
+        let route = self
+            .string("route")?
             .map(|r| RoutePattern::parse(&r).map_err(|e| at("route", e)))
             .transpose()?;
-        let target = match string("target")?.as_deref() {
-            Some("provider") => Target::Provider,
-            Some("edge") => Target::Edge,
+        let (provider, edge) = kind.applies_to();
+        let edge_side = match self.string("target")?.as_deref() {
+            Some("provider") => false,
+            Some("edge") => true,
             Some(other) => return Err(at("target", format!("{other:?} is not provider or edge"))),
-            None if route.is_some() => Target::Edge,
-            None => match kind {
-                Kind::Timeout | Kind::Partial => Target::Provider,
-                Kind::RateLimit | Kind::Reset | Kind::SlowBody | Kind::Hang => Target::Edge,
-                _ => return Err(at("target", "missing (provider or edge)".into())),
-            },
+            None if route.is_some() => true,
+            None if provider != edge => edge,
+            None => return Err(at("target", "missing (provider or edge)")),
         };
-        if !kind.allowed_for(target) {
+        if !(if edge_side { edge } else { provider }) {
             return Err(at(
                 "kind",
                 format!(
                     "{} does not apply to target {}",
                     kind.as_str(),
-                    target.as_str()
+                    if edge_side { EDGE } else { PROVIDER }
                 ),
             ));
         }
-        if target == Target::Provider && route.is_some() {
-            return Err(at("route", "only edge rules have a route".into()));
+        let per = self.string("per")?;
+        if edge_side {
+            if per.is_some() {
+                return Err(at("per", "only provider rules can be per job"));
+            }
+            return Ok(Target::Edge(route.unwrap_or(RoutePattern {
+                method: None,
+                path: "*".into(),
+            })));
         }
-        let rate = match map.get("rate") {
-            None => 1.0,
+        if route.is_some() {
+            return Err(at("route", "only edge rules have a route"));
+        }
+        match per.as_deref() {
+            None | Some("attempt") => Ok(Target::Provider(Per::Attempt)),
+            Some("job") => Ok(Target::Provider(Per::Job)),
+            Some(other) => Err(at("per", format!("{other:?} is not attempt or job"))),
+        }
+    }
+
+    fn rate(&self) -> Result<f64, String> {
+        match self.0.get("rate") {
+            None => Ok(1.0),
             Some(v) => match v.as_f64() {
-                Some(r) if (0.0..=1.0).contains(&r) => r,
-                _ => {
-                    return Err(at(
-                        "rate",
-                        format!("must be a number between 0 and 1, got {v}"),
-                    ))
-                }
+                Some(r) if (0.0..=1.0).contains(&r) => Ok(r),
+                _ => Err(at(
+                    "rate",
+                    format!("must be a number between 0 and 1, got {v}"),
+                )),
             },
-        };
-        let from = duration("from")?;
-        let until = duration("until")?;
+        }
+    }
+
+    /// `from` and `until`, `until` after `from`.
+    fn window(&self) -> Result<(Option<Duration>, Option<Duration>), String> {
+        let from = self.duration("from")?;
+        let until = self.duration("until")?;
         if let (Some(f), Some(u)) = (from, until) {
             if u <= f {
                 return Err(at(
@@ -572,132 +642,171 @@ impl Rule {
                 ));
             }
         }
-        let mut statuses = Vec::new();
-        if let Some(v) = map.get("status") {
-            let s = v
-                .as_u64()
-                .filter(|s| (100..=599).contains(s))
-                .ok_or_else(|| {
+        Ok((from, until))
+    }
+
+    /// `status = 503` or `statuses = {"503" = 3, "500" = 1}`; `default`
+    /// when neither is given.
+    fn statuses(&self, default: u16) -> Result<Vec<(u16, u32)>, String> {
+        let http_status = |n: Option<u64>| n.filter(|s| (100..=599).contains(s)).map(|s| s as u16);
+        match (self.get("status"), self.get("statuses")) {
+            (Some(_), Some(_)) => Err(at("statuses", "give status or statuses, not both")),
+            (None, None) => Ok(vec![(default, 1)]),
+            (Some(v), None) => {
+                let s = http_status(v.as_u64()).ok_or_else(|| {
                     at(
                         "status",
                         format!("must be an HTTP status 100..=599, got {v}"),
                     )
                 })?;
-            statuses.push((s as u16, 1));
-        }
-        if let Some(v) = map.get("statuses") {
-            if !statuses.is_empty() {
-                return Err(at("statuses", "give status or statuses, not both".into()));
+                Ok(vec![(s, 1)])
             }
-            let Value::Object(weights) = v else {
-                return Err(at(
-                    "statuses",
-                    "must be a table of status = weight, e.g. {\"503\" = 3, \"500\" = 1}".into(),
-                ));
-            };
-            for (status, weight) in weights {
-                let s = status
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|s| (100..=599).contains(s))
-                    .ok_or_else(|| {
+            (None, Some(v)) => {
+                let Value::Object(weights) = v else {
+                    return Err(at(
+                        "statuses",
+                        "must be a table of status = weight, e.g. {\"503\" = 3, \"500\" = 1}",
+                    ));
+                };
+                let mut statuses = Vec::new();
+                for (status, weight) in weights {
+                    let s = http_status(status.parse().ok()).ok_or_else(|| {
                         at(
                             "statuses",
                             format!("{status:?} is not an HTTP status 100..=599"),
                         )
                     })?;
-                let w = weight.as_u64().filter(|w| *w <= 1_000_000).ok_or_else(|| {
-                    at(
-                        "statuses",
-                        format!("weight of {status} must be an integer 0..=1000000, got {weight}"),
-                    )
-                })?;
-                statuses.push((s, w as u32));
-            }
-            if statuses.iter().all(|(_, w)| *w == 0) {
-                return Err(at("statuses", "needs at least one positive weight".into()));
-            }
-        }
-        if !statuses.is_empty() && kind != Kind::Error {
-            return Err(at("statuses", "only error rules have statuses".into()));
-        }
-        if kind == Kind::Error && statuses.is_empty() {
-            statuses.push((if target == Target::Provider { 500 } else { 503 }, 1));
-        }
-        let latency = match map.get("latency") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(Latency::from_json(v).map_err(|e| at("latency", e))?),
-        };
-        match (kind, &latency) {
-            (Kind::Latency, None) => return Err(at("latency", "missing (e.g. \"2s\", \"1s..3s\", {dist = \"lognormal\", p50 = \"2s\", p99 = \"20s\"})".into())),
-            (Kind::Latency, Some(_)) | (_, None) => {}
-            (_, Some(_)) => return Err(at("latency", "only latency rules have a latency".into())),
-        }
-        let body = map.get("body").cloned();
-        if body.is_some() && !(kind == Kind::Error && target == Target::Edge) {
-            return Err(at("body", "only edge error rules have a body".into()));
-        }
-        let bytes_per_second = unsigned("bytes_per_second", 1, 1 << 40)?;
-        if (kind == Kind::SlowBody) != bytes_per_second.is_some() {
-            return Err(at(
-                "bytes_per_second",
-                if kind == Kind::SlowBody {
-                    "missing"
-                } else {
-                    "only slow_body rules have it"
+                    let w = weight.as_u64().filter(|w| *w <= 1_000_000).ok_or_else(|| {
+                        at(
+                            "statuses",
+                            format!(
+                                "weight of {status} must be an integer 0..=1000000, got {weight}"
+                            ),
+                        )
+                    })?;
+                    statuses.push((s, w as u32));
                 }
-                .into(),
+                if statuses.iter().all(|(_, w)| *w == 0) {
+                    return Err(at("statuses", "needs at least one positive weight"));
+                }
+                Ok(statuses)
+            }
+        }
+    }
+
+    /// The action of `kind`, from that kind's own fields; a field of
+    /// another kind is refused.
+    fn action(&self, kind: Kind, target: &Target) -> Result<Action, String> {
+        let own = kind.own_fields();
+        let shared = FIELDS.iter().take_while(|f| **f != "status");
+        if let Some(k) = self.0.iter().find_map(|(k, v)| {
+            let foreign =
+                !v.is_null() && !own.contains(&k.as_str()) && !shared.clone().any(|f| f == k);
+            foreign.then_some(k)
+        }) {
+            return Err(at(k, format!("does not apply to {} rules", kind.as_str())));
+        }
+        Ok(match kind {
+            Kind::Latency => Action::Latency(match self.get("latency") {
+                Some(v) => Latency::from_json(v).map_err(|e| at("latency", e))?,
+                None => return Err(at("latency", "missing (e.g. \"2s\", \"1s..3s\", {dist = \"lognormal\", p50 = \"2s\", p99 = \"20s\"})")),
+            }),
+            Kind::Error => {
+                let body = self.get("body").cloned();
+                if body.is_some() && !target.is_edge() {
+                    return Err(at("body", "only edge error rules have a body"));
+                }
+                Action::Error {
+                    statuses: self.statuses(if target.is_edge() { 503 } else { 500 })?,
+                    message: self.string("message")?,
+                    body,
+                }
+            }
+            Kind::Timeout => Action::Timeout,
+            Kind::Partial => Action::Partial {
+                produced: self.unsigned("produced", 0, 1000)?.map(|n| n as u32),
+            },
+            Kind::RateLimit => Action::RateLimit {
+                limit: self
+                    .unsigned("limit", 1, u32::MAX as u64)?
+                    .map(|n| n as u32),
+                retry_after: self.duration("retry_after")?,
+            },
+            Kind::Reset => Action::Reset,
+            Kind::SlowBody => Action::SlowBody {
+                bytes_per_second: self
+                    .unsigned("bytes_per_second", 1, 1 << 40)?
+                    .ok_or_else(|| at("bytes_per_second", "missing"))?,
+            },
+            Kind::Hang => Action::Hang {
+                max: self.duration("max")?,
+            },
+        })
+    }
+}
+
+impl Rule {
+    /// Whether the rule's window holds `elapsed` (time since the epoch).
+    pub fn active_at(&self, elapsed: Duration) -> bool {
+        self.from.is_none_or(|from| elapsed >= from)
+            && self.until.is_none_or(|until| elapsed < until)
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.action.kind()
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("name".into(), json!(self.name));
+        m.insert("target".into(), json!(self.target.as_str()));
+        m.insert("kind".into(), json!(self.kind().as_str()));
+        m.insert("rate".into(), json!(self.rate));
+        if let Some(d) = self.from {
+            m.insert("from".into(), json!(fmt_duration(d)));
+        }
+        if let Some(d) = self.until {
+            m.insert("until".into(), json!(fmt_duration(d)));
+        }
+        match &self.target {
+            Target::Edge(route) => {
+                m.insert("route".into(), json!(route.to_text()));
+            }
+            Target::Provider(Per::Job) => {
+                m.insert("per".into(), json!("job"));
+            }
+            Target::Provider(Per::Attempt) => {}
+        }
+        self.action.write_json(&mut m);
+        Value::Object(m)
+    }
+
+    /// A rule from its JSON (or TOML-converted) table; errors name the
+    /// field relative to the rule (`rate: …`).
+    pub fn from_json(value: &Value, default_name: &str) -> Result<Rule, String> {
+        let Value::Object(map) = value else {
+            return Err("must be a table/object".into());
+        };
+        if let Some(k) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(at(
+                k,
+                format!("unknown field (expected one of {})", FIELDS.join(", ")),
             ));
         }
-        let produced = unsigned("produced", 0, 1000)?.map(|n| n as u32);
-        let limit = unsigned("limit", 1, u32::MAX as u64)?.map(|n| n as u32);
-        let retry_after = duration("retry_after")?;
-        let max = duration("max")?;
-        for (field, value, kinds) in [
-            ("produced", produced.is_some(), &[Kind::Partial][..]),
-            ("limit", limit.is_some(), &[Kind::RateLimit][..]),
-            ("retry_after", retry_after.is_some(), &[Kind::RateLimit][..]),
-            ("max", max.is_some(), &[Kind::Hang][..]),
-        ] {
-            if value && !kinds.contains(&kind) {
-                return Err(at(
-                    field,
-                    format!("does not apply to {} rules", kind.as_str()),
-                ));
-            }
-        }
-        let message = string("message")?;
-        let per_job = match string("per")?.as_deref() {
-            None | Some("attempt") => false,
-            Some("job") if target == Target::Provider => true,
-            Some("job") => return Err(at("per", "only provider rules can be per job".into())),
-            Some(other) => return Err(at("per", format!("{other:?} is not attempt or job"))),
-        };
+        let fields = Fields(map);
+        let name = fields.name(default_name)?;
+        let kind = fields.kind()?;
+        let target = fields.target(kind)?;
+        let rate = fields.rate()?;
+        let (from, until) = fields.window()?;
+        let action = fields.action(kind, &target)?;
         Ok(Rule {
             name,
             target,
-            kind,
             rate,
             from,
             until,
-            route: if target == Target::Edge {
-                Some(route.unwrap_or(RoutePattern {
-                    method: None,
-                    path: "*".into(),
-                }))
-            } else {
-                None
-            },
-            statuses,
-            message,
-            body,
-            latency,
-            bytes_per_second,
-            produced,
-            limit,
-            retry_after,
-            max,
-            per_job,
+            action,
         })
     }
 }
@@ -802,25 +911,18 @@ impl Plan {
     }
 }
 
-/// `1.5s`, `500ms`, `2m`, `1h`; a bare number is seconds.
+/// k6's duration syntax (`1m30s`, `1.5s`, `500ms`, the `k6-duration`
+/// crate, as loadgen reads it), or a bare number of seconds as in a JSON
+/// plan; at most one year.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 2s, 1.5m"))?;
-    let factor = match unit.trim() {
-        "" | "s" => 1.0,
-        "ms" => 0.001,
-        "us" | "µs" => 0.000_001,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        other => return Err(format!("{s:?}: unknown unit {other:?} (ms, s, m, h)")),
+    let parsed = match s.parse::<f64>() {
+        Ok(n) => seconds(n),
+        Err(_) => k6_duration::parse(s).and_then(|d| seconds(d.as_secs_f64())),
     };
-    seconds(n * factor).ok_or_else(|| format!("{s:?} is not a duration between 0 and 1 year"))
+    parsed.ok_or_else(|| {
+        format!("{s:?} is not a duration between 0 and 1 year like 500ms, 2s, 1m30s (ns, us, ms, s, m, h; a bare number is seconds)")
+    })
 }
 
 fn seconds(n: f64) -> Option<Duration> {
@@ -860,7 +962,14 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(
+            parse_duration(" 250us ").unwrap(),
+            Duration::from_micros(250)
+        );
         assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("2y").is_err());
         assert!(parse_duration("2 parsecs").is_err());
         assert!(parse_duration("").is_err());
         assert_eq!(fmt_duration(Duration::from_millis(1500)), "1500ms");
@@ -915,8 +1024,18 @@ rate = 0.25
         .unwrap();
         assert_eq!(plan.provider_timeout, Some(Duration::from_secs(30)));
         assert_eq!(plan.rules.len(), 3);
-        assert_eq!(plan.rules[0].statuses, vec![(500, 1), (503, 3)]);
-        assert_eq!(plan.rules[2].target, Target::Edge);
+        assert_eq!(
+            plan.rules[0].action,
+            Action::Error {
+                statuses: vec![(500, 1), (503, 3)],
+                message: Some("upstream down".into()),
+                body: None,
+            }
+        );
+        assert_eq!(
+            plan.rules[2].target,
+            Target::Edge(RoutePattern::parse("POST /api/images/*").unwrap())
+        );
         assert!(plan.rules[0].active_at(Duration::from_secs(10)));
         assert!(!plan.rules[0].active_at(Duration::from_secs(20)));
         assert!(!plan.rules[0].active_at(Duration::from_millis(9999)));
@@ -982,6 +1101,52 @@ rate = 0.25
             .unwrap_err()
             .starts_with("invalid TOML"));
         assert!(Plan::parse("{").unwrap_err().starts_with("invalid JSON"));
+    }
+
+    #[test]
+    fn actions_carry_only_their_own_fields() {
+        let plan = Plan::parse(
+            r#"{"rules":[
+              {"name":"j","target":"provider","kind":"error","per":"job","from":"1m30s"},
+              {"name":"s","kind":"slow_body","bytes_per_second":100},
+              {"name":"h","kind":"hang","route":"GET /x","max":"2s"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(plan.rules[0].target, Target::Provider(Per::Job));
+        assert_eq!(plan.rules[0].from, Some(Duration::from_secs(90)));
+        assert_eq!(
+            plan.rules[1].action,
+            Action::SlowBody {
+                bytes_per_second: 100
+            }
+        );
+        assert_eq!(
+            plan.rules[2].action,
+            Action::Hang {
+                max: Some(Duration::from_secs(2))
+            }
+        );
+        assert_eq!(Plan::from_json(&plan.to_json()).unwrap(), plan);
+        for (text, err) in [
+            (
+                r#"{"rules":[{"kind":"reset","bytes_per_second":5}]}"#,
+                "rules[0].bytes_per_second: does not apply to reset rules",
+            ),
+            (
+                r#"{"rules":[{"kind":"latency","target":"edge","latency":"1s","status":500}]}"#,
+                "rules[0].status: does not apply to latency rules",
+            ),
+            (
+                r#"{"rules":[{"kind":"reset","per":"job"}]}"#,
+                "rules[0].per: only provider rules can be per job",
+            ),
+            (
+                r#"{"rules":[{"kind":"error","target":"provider","body":{}}]}"#,
+                "rules[0].body: only edge error rules have a body",
+            ),
+        ] {
+            assert_eq!(Plan::parse(text).unwrap_err(), err, "{text}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use store::db::Id;
+use store::db::{Id, Timestamp};
 use store::ledger::{self, LotSource};
 use store::users::{self, User};
 
@@ -34,6 +34,18 @@ fn email_and_password(body: &JsonObject) -> Result<(String, String), ApiError> {
     Ok((email.trim().to_string(), password))
 }
 
+/// A login's e-mail and password. A body without an e-mail finds no user,
+/// so it is refused as the real backend refuses it: 401 `Invalid
+/// credentials`, before the password is looked at.
+fn login_credentials(body: &JsonObject) -> Result<(String, String), ApiError> {
+    let email = body.optional_str("email")?.unwrap_or_default();
+    if email.trim().is_empty() {
+        return Err(ApiError::Unauthorized("Invalid credentials"));
+    }
+    let password = body.required_str("password", "password is required")?;
+    Ok((email.trim().to_string(), password))
+}
+
 /// bcrypt is slow on purpose; it runs off the async workers so a login
 /// storm does not stall every other request.
 pub async fn password_matches(password: String, hash: Option<String>) -> bool {
@@ -43,12 +55,12 @@ pub async fn password_matches(password: String, hash: Option<String>) -> bool {
         .unwrap_or(false)
 }
 
-fn with_login_cookie(token: &str, body: serde_json::Value) -> Response {
-    ([(SET_COOKIE, login_cookie(token))], Json(body)).into_response()
+fn with_login_cookie(token: &str, now: Timestamp, body: serde_json::Value) -> Response {
+    ([(SET_COOKIE, login_cookie(token, now))], Json(body)).into_response()
 }
 
 async fn login(State(state): State<AppState>, body: JsonObject) -> Result<Response, ApiError> {
-    let (email, password) = email_and_password(&body)?;
+    let (email, password) = login_credentials(&body)?;
     let user = users::find_by_email(&state.db, &email).await?;
     let Some(user) = user else {
         return Err(ApiError::Unauthorized("Invalid credentials"));
@@ -61,6 +73,7 @@ async fn login(State(state): State<AppState>, body: JsonObject) -> Result<Respon
     let token = state.tokens.issue(user.id, &user.email, None, now)?;
     Ok(with_login_cookie(
         &token,
+        now,
         json!({"id": user.id, "email": user.email, "credits": user.credits, "token": token}),
     ))
 }
@@ -91,6 +104,7 @@ async fn register(State(state): State<AppState>, body: JsonObject) -> Result<Res
     let token = state.tokens.issue(user.id, &user.email, None, now)?;
     Ok(with_login_cookie(
         &token,
+        now,
         json!({"id": user.id, "email": user.email, "credits": credits}),
     ))
 }

@@ -1,16 +1,17 @@
 //! `/api/admin/*` (contract §7): an admin login from `ADMIN_EMAIL` /
 //! `ADMIN_PASSWORD` (absent when they are unset) and the credit top-up.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use store::db::Id;
 use store::ledger::{self, LotSource};
 
-use super::auth::AdminUser;
+use super::auth::{same_secret, AdminUser};
 use super::body::JsonObject;
 use super::error::ApiError;
+use super::extract::Path;
 use super::AppState;
 
 /// The configured admin. It has no row in `users`: it administers, it does
@@ -25,13 +26,6 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/admin/login", post(login))
         .route("/api/admin/users/{id}/credits", post(add_credits))
-}
-
-/// Compares without an early exit, so the time taken does not tell how
-/// much of a guess was right.
-fn same_secret(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn login(State(state): State<AppState>, body: JsonObject) -> Result<Json<Value>, ApiError> {

@@ -31,6 +31,19 @@ pub struct Claims {
     pub exp: i64,
 }
 
+/// Equal secrets (passwords, tokens), compared in time that depends only
+/// on the lengths, never on where a guess goes wrong.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut diff = (a.len() ^ b.len()) as u64;
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0xff);
+        diff |= u64::from(x ^ y);
+    }
+    std::hint::black_box(diff) == 0
+}
+
 /// Signs and checks tokens with one secret.
 pub struct Tokens {
     encoding: EncodingKey,
@@ -83,9 +96,15 @@ impl Tokens {
     }
 }
 
-/// The `Set-Cookie` value of a login.
-pub fn login_cookie(token: &str) -> String {
-    format!("token={token}; Max-Age={TOKEN_LIFETIME_SECONDS}; Path=/; HttpOnly; SameSite=Lax")
+/// The `Set-Cookie` value of a login issued at `now`, as Express's
+/// `res.cookie` writes it with `maxAge`: `Max-Age` and `Expires` (an HTTP
+/// date, `now` + 7 days).
+pub fn login_cookie(token: &str, now: Timestamp) -> String {
+    let expires = now + chrono::Duration::seconds(TOKEN_LIFETIME_SECONDS);
+    format!(
+        "token={token}; Max-Age={TOKEN_LIFETIME_SECONDS}; Path=/; Expires={}; HttpOnly; SameSite=Lax",
+        expires.format("%a, %d %b %Y %H:%M:%S GMT")
+    )
 }
 
 /// The `Set-Cookie` value of a logout, byte for byte the real one.
@@ -159,5 +178,30 @@ impl FromRequestParts<AppState> for AdminUser {
             return Err(ApiError::Forbidden("Admin access required"));
         }
         Ok(AdminUser)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_login_cookie_is_express_s() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-03T20:06:17.640Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            login_cookie("abc", now),
+            "token=abc; Max-Age=604800; Path=/; Expires=Thu, 10 Dec 2026 20:06:17 GMT; HttpOnly; SameSite=Lax"
+        );
+    }
+
+    #[test]
+    fn same_secret_compares() {
+        assert!(same_secret("secret", "secret"));
+        assert!(!same_secret("secret", "secreT"));
+        assert!(!same_secret("secret", "secret1"));
+        assert!(!same_secret("", "x"));
+        assert!(same_secret("", ""));
     }
 }

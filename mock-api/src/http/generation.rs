@@ -1,7 +1,7 @@
 //! `/api/images/seedream4/*` (contract §2): enqueue-first generate, the
 //! direct path, history and the single-session route.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,6 +16,7 @@ use store::with_pool;
 use super::auth::AuthUser;
 use super::body::JsonObject;
 use super::error::ApiError;
+use super::extract::{Path, Query};
 use super::AppState;
 use crate::jobs::{run_generation, GenerationResult};
 use crate::provider::{GenerationRequest, Planned};

@@ -16,11 +16,15 @@ pub mod account;
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod control;
+pub mod edge;
 pub mod error;
+pub mod extract;
 pub mod generation;
 pub mod health;
 pub mod observe;
 pub mod openapi;
+pub mod rate_limit;
 
 pub use error::ApiError;
 
@@ -58,7 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(observe::router())
         .merge(openapi::router())
-        .merge(crate::faults::control::router())
+        .merge(control::router())
         .fallback(not_found)
         // Express answers an unknown method on a known path with its 404.
         .method_not_allowed_fallback(not_found)
@@ -66,7 +70,7 @@ pub fn router(state: AppState) -> Router {
         // Inside the counting layer, so injected answers are counted too.
         .layer(axum::middleware::from_fn_with_state(
             state.faults.clone(),
-            crate::faults::edge::layer,
+            edge::layer,
         ))
         .layer(axum::middleware::from_fn(observe::count_requests))
         .with_state(state)

@@ -59,11 +59,18 @@ pub fn document() -> Value {
         &["id", "email", "credits"],
         json!({"id": {"type": "string", "format": "uuid"}, "email": {"type": "string"}, "credits": {"type": "integer"}}),
     );
+    // What the handlers validate: non-blank strings (`\S`), and for a new
+    // account an e-mail with an `@`.
+    let non_blank = json!({"type": "string", "pattern": "\\S"});
     let credentials = object(
         &["email", "password"],
-        json!({"email": {"type": "string", "minLength": 1}, "password": {"type": "string", "minLength": 1}}),
+        json!({"email": non_blank, "password": non_blank}),
     );
-    let cookie = json!({"Set-Cookie": {"schema": {"type": "string"}, "description": "token=<jwt>; Max-Age=604800; Path=/; HttpOnly; SameSite=Lax"}});
+    let registration = object(
+        &["email", "password"],
+        json!({"email": {"type": "string", "pattern": "^[^\\s@]+@[^\\s@]+$"}, "password": non_blank}),
+    );
+    let cookie = json!({"Set-Cookie": {"schema": {"type": "string"}, "description": "token=<jwt>; Max-Age=604800; Path=/; Expires=<now + 7 days, HTTP date>; HttpOnly; SameSite=Lax"}});
     let nullable = |t: &str| json!({"type": t, "nullable": true});
     let history_item = object(
         &[
@@ -116,7 +123,7 @@ pub fn document() -> Value {
     let generate_body = object(
         &["prompt"],
         json!({
-            "prompt": {"type": "string", "minLength": 1},
+            "prompt": non_blank,
             "model": {"type": "string", "default": "seedream-4-0-250828"},
             "outputs": {"type": "integer", "minimum": 1, "maximum": 15, "default": 1, "description": "maximum is MAX_OUTPUTS"},
             "size": {"type": "string", "default": "1024x1024"},
@@ -211,7 +218,7 @@ pub fn document() -> Value {
     );
     let page_params = json!([
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 100, "default": 10}},
-        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": i32::MAX, "default": 0}},
     ]);
     let id_param = |name: &str| json!([{"name": name, "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}]);
     json!({
@@ -226,6 +233,7 @@ pub fn document() -> Value {
                 "Error": object(&["error"], json!({"error": {"type": "string"}})),
                 "User": user,
                 "Credentials": credentials,
+                "Registration": registration,
                 "GenerateRequest": generate_body,
                 "Accepted": accepted,
                 "DirectAccepted": direct,
@@ -240,11 +248,11 @@ pub fn document() -> Value {
                 "responses": with_common_errors(json!({
                     "200": {"description": "Logged in", "headers": cookie,
                             "content": {"application/json": {"schema": {"allOf": [reference("User"), object(&["token"], json!({"token": {"type": "string"}}))]}}}},
-                    "401": error_response("Invalid credentials"),
+                    "401": error_response("Invalid credentials (unknown user, wrong password, or no email)"),
                 }), false),
             }},
             "/api/auth/register": {"post": {
-                "requestBody": json_body(reference("Credentials")),
+                "requestBody": json_body(reference("Registration")),
                 "responses": with_common_errors(json!({
                     "200": {"description": "Registered with 10 credits", "headers": cookie,
                             "content": {"application/json": {"schema": reference("User")}}},
@@ -293,7 +301,7 @@ pub fn document() -> Value {
                         "pagination": object(&["total", "limit", "offset", "hasMore"], json!({
                             "total": {"type": "integer"}, "limit": {"type": "integer"}, "offset": {"type": "integer"}, "hasMore": {"type": "boolean"}})),
                     }))),
-                    "400": error_response("limit or offset out of range"),
+                    "400": error_response("limit or offset out of range, repeated or not UTF-8"),
                     "401": error_response("No token, authorization denied | Token is not valid"),
                 },
             }},
@@ -302,6 +310,7 @@ pub fn document() -> Value {
                 "parameters": id_param("id"),
                 "responses": {
                     "200": json_response("The session and its images", reference("Session")),
+                    "400": error_response("The id is not UTF-8"),
                     "401": error_response("No token, authorization denied | Token is not valid"),
                     "404": error_response("Session not found"),
                 },
@@ -319,7 +328,7 @@ pub fn document() -> Value {
             "/api/admin/users/{id}/credits": {"post": {
                 "security": [{"bearer": []}],
                 "parameters": id_param("id"),
-                "requestBody": json_body(object(&["amount"], json!({"amount": {"type": "integer", "minimum": 1}, "reason": {"type": "string"}}))),
+                "requestBody": json_body(object(&["amount"], json!({"amount": {"type": "integer", "minimum": 1, "maximum": i32::MAX}, "reason": {"type": "string"}}))),
                 "responses": with_common_errors(json!({
                     "200": json_response("Credits added as a one_off lot", object(&["success", "newCredits"], json!({
                         "success": {"type": "boolean", "enum": [true]}, "newCredits": {"type": "integer"}}))),

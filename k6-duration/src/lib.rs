@@ -1,11 +1,13 @@
-//! k6's duration syntax (Go's `time.ParseDuration`), shared by every
-//! option that takes one: `--duration`, `--stages`, `--think-time`,
-//! `delayAbortEval`, timeouts.
+//! k6's duration syntax (Go's `time.ParseDuration`), the one grammar of
+//! the workspace: loadgen's options (`--duration`, `--stages`,
+//! `--think-time`, `delayAbortEval`, timeouts) and the mock's fault plan
+//! (`from`, `until`, latencies, `MOCK_PROVIDER_TIMEOUT`) both read it.
 
 use std::time::Duration;
 
-/// Go's `time.ParseDuration` form, which k6 uses for every duration:
-/// one or more `number unit` pairs (`1m30s`, `1.5s`, `250ms`), or `0`.
+/// One or more `number unit` pairs (`1m30s`, `1.5s`, `250ms`), or `0`.
+/// Units: `ns`, `us` (`µs`), `ms`, `s`, `m`, `h`. A bare number other than
+/// `0` is refused, as k6 refuses it.
 pub fn parse(text: &str) -> Option<Duration> {
     match text {
         "" => return None,
@@ -48,9 +50,13 @@ mod tests {
         assert_eq!(parse("1m30s"), Some(Duration::from_secs(90)));
         assert_eq!(parse("2h"), Some(Duration::from_secs(7200)));
         assert_eq!(parse("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse("250us"), Some(Duration::from_micros(250)));
         assert_eq!(parse("0"), Some(Duration::ZERO));
         assert_eq!(parse("10"), None);
         assert_eq!(parse("1x"), None);
+        assert_eq!(parse("-1s"), None);
+        assert_eq!(parse("2 s"), None);
         assert_eq!(parse(""), None);
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Per request, when the engine is enabled: the request gets the next
 //! ordinal of its route (`METHOD pattern`), which with the seed and each
-//! rule's name keys the rule's draw (see the [module doc](super)). Then,
+//! rule's name keys the rule's draw (see [`crate::faults`]): the fault
+//! domain decides, this layer applies. Then,
 //! in this order: added latency; a terminal fault (error with a JSON body,
 //! 429 with the rate-limit headers, reset, hang) instead of the route;
 //! the rate limiter; the route; a slow body.
@@ -29,9 +30,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::{rate_limit, EdgeFault, Faults, Target};
-use crate::http::body::BODY_LIMIT;
-use crate::http::ApiError;
+use super::body::BODY_LIMIT;
+use super::{rate_limit, ApiError};
+use crate::faults::{plan, EdgeFault, Faults};
 
 /// The route whose requests get auto client keys.
 pub const GENERATE_ROUTE: &str = "/api/images/seedream4/generate";
@@ -63,7 +64,7 @@ pub async fn layer(State(faults): State<Arc<Faults>>, request: Request, next: Ne
     }
     let decided = if faults.has_edge_rules() {
         let decided = faults.edge_faults(&route, ordinal, method.as_str(), &path);
-        faults.record(Target::Edge, &decided.fired);
+        faults.record(plan::EDGE, &decided.fired);
         if !decided.fired.is_empty() {
             tracing::debug!(%route, ordinal, fired = ?decided.fired, "edge faults");
         }

@@ -25,8 +25,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::plan::{duration_of, Plan, Rule};
-use crate::http::{ApiError, AppState};
+use super::auth::same_secret;
+use super::{ApiError, AppState};
+use crate::faults::plan::{duration_of, Plan, Rule};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -50,7 +51,14 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
                 .and_then(|v| v.to_str().ok())
         });
     match presented {
-        Some(token) if state.faults.admin_token_matches(token.trim()) => Ok(()),
+        Some(token)
+            if state
+                .faults
+                .admin_token()
+                .is_some_and(|admin| same_secret(admin, token.trim())) =>
+        {
+            Ok(())
+        }
         _ => {
             tracing::warn!("control API: refused a request without the admin token");
             Err(ApiError::Unauthorized("Unauthorized"))
