@@ -3,7 +3,7 @@
 //! one error naming the option and why (exit 104).
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::RunArgs;
@@ -116,7 +116,7 @@ pub fn parse_duration_range(
     }
 }
 
-fn read_accounts(path: &PathBuf) -> Result<Vec<(String, String)>, PlanError> {
+fn read_accounts(path: &Path) -> Result<Vec<(String, String)>, PlanError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| bad("users-file", format!("{}: {e}", path.display())))?;
     let accounts: Vec<(String, String)> = text
@@ -295,6 +295,21 @@ fn outputs_of(args: &RunArgs) -> Result<Vec<OutputTarget>, PlanError> {
 }
 
 impl Plan {
+    /// The plan aimed at another target (the `--spawn-mock` mock): its
+    /// address, and the accounts of the users file it wrote, if any.
+    pub fn against(
+        mut self,
+        api_base: String,
+        users_file: Option<&Path>,
+    ) -> Result<Plan, PlanError> {
+        crate::http::BaseUrl::parse(&api_base).map_err(|e| bad("api-base", e.to_string()))?;
+        self.api_base = api_base;
+        if let Some(path) = users_file {
+            self.accounts = read_accounts(path)?;
+        }
+        Ok(self)
+    }
+
     pub fn from_args(args: &RunArgs) -> Result<Plan, PlanError> {
         let login = match args.login.as_str() {
             "per-iteration" => LoginMode::PerIteration,

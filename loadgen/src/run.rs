@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::executor::{self, RunContext};
+use crate::exit;
 use crate::http::BaseUrl;
 use crate::metrics::{Collector, SeriesPoint};
 use crate::output::csv::CsvWriter;
@@ -19,20 +20,6 @@ use crate::sample::Sample;
 use crate::scenario::{Scenario, SetupError};
 use crate::snapshot::{Snapshot, Values};
 use crate::thresholds;
-
-/// k6's exit codes, plus the audit's.
-pub mod exit {
-    pub const OK: i32 = 0;
-    pub const THRESHOLDS_FAILED: i32 = 99;
-    pub const INVALID_CONFIG: i32 = 104;
-    pub const INTERRUPTED: i32 = 105;
-    pub const SETUP_FAILED: i32 = 107;
-    pub const ABORTED_BY_THRESHOLD: i32 = 108;
-    /// Not k6's: a ledger invariant failed in the audit after the run.
-    pub const AUDIT_FAILED: i32 = 113;
-    /// Not k6's: the process could not start its runtimes.
-    pub const RUNTIME_FAILED: i32 = 1;
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

@@ -19,8 +19,9 @@
 //!   (`RATE_LIMIT_MAX`) and the `/__mock/*` control API.
 //! - [`jobs`]: the outbox relay, the generation workers and the reservation
 //!   sweeper.
-//! - [`config`]: the server's flags and environment variables.
-//! - [`server`]: builds the app from a config and serves it on a bound
+//! - [`config`]: the server's flags and environment variables, resolved
+//!   once (fault plan read) into the settings the server starts from.
+//! - [`server`]: builds the app from those settings and serves it on a bound
 //!   listener until shutdown.
 //! - [`http`]: the routes, per area, with their state, auth and errors.
 //! - `testing` (feature `testing`): throwaway PostgreSQL / Redis servers.

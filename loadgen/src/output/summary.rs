@@ -385,11 +385,10 @@ fn js_number(value: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::time::Duration;
 
     use super::*;
-    use crate::snapshot::{MetricType, TrendValues};
+    use crate::snapshot::TrendValues;
 
     #[test]
     fn durations_humanized_as_k6() {
@@ -449,30 +448,6 @@ mod tests {
         assert_eq!(js_to_fixed(1.005, 2), "1.00");
     }
 
-    fn metric(
-        name: &str,
-        tags: &[(&str, &str)],
-        contains: ValueType,
-        values: Values,
-    ) -> MetricSnapshot {
-        let metric_type = match values {
-            Values::Counter { .. } => MetricType::Counter,
-            Values::Gauge { .. } => MetricType::Gauge,
-            Values::Rate { .. } => MetricType::Rate,
-            Values::Trend(_) => MetricType::Trend,
-        };
-        MetricSnapshot {
-            name: name.to_string(),
-            tags: tags
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
-            metric_type,
-            contains,
-            values,
-        }
-    }
-
     fn trend(values: impl IntoIterator<Item = f64>) -> Values {
         let mut trend = TrendValues::new();
         values.into_iter().for_each(|v| trend.record(v));
@@ -496,7 +471,7 @@ mod tests {
         Snapshot {
             elapsed: Duration::from_secs(70),
             metrics: vec![
-                metric(
+                MetricSnapshot::of(
                     "vus_max",
                     &[],
                     Default,
@@ -506,7 +481,7 @@ mod tests {
                         max: 10.0,
                     },
                 ),
-                metric(
+                MetricSnapshot::of(
                     "checks",
                     &[],
                     Default,
@@ -515,20 +490,20 @@ mod tests {
                         fails: 10,
                     },
                 ),
-                metric(
+                MetricSnapshot::of(
                     "credit_errors",
                     &[],
                     Default,
                     Values::Counter { count: 10.0 },
                 ),
-                metric(
+                MetricSnapshot::of(
                     "data_received",
                     &[],
                     Data,
                     Values::Counter { count: 48_049.0 },
                 ),
-                metric("data_sent", &[], Data, Values::Counter { count: 9_216.0 }),
-                metric(
+                MetricSnapshot::of("data_sent", &[], Data, Values::Counter { count: 9_216.0 }),
+                MetricSnapshot::of(
                     "errors",
                     &[],
                     Default,
@@ -537,7 +512,7 @@ mod tests {
                         fails: 110,
                     },
                 ),
-                metric(
+                MetricSnapshot::of(
                     "generation_success",
                     &[],
                     Default,
@@ -546,19 +521,19 @@ mod tests {
                         fails: 0,
                     },
                 ),
-                metric(
+                MetricSnapshot::of(
                     "http_req_duration",
                     &[],
                     Time,
                     trend(generate_ms.clone().chain(login_ms)),
                 ),
-                metric(
+                MetricSnapshot::of(
                     "http_req_duration",
                     &[("endpoint", "seedream4")],
                     Time,
                     trend(generate_ms.clone()),
                 ),
-                metric(
+                MetricSnapshot::of(
                     "http_req_failed",
                     &[],
                     Default,
@@ -567,16 +542,16 @@ mod tests {
                         fails: 230,
                     },
                 ),
-                metric("http_reqs", &[], Default, Values::Counter { count: 240.0 }),
-                metric(
+                MetricSnapshot::of("http_reqs", &[], Default, Values::Counter { count: 240.0 }),
+                MetricSnapshot::of(
                     "iteration_duration",
                     &[],
                     Time,
                     trend((0..120).map(|i| 3600.0 + 80.0 * f64::from(i))),
                 ),
-                metric("iterations", &[], Default, Values::Counter { count: 120.0 }),
-                metric("response_time", &[], Default, trend(generate_ms)),
-                metric(
+                MetricSnapshot::of("iterations", &[], Default, Values::Counter { count: 120.0 }),
+                MetricSnapshot::of("response_time", &[], Default, trend(generate_ms)),
+                MetricSnapshot::of(
                     "vus",
                     &[],
                     Default,
@@ -643,7 +618,7 @@ mod tests {
     fn empty_snapshot_renders_without_checks_block() {
         let snapshot = Snapshot {
             elapsed: Duration::ZERO,
-            metrics: vec![metric(
+            metrics: vec![MetricSnapshot::of(
                 "http_reqs",
                 &[],
                 ValueType::Default,
