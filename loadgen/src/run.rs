@@ -114,6 +114,16 @@ fn rate(collector: &Collector, metric: &str) -> f64 {
     }
 }
 
+/// The samples with the `--tag`s added.
+fn tagged(mut samples: Vec<Sample>, tags: &[(&'static str, String)]) -> Vec<Sample> {
+    if !tags.is_empty() {
+        for sample in &mut samples {
+            sample.tags.extend(tags.iter().cloned());
+        }
+    }
+    samples
+}
+
 /// Runs the plan against `plan.api_base`. `interrupt` stops it gracefully
 /// (Ctrl-C in the binary); the outcome then carries exit code 105.
 pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcome, RunError> {
@@ -142,6 +152,7 @@ pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcom
             interrupt.clone(),
         );
         let specs = plan.thresholds.clone();
+        let tags = plan.tags.clone();
         let abort_specs = specs.iter().any(|spec| spec.abort_on_fail);
         let quiet = plan.quiet;
         tokio::spawn(async move {
@@ -157,7 +168,7 @@ pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcom
                 if interrupt.load(Ordering::Relaxed) {
                     ctx.stop.cancel();
                 }
-                let samples = collector.tick();
+                let samples = tagged(collector.tick(), &tags);
                 for writer in &mut writers {
                     for sample in &samples {
                         if let Err(e) = writer.write(sample) {
@@ -194,7 +205,7 @@ pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcom
     scenario.wait_for_trackers().await;
     ctx.done.cancel();
     let (writers, write_error) = aggregator.await.unwrap_or_default();
-    let samples = collector.tick();
+    let samples = tagged(collector.tick(), &plan.tags);
     let mut finish_error = write_error;
     for mut writer in writers {
         for sample in &samples {

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::RunArgs;
 use crate::exit::Failure;
 use crate::output::report::AuditRow;
-use crate::plan::{parse_duration, parse_duration_range, Plan, PlanError};
+use crate::plan::{parse_duration, parse_duration_range, test_account, Plan, PlanError};
 
 /// Spare credits on top of the plan's estimate, so the default run never
 /// meets a 402 it did not ask for.
@@ -47,6 +47,7 @@ struct MockPlan {
 }
 
 fn mock_plan(args: &RunArgs, plan: &Plan) -> Result<MockPlan, PlanError> {
+    let (email, password) = test_account(args)?;
     let (dir, database_url) = match &args.mock_database_url {
         Some(url) => (None, url.clone()),
         None => {
@@ -75,12 +76,9 @@ fn mock_plan(args: &RunArgs, plan: &Plan) -> Result<MockPlan, PlanError> {
                 .as_ref()
                 .map_or_else(std::env::temp_dir, |d| d.path().to_path_buf())
                 .join(format!("loadgen-users-{}.csv", std::process::id()));
-            (loadtest_users(n as usize, &args.password), Some(file))
+            (loadtest_users(n as usize, &password), Some(file))
         }
-        None => (
-            vec![SeedUser::new(args.email.clone(), args.password.clone())],
-            None,
-        ),
+        None => (vec![SeedUser::new(email, password)], None),
     };
     Ok(MockPlan {
         since: args.mock_database_url.as_ref().map(|_| chrono::Utc::now()),

@@ -9,7 +9,8 @@ use crate::exit::Failure;
 use crate::plan::Plan;
 use crate::run::RunOutcome;
 
-/// k6's end-of-run lines: the scenario line, then the classic summary.
+/// k6's end-of-run lines: the scenario line, then the summary (unless
+/// `--no-summary`).
 pub fn print_result(plan: &Plan, outcome: &RunOutcome) {
     println!(
         "\n     scenario: {} ({} VUs max), {} complete and {} interrupted iterations",
@@ -18,7 +19,9 @@ pub fn print_result(plan: &Plan, outcome: &RunOutcome) {
         outcome.completed_iterations,
         outcome.interrupted_iterations
     );
-    print!("{}", summary::render(&outcome.snapshot, plan.color));
+    if let Some(style) = &plan.summary {
+        print!("{}", summary::render(&outcome.snapshot, style));
+    }
 }
 
 /// `--summary-export` and `--report` (with the audit's rows after a
@@ -55,6 +58,14 @@ pub fn write_files(
                     .join("; "),
             ),
             ("seed".to_string(), format!("{:?}", plan.seed)),
+            (
+                "tags".to_string(),
+                plan.tags
+                    .iter()
+                    .map(|(name, value)| format!("{name}={value}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
         ];
         let html = report::render(&report::Report {
             title: format!("loadgen report — {}", plan.api_base),
