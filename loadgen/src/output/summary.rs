@@ -306,7 +306,6 @@ fn render_grouped(snapshot: &Snapshot, style: &SummaryStyle) -> String {
         }
         out.push('\n');
     }
-    out.push('\n');
     out
 }
 
