@@ -4,7 +4,7 @@
 //! The database is only connected to, never migrated: it may be the real
 //! backend's, and an audit must not change what it audits. For the same
 //! reason a `sqlite:` file that does not exist is an error rather than a
-//! new empty database. Exit codes reuse `run::exit`: 0 clean,
+//! new empty database. Exit codes are `exit`'s: 0 clean,
 //! `AUDIT_FAILED` when a violation is found, `INVALID_CONFIG` for bad
 //! arguments, `SETUP_FAILED` when the audit cannot run (no connection, not
 //! the Cooly schema).
@@ -16,7 +16,7 @@ use store::audit::{audit, AuditReport, INVARIANTS};
 use store::db::{redact_url, Db, DbError, Timestamp};
 
 use crate::cli::AuditArgs;
-use crate::run::exit;
+use crate::exit::{self, Failure};
 
 const INDENT: &str = "     ";
 const PASS: &str = "✓";
@@ -28,55 +28,47 @@ enum Format {
     Json,
 }
 
-pub async fn command(args: AuditArgs) -> i32 {
+pub async fn command(args: AuditArgs) -> Result<i32, Failure> {
     let format = match args.format.as_str() {
         "text" => Format::Text,
         "json" => Format::Json,
         other => {
-            eprintln!("loadgen: invalid --format {other:?}: expected text or json");
-            return exit::INVALID_CONFIG;
+            return Err(Failure::invalid_config(format!(
+                "invalid --format {other:?}: expected text or json"
+            )))
         }
     };
-    let since = match args.since.as_deref().map(parse_since).transpose() {
-        Ok(since) => since,
-        Err(message) => {
-            eprintln!("loadgen: {message}");
-            return exit::INVALID_CONFIG;
-        }
-    };
+    let since = args
+        .since
+        .as_deref()
+        .map(parse_since)
+        .transpose()
+        .map_err(Failure::invalid_config)?;
     let url = args.database_url.as_str();
     if let Some(path) = sqlite_file(url) {
         if !path.exists() {
-            eprintln!(
-                "loadgen: cannot audit {}: no such database file",
+            return Err(Failure::setup_failed(format!(
+                "cannot audit {}: no such database file",
                 redact_url(url)
-            );
-            return exit::SETUP_FAILED;
+            )));
         }
     }
-    let db = match Db::connect(url).await {
-        Ok(db) => db,
-        Err(e) => {
-            eprintln!("loadgen: {}", one_line(&e.to_string()));
-            return match e {
-                DbError::UnknownScheme(_) => exit::INVALID_CONFIG,
-                _ => exit::SETUP_FAILED,
-            };
-        }
-    };
+    let db = Db::connect(url).await.map_err(|e| {
+        let code = match e {
+            DbError::UnknownScheme(_) => exit::INVALID_CONFIG,
+            _ => exit::SETUP_FAILED,
+        };
+        Failure::new(code, one_line(&e.to_string()))
+    })?;
     let outcome = audit(&db, since).await;
     db.close().await;
-    let report = match outcome {
-        Ok(report) => report,
-        Err(e) => {
-            eprintln!(
-                "loadgen: cannot audit {}: {}",
-                redact_url(url),
-                one_line(&e.to_string())
-            );
-            return exit::SETUP_FAILED;
-        }
-    };
+    let report = outcome.map_err(|e| {
+        Failure::setup_failed(format!(
+            "cannot audit {}: {}",
+            redact_url(url),
+            one_line(&e.to_string())
+        ))
+    })?;
     match format {
         Format::Text => print!("{}", render_text(&report)),
         Format::Json => {
@@ -90,20 +82,16 @@ pub async fn command(args: AuditArgs) -> i32 {
                         .map_or(serde_json::Value::Null, Into::into),
                 );
             }
-            match serde_json::to_string_pretty(&json) {
-                Ok(text) => println!("{text}"),
-                Err(e) => {
-                    eprintln!("loadgen: cannot write the report: {e}");
-                    return exit::SETUP_FAILED;
-                }
-            }
+            let text = serde_json::to_string_pretty(&json)
+                .map_err(|e| Failure::setup_failed(format!("cannot write the report: {e}")))?;
+            println!("{text}");
         }
     }
-    if report.is_clean() {
+    Ok(if report.is_clean() {
         exit::OK
     } else {
         exit::AUDIT_FAILED
-    }
+    })
 }
 
 /// `--since` as RFC 3339, or a one-line reason.

@@ -30,6 +30,15 @@ pub struct RunArgs {
     /// API base URL (http:// only).
     #[arg(long, env = "API_BASE", default_value = "http://localhost:5001")]
     pub api_base: String,
+    /// k6's `-e KEY=VALUE` (repeatable), as the k6 script reads them:
+    /// API_BASE, TEST_EMAIL, TEST_PASSWORD, THINK_MIN_S, THINK_MAX_S. Over
+    /// the environment; a flag given on the command line wins.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", action = clap::ArgAction::Append)]
+    pub env: Vec<String>,
+    /// The options given on the command line (not from the environment or
+    /// a default), by id; [`parse_from`] fills it.
+    #[arg(skip)]
+    pub given: Vec<String>,
     /// Test account e-mail.
     #[arg(long, env = "TEST_EMAIL", default_value = DEFAULT_EMAIL)]
     pub email: String,
@@ -105,6 +114,21 @@ pub struct RunArgs {
     pub outputs_to: Vec<String>,
     #[arg(long)]
     pub summary_export: Option<PathBuf>,
+    /// Trend columns of the summary, k6's list: `avg,min,med,max,p(90),p(95),p(99),count`.
+    #[arg(long, default_value = "avg,min,med,max,p(90),p(95)")]
+    pub summary_trend_stats: String,
+    /// Time values of the summary in this unit: s, ms or us (default: humanized).
+    #[arg(long)]
+    pub summary_time_unit: Option<String>,
+    /// legacy (the classic layout, default), compact or full (k6 1.x's grouped layout).
+    #[arg(long, default_value = "legacy")]
+    pub summary_mode: String,
+    /// No end-of-test summary on stdout (files asked for are still written).
+    #[arg(long)]
+    pub no_summary: bool,
+    /// `NAME=VALUE` (repeatable): a tag on every sample, in the --out streams.
+    #[arg(long = "tag", value_name = "NAME=VALUE", action = clap::ArgAction::Append)]
+    pub tags: Vec<String>,
     /// Self-contained HTML report.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -161,6 +185,28 @@ pub struct RunArgs {
     /// With --spawn-mock: a fault plan file (TOML or JSON) for the mock.
     #[arg(long)]
     pub mock_faults: Option<PathBuf>,
+}
+
+/// Parses the arguments (the program's name first), noting which `run`
+/// options were given on the command line.
+pub fn parse_from<I, T>(argv: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().try_get_matches_from(argv)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if let (Command::Run(args), Some(("run", run))) = (&mut cli.command, matches.subcommand()) {
+        args.given = run
+            .ids()
+            .filter(|id| {
+                run.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
+            })
+            .map(|id| id.to_string())
+            .collect();
+    }
+    Ok(cli)
 }
 
 #[derive(Args, Debug, Clone)]

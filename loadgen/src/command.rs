@@ -1,102 +1,67 @@
 //! The two subcommands from parsed options to an exit code: what they
-//! print and write. `main` only sets up the process.
+//! print and write. `main` only sets up the process and prints a
+//! [`Failure`]'s line.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::cli::{AuditArgs, RunArgs};
-use crate::output::{export, report, summary};
+use crate::exit::{self, Failure};
+use crate::output::{print_result, write_files};
 use crate::plan::Plan;
-use crate::run::{self, exit, RunOutcome};
+use crate::run;
+use crate::spawn::{audit_rows, MockHarness};
 
-/// `loadgen run`.
-pub async fn run(args: RunArgs, interrupt: Arc<AtomicBool>) -> i32 {
+/// `loadgen run`: against `--api-base`, or against a mock of its own
+/// (`--spawn-mock`).
+pub async fn run(args: RunArgs, interrupt: Arc<AtomicBool>) -> Result<i32, Failure> {
+    let plan = Plan::from_args(&args)?;
     if args.spawn_mock {
-        return crate::spawn::run(args, interrupt).await;
+        return run_with_mock(&args, plan, interrupt).await;
     }
-    let plan = match Plan::from_args(&args) {
+    let outcome = run::execute(plan.clone(), interrupt).await?;
+    print_result(&plan, &outcome);
+    exit::after(outcome.exit_code, write_files(&plan, &outcome, None))
+}
+
+/// `loadgen run --spawn-mock`: the run between the mock's start and its
+/// audit. The audit's verdict wins over the run's: a lost credit matters
+/// more than a slow percentile.
+async fn run_with_mock(
+    args: &RunArgs,
+    plan: Plan,
+    interrupt: Arc<AtomicBool>,
+) -> Result<i32, Failure> {
+    let mock = MockHarness::start(args, &plan).await?;
+    let target = mock.target();
+    let plan = match plan.against(target.api_base, target.users_file.as_deref()) {
         Ok(plan) => plan,
         Err(e) => {
-            eprintln!("loadgen: {e}");
-            return exit::INVALID_CONFIG;
+            mock.stop().await;
+            return Err(e.into());
         }
     };
-    match run::execute(plan.clone(), interrupt).await {
-        Ok(outcome) => {
-            print_result(&plan, &outcome);
-            write_files(&plan, &outcome, None)
-                .unwrap_or(exit::INVALID_CONFIG)
-                .max(outcome.exit_code)
-        }
+    let outcome = match run::execute(plan.clone(), interrupt).await {
+        Ok(outcome) => outcome,
         Err(e) => {
-            eprintln!("loadgen: {e}");
-            e.exit_code()
+            mock.stop().await;
+            return Err(e.into());
         }
+    };
+    let report = mock
+        .finish(outcome.accepted_generations, outcome.interrupted_iterations)
+        .await;
+    print_result(&plan, &outcome);
+    let report = report?;
+    print!("{}", crate::audit::render_text(&report));
+    let written = write_files(&plan, &outcome, Some(audit_rows(&report)));
+    if !report.is_clean() {
+        return exit::after(exit::AUDIT_FAILED, written);
     }
-}
-
-/// k6's end-of-run lines: the scenario line, then the classic summary.
-pub fn print_result(plan: &Plan, outcome: &RunOutcome) {
-    println!(
-        "\n     scenario: {} ({} VUs max), {} complete and {} interrupted iterations",
-        plan.executor.name(),
-        plan.executor.max_vus(),
-        outcome.completed_iterations,
-        outcome.interrupted_iterations
-    );
-    print!("{}", summary::render(&outcome.snapshot, plan.color));
-}
-
-/// `--summary-export` and `--report`; returns 0, or prints why it failed.
-pub fn write_files(
-    plan: &Plan,
-    outcome: &RunOutcome,
-    audit: Option<Vec<report::AuditRow>>,
-) -> Option<i32> {
-    if let Some(path) = &plan.summary_export {
-        let written = std::fs::File::create(path)
-            .and_then(|f| export::write(&outcome.snapshot, std::io::BufWriter::new(f)));
-        if let Err(e) = written {
-            eprintln!("loadgen: cannot write {}: {e}", path.display());
-            return None;
-        }
-    }
-    if let Some(path) = &plan.report {
-        let config = vec![
-            ("api_base".to_string(), plan.api_base.clone()),
-            ("executor".to_string(), format!("{:?}", plan.executor)),
-            ("accounts".to_string(), plan.accounts.len().to_string()),
-            (
-                "think_time".to_string(),
-                format!("{:?}", plan.scenario.think_time),
-            ),
-            ("login".to_string(), format!("{:?}", plan.scenario.login)),
-            (
-                "thresholds".to_string(),
-                plan.thresholds
-                    .iter()
-                    .map(|t| t.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            ),
-            ("seed".to_string(), format!("{:?}", plan.seed)),
-        ];
-        let html = report::render(&report::Report {
-            title: format!("loadgen report — {}", plan.api_base),
-            snapshot: &outcome.snapshot,
-            charts: report::charts(&outcome.series),
-            audit,
-            config,
-        });
-        if let Err(e) = std::fs::write(path, html) {
-            eprintln!("loadgen: cannot write {}: {e}", path.display());
-            return None;
-        }
-    }
-    Some(exit::OK)
+    exit::after(outcome.exit_code, written)
 }
 
 /// `loadgen audit`.
-pub async fn audit(args: AuditArgs) -> i32 {
+pub async fn audit(args: AuditArgs) -> Result<i32, Failure> {
     crate::audit::command(args).await
 }

@@ -11,16 +11,26 @@
 //! - [`scenario`]: the generation test's setup and iteration, session tracking.
 //! - [`metrics`]: per-thread recording, the aggregator, the per-second series.
 //! - [`snapshot`], [`sample`]: the aggregates and raw values outputs read.
-//! - [`thresholds`]: k6 threshold expressions (durations: the `k6-duration` crate).
-//! - [`output`]: summary, summary export, JSON/CSV streams, HTML report.
+//! - [`thresholds`]: k6 threshold expressions, parsed (`thresholds::parse`)
+//!   and evaluated (`thresholds::evaluate`) (durations: the `k6-duration` crate).
+//! - [`output`]: the end-of-run lines and files (`print_result`,
+//!   `write_files`): summary, summary export, JSON/CSV streams, HTML report.
 //! - [`progress`]: the live status line; [`run`]: one run to its exit code.
-//! - [`spawn`]: `--spawn-mock` (mock-api in-process, drain, audit);
+//! - [`command`]: drives `loadgen run` and `loadgen audit` to an exit code;
+//!   [`exit`]: the exit codes and [`exit::Failure`] (code + one line) that
+//!   `main` prints.
+//! - [`spawn`]: the `--spawn-mock` harness: mock-api in-process, started
+//!   (address, users file) and finished (drain, audit report);
 //!   [`audit`]: the `loadgen audit` command.
+//!
+//! Data flows one way: `command` uses `spawn`, `run` and `output`; none of
+//! them imports `command`.
 
 pub mod audit;
 pub mod cli;
 pub mod command;
 pub mod executor;
+pub mod exit;
 pub mod http;
 pub mod metrics;
 pub mod output;

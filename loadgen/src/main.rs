@@ -1,16 +1,15 @@
 //! `loadgen run` and `loadgen audit`. Exit codes are k6's (see
-//! `run::exit`), plus 113 when the ledger audit finds a violation.
+//! `loadgen::exit`), plus 113 when the ledger audit finds a violation.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use clap::Parser;
-use loadgen::cli::{Cli, Command};
-use loadgen::run::exit;
+use loadgen::cli::{self, Command};
+use loadgen::exit::{self, Failure};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match cli::parse_from(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -20,8 +19,9 @@ fn main() -> ExitCode {
             }
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("loadgen: {}", first.trim_start_matches("error: "));
-            return ExitCode::from(exit::INVALID_CONFIG as u8);
+            return exit_code(
+                Failure::invalid_config(first.trim_start_matches("error: ")).report(),
+            );
         }
     };
     tracing_subscriber::fmt()
@@ -34,11 +34,14 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("loadgen: cannot start the runtime: {e}");
-            return ExitCode::from(exit::RUNTIME_FAILED as u8);
+            let failure = Failure::new(
+                exit::RUNTIME_FAILED,
+                format!("cannot start the runtime: {e}"),
+            );
+            return exit_code(failure.report());
         }
     };
-    let code = runtime.block_on(async {
+    let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => {
                 let interrupt = Arc::new(AtomicBool::new(false));
@@ -57,5 +60,9 @@ fn main() -> ExitCode {
             Command::Audit(args) => loadgen::command::audit(args).await,
         }
     });
+    exit_code(result.unwrap_or_else(Failure::report))
+}
+
+fn exit_code(code: i32) -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }

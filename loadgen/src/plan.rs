@@ -2,13 +2,15 @@
 //! scenario configuration, thresholds and outputs. Every invalid option is
 //! one error naming the option and why (exit 104).
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::RunArgs;
 use crate::executor::{Executor, Stage};
 use crate::metrics::{definition, SubMetric};
+use crate::output::summary::{SummaryMode, SummaryStyle, TimeUnit, TrendStat};
 use crate::scenario::{LoginMode, ScenarioConfig, Tracking};
 use crate::thresholds::{self, ThresholdSpec};
 use k6_duration as duration;
@@ -51,7 +53,10 @@ pub struct Plan {
     pub report: Option<PathBuf>,
     pub seed: Option<u64>,
     pub quiet: bool,
-    pub color: bool,
+    /// The end-of-test summary's style; none with `--no-summary`.
+    pub summary: Option<SummaryStyle>,
+    /// `--tag NAME=VALUE`: on every sample the streaming outputs write.
+    pub tags: Vec<(&'static str, String)>,
     pub http_debug: bool,
     pub threads: usize,
 }
@@ -116,7 +121,7 @@ pub fn parse_duration_range(
     }
 }
 
-fn read_accounts(path: &PathBuf) -> Result<Vec<(String, String)>, PlanError> {
+fn read_accounts(path: &Path) -> Result<Vec<(String, String)>, PlanError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| bad("users-file", format!("{}: {e}", path.display())))?;
     let accounts: Vec<(String, String)> = text
@@ -294,7 +299,127 @@ fn outputs_of(args: &RunArgs) -> Result<Vec<OutputTarget>, PlanError> {
         .collect()
 }
 
+/// The `-e KEY=VALUE` pairs the k6 script reads.
+const K6_ENV: &str = "API_BASE, TEST_EMAIL, TEST_PASSWORD, THINK_MIN_S, THINK_MAX_S";
+
+/// `-e KEY=VALUE`s, the last of a key winning.
+fn k6_env(args: &RunArgs) -> Result<BTreeMap<&str, &str>, PlanError> {
+    let mut env = BTreeMap::new();
+    for pair in &args.env {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| bad("env", format!("{pair:?}: expected KEY=VALUE")))?;
+        if !K6_ENV.split(", ").any(|known| known == key) {
+            return Err(bad(
+                "env",
+                format!("{key:?} is not read by the test: expected one of {K6_ENV}"),
+            ));
+        }
+        env.insert(key, value);
+    }
+    Ok(env)
+}
+
+/// An option's value: the flag when given on the command line, else the
+/// `-e` variable of the k6 script when set, else the flag's environment
+/// variable or default.
+fn flag_or_env<'a>(
+    args: &RunArgs,
+    env: &BTreeMap<&str, &'a str>,
+    id: &str,
+    key: &str,
+    flag: &'a str,
+) -> &'a str {
+    if args.given.iter().any(|given| given == id) {
+        return flag;
+    }
+    env.get(key).copied().unwrap_or(flag)
+}
+
+/// The test account (`--email`/`--password`, `-e TEST_EMAIL=…`).
+pub fn test_account(args: &RunArgs) -> Result<(String, String), PlanError> {
+    let env = k6_env(args)?;
+    Ok((
+        flag_or_env(args, &env, "email", "TEST_EMAIL", &args.email).to_string(),
+        flag_or_env(args, &env, "password", "TEST_PASSWORD", &args.password).to_string(),
+    ))
+}
+
+/// `--think-time`, or the k6 script's THINK_MIN_S/THINK_MAX_S (seconds).
+fn think_time(args: &RunArgs) -> Result<(Duration, Duration), PlanError> {
+    let flag = parse_duration_range("think-time", &args.think_time)?;
+    let env = k6_env(args)?;
+    let seconds = |key: &str, default: Duration| -> Result<Duration, PlanError> {
+        match env.get(key) {
+            None => Ok(default),
+            Some(text) => text
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .ok_or_else(|| bad("env", format!("{key}={text:?} is not a number of seconds"))),
+        }
+    };
+    let (min, max) = (
+        seconds("THINK_MIN_S", flag.0)?,
+        seconds("THINK_MAX_S", flag.1)?,
+    );
+    if args.given.iter().any(|given| given == "think_time") {
+        return Ok(flag);
+    }
+    if min > max {
+        return Err(bad("env", "THINK_MIN_S is above THINK_MAX_S"));
+    }
+    Ok((min, max))
+}
+
+fn summary_of(args: &RunArgs, color: bool) -> Result<Option<SummaryStyle>, PlanError> {
+    let style = SummaryStyle {
+        mode: SummaryMode::parse(&args.summary_mode).map_err(|why| bad("summary-mode", why))?,
+        trend_stats: TrendStat::parse_list(&args.summary_trend_stats)
+            .map_err(|why| bad("summary-trend-stats", why))?,
+        time_unit: args
+            .summary_time_unit
+            .as_deref()
+            .map(TimeUnit::parse)
+            .transpose()
+            .map_err(|why| bad("summary-time-unit", why))?,
+        color,
+    };
+    Ok((!args.no_summary).then_some(style))
+}
+
+/// `--tag NAME=VALUE`s. The names live as long as the process, as the
+/// engine's own tag names do.
+fn tags_of(args: &RunArgs) -> Result<Vec<(&'static str, String)>, PlanError> {
+    args.tags
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) if !name.is_empty() && !name.contains(['{', '}', ',', ':']) => {
+                let name: &'static str = Box::leak(name.to_string().into_boxed_str());
+                Ok((name, value.to_string()))
+            }
+            _ => Err(bad("tag", format!("{pair:?}: expected NAME=VALUE"))),
+        })
+        .collect()
+}
+
 impl Plan {
+    /// The plan aimed at another target (the `--spawn-mock` mock): its
+    /// address, and the accounts of the users file it wrote, if any.
+    pub fn against(
+        mut self,
+        api_base: String,
+        users_file: Option<&Path>,
+    ) -> Result<Plan, PlanError> {
+        crate::http::BaseUrl::parse(&api_base).map_err(|e| bad("api-base", e.to_string()))?;
+        self.api_base = api_base;
+        if let Some(path) = users_file {
+            self.accounts = read_accounts(path)?;
+        }
+        Ok(self)
+    }
+
     pub fn from_args(args: &RunArgs) -> Result<Plan, PlanError> {
         let login = match args.login.as_str() {
             "per-iteration" => LoginMode::PerIteration,
@@ -324,11 +449,16 @@ impl Plan {
         };
         let accounts = match &args.users_file {
             Some(path) => read_accounts(path)?,
-            None => vec![(args.email.clone(), args.password.clone())],
+            None => vec![test_account(args)?],
         };
-        crate::http::BaseUrl::parse(&args.api_base).map_err(|e| bad("api-base", e.to_string()))?;
+        let api_base = flag_or_env(args, &k6_env(args)?, "api_base", "API_BASE", &args.api_base);
+        crate::http::BaseUrl::parse(api_base).map_err(|e| bad("api-base", e.to_string()))?;
+        // As k6: no ANSI codes into a file or a pipe.
+        let color = !args.no_color
+            && std::env::var_os("NO_COLOR").is_none()
+            && std::io::stdout().is_terminal();
         Ok(Plan {
-            api_base: args.api_base.clone(),
+            api_base: api_base.to_string(),
             executor: executor(args)?,
             accounts,
             scenario: ScenarioConfig {
@@ -339,7 +469,7 @@ impl Plan {
                 login_timeout: parse_duration("login-timeout", &args.login_timeout)?,
                 generate_timeout: parse_duration("generate-timeout", &args.generate_timeout)?,
                 login,
-                think_time: parse_duration_range("think-time", &args.think_time)?,
+                think_time: think_time(args)?,
                 tracking,
             },
             thresholds: thresholds_of(args)?,
@@ -348,10 +478,8 @@ impl Plan {
             report: args.report.clone(),
             seed: args.seed,
             quiet: args.quiet,
-            // As k6: no ANSI codes into a file or a pipe.
-            color: !args.no_color
-                && std::env::var_os("NO_COLOR").is_none()
-                && std::io::stdout().is_terminal(),
+            summary: summary_of(args, color)?,
+            tags: tags_of(args)?,
             http_debug: args.http_debug,
             threads,
         })
@@ -398,6 +526,95 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run_args(argv: &[&str]) -> RunArgs {
+        let argv = ["loadgen", "run"].iter().chain(argv).copied();
+        match crate::cli::parse_from(argv).unwrap().command {
+            crate::cli::Command::Run(args) => *args,
+            _ => unreachable!("run was given"),
+        }
+    }
+
+    #[test]
+    fn env_sets_what_no_flag_on_the_command_line_set() {
+        let args = run_args(&[
+            "-e",
+            "API_BASE=http://127.0.0.1:7",
+            "-e",
+            "TEST_EMAIL=env@example.com",
+            "-e",
+            "TEST_PASSWORD=from-env",
+            "-e",
+            "THINK_MIN_S=0.5",
+            "-e",
+            "THINK_MAX_S=2",
+            "--email",
+            "flag@example.com",
+        ]);
+        let plan = Plan::from_args(&args).unwrap();
+        assert_eq!(plan.api_base, "http://127.0.0.1:7");
+        assert_eq!(
+            plan.accounts,
+            vec![("flag@example.com".to_string(), "from-env".to_string())]
+        );
+        assert_eq!(
+            plan.scenario.think_time,
+            (Duration::from_millis(500), Duration::from_secs(2))
+        );
+        let args = run_args(&["-e", "THINK_MIN_S=5", "--think-time", "1s"]);
+        assert_eq!(
+            Plan::from_args(&args).unwrap().scenario.think_time,
+            (Duration::from_secs(1), Duration::from_secs(1))
+        );
+        let args = run_args(&["-e", "THINK_MIN_S=5"]);
+        assert_eq!(
+            Plan::from_args(&args).unwrap_err().to_string(),
+            "invalid --env: THINK_MIN_S is above THINK_MAX_S"
+        );
+    }
+
+    #[test]
+    fn tags_and_summary_options() {
+        let args = run_args(&[
+            "--tag",
+            "testid=run-7",
+            "--tag",
+            "env=staging",
+            "--summary-trend-stats",
+            "avg,p(99),count",
+            "--summary-time-unit",
+            "ms",
+            "--summary-mode",
+            "compact",
+        ]);
+        let plan = Plan::from_args(&args).unwrap();
+        assert_eq!(
+            plan.tags,
+            vec![
+                ("testid", "run-7".to_string()),
+                ("env", "staging".to_string())
+            ]
+        );
+        let style = plan.summary.unwrap();
+        assert_eq!(style.mode, SummaryMode::Compact);
+        assert_eq!(
+            style.trend_stats,
+            vec![
+                TrendStat::Avg,
+                TrendStat::Percentile(99.0),
+                TrendStat::Count
+            ]
+        );
+        assert_eq!(style.time_unit, Some(TimeUnit::Millis));
+        let plan = Plan::from_args(&run_args(&["--no-summary"])).unwrap();
+        assert!(plan.summary.is_none());
+        assert_eq!(
+            Plan::from_args(&run_args(&["--tag", "=x"]))
+                .unwrap_err()
+                .to_string(),
+            "invalid --tag: \"=x\": expected NAME=VALUE"
+        );
+    }
 
     #[test]
     fn stages_and_think_times() {

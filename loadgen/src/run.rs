@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::executor::{self, RunContext};
+use crate::exit;
 use crate::http::BaseUrl;
 use crate::metrics::{Collector, SeriesPoint};
 use crate::output::csv::CsvWriter;
@@ -19,20 +20,6 @@ use crate::sample::Sample;
 use crate::scenario::{Scenario, SetupError};
 use crate::snapshot::{Snapshot, Values};
 use crate::thresholds;
-
-/// k6's exit codes, plus the audit's.
-pub mod exit {
-    pub const OK: i32 = 0;
-    pub const THRESHOLDS_FAILED: i32 = 99;
-    pub const INVALID_CONFIG: i32 = 104;
-    pub const INTERRUPTED: i32 = 105;
-    pub const SETUP_FAILED: i32 = 107;
-    pub const ABORTED_BY_THRESHOLD: i32 = 108;
-    /// Not k6's: a ledger invariant failed in the audit after the run.
-    pub const AUDIT_FAILED: i32 = 113;
-    /// Not k6's: the process could not start its runtimes.
-    pub const RUNTIME_FAILED: i32 = 1;
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -127,6 +114,16 @@ fn rate(collector: &Collector, metric: &str) -> f64 {
     }
 }
 
+/// The samples with the `--tag`s added.
+fn tagged(mut samples: Vec<Sample>, tags: &[(&'static str, String)]) -> Vec<Sample> {
+    if !tags.is_empty() {
+        for sample in &mut samples {
+            sample.tags.extend(tags.iter().cloned());
+        }
+    }
+    samples
+}
+
 /// Runs the plan against `plan.api_base`. `interrupt` stops it gracefully
 /// (Ctrl-C in the binary); the outcome then carries exit code 105.
 pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcome, RunError> {
@@ -155,6 +152,7 @@ pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcom
             interrupt.clone(),
         );
         let specs = plan.thresholds.clone();
+        let tags = plan.tags.clone();
         let abort_specs = specs.iter().any(|spec| spec.abort_on_fail);
         let quiet = plan.quiet;
         tokio::spawn(async move {
@@ -170,7 +168,7 @@ pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcom
                 if interrupt.load(Ordering::Relaxed) {
                     ctx.stop.cancel();
                 }
-                let samples = collector.tick();
+                let samples = tagged(collector.tick(), &tags);
                 for writer in &mut writers {
                     for sample in &samples {
                         if let Err(e) = writer.write(sample) {
@@ -207,7 +205,7 @@ pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcom
     scenario.wait_for_trackers().await;
     ctx.done.cancel();
     let (writers, write_error) = aggregator.await.unwrap_or_default();
-    let samples = collector.tick();
+    let samples = tagged(collector.tick(), &plan.tags);
     let mut finish_error = write_error;
     for mut writer in writers {
         for sample in &samples {

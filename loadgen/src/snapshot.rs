@@ -155,6 +155,32 @@ impl MetricSnapshot {
     pub fn key(&self) -> String {
         metric_key(&self.name, &self.tags)
     }
+
+    /// A metric for unit tests, its type that of `values`.
+    #[cfg(test)]
+    pub fn of(
+        name: &str,
+        tags: &[(&str, &str)],
+        contains: ValueType,
+        values: Values,
+    ) -> MetricSnapshot {
+        let metric_type = match values {
+            Values::Counter { .. } => MetricType::Counter,
+            Values::Gauge { .. } => MetricType::Gauge,
+            Values::Rate { .. } => MetricType::Rate,
+            Values::Trend(_) => MetricType::Trend,
+        };
+        MetricSnapshot {
+            name: name.to_string(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            metric_type,
+            contains,
+            values,
+        }
+    }
 }
 
 /// `name` or `name{k:v,k2:v2}` (tags sorted), the form k6 uses in

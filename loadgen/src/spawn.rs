@@ -1,31 +1,26 @@
-//! `loadgen run --spawn-mock`: the hermetic run. Starts mock-api inside
-//! this process on a free loopback port (a temporary SQLite database and the
-//! embedded queue unless told otherwise), seeds the test account(s) with
-//! enough credits for the plan, runs the test exactly as `loadgen run`
-//! would, waits for the queue to drain, audits the ledger, and reports.
-//!
-//! The exit code is the run's (thresholds 99, …) unless the audit finds a
-//! violation, which wins with `AUDIT_FAILED` (113): a lost credit matters
-//! more than a slow percentile.
+//! The mock harness of `loadgen run --spawn-mock`, the hermetic run.
+//! [`MockHarness::start`] starts mock-api inside this process on a free
+//! loopback port (a temporary SQLite database and the embedded queue unless
+//! told otherwise) and seeds the test account(s) with enough credits for
+//! the plan; [`MockHarness::finish`] waits for the queue to drain, stops the
+//! mock and audits the ledger. `command` runs the test in between.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Duration;
 
-use mock_api::config::Config;
-use mock_api::server;
+use mock_api::config::{Config, ConfigError, ServerSettings};
+use mock_api::server::{self, StartError};
 use store::audit::{audit, AuditReport, INVARIANTS};
 use store::db::{redact_url, Db};
 use store::drain::{wait_for_drain, Drain};
 use store::seeding::{ensure_user, ensure_users, loadtest_users, write_users_file, SeedUser};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::RunArgs;
-use crate::command::{print_result, write_files};
+use crate::exit::Failure;
 use crate::output::report::AuditRow;
-use crate::plan::{parse_duration, parse_duration_range, Plan, PlanError};
-use crate::run::{self, exit};
+use crate::plan::{parse_duration, parse_duration_range, test_account, Plan, PlanError};
 
 /// Spare credits on top of the plan's estimate, so the default run never
 /// meets a 402 it did not ask for.
@@ -42,20 +37,18 @@ struct MockPlan {
     users_file: Option<PathBuf>,
     latency: (Duration, Duration),
     seed: Option<u64>,
-    /// The fault plan file (`--mock-faults`), read by the mock at start.
+    /// The fault plan file (`--mock-faults`).
     faults: Option<PathBuf>,
     drain_timeout: Duration,
+    /// `--drain-timeout` as given, for the warning.
+    drain_timeout_text: String,
     /// Audit only rows of this run when the database was given (it may hold
     /// earlier runs).
     since: Option<store::db::Timestamp>,
 }
 
 fn mock_plan(args: &RunArgs, plan: &Plan) -> Result<MockPlan, PlanError> {
-    if let Some(file) = &args.mock_faults {
-        // Read and validated here so a bad plan is a one-line error before
-        // anything starts.
-        mock_api::faults::read_plan(file).map_err(|e| PlanError::new("mock-faults", e))?;
-    }
+    let (email, password) = test_account(args)?;
     let (dir, database_url) = match &args.mock_database_url {
         Some(url) => (None, url.clone()),
         None => {
@@ -84,12 +77,9 @@ fn mock_plan(args: &RunArgs, plan: &Plan) -> Result<MockPlan, PlanError> {
                 .as_ref()
                 .map_or_else(std::env::temp_dir, |d| d.path().to_path_buf())
                 .join(format!("loadgen-users-{}.csv", std::process::id()));
-            (loadtest_users(n as usize, &args.password), Some(file))
+            (loadtest_users(n as usize, &password), Some(file))
         }
-        None => (
-            vec![SeedUser::new(args.email.clone(), args.password.clone())],
-            None,
-        ),
+        None => (vec![SeedUser::new(email, password)], None),
     };
     Ok(MockPlan {
         since: args.mock_database_url.as_ref().map(|_| chrono::Utc::now()),
@@ -103,12 +93,14 @@ fn mock_plan(args: &RunArgs, plan: &Plan) -> Result<MockPlan, PlanError> {
         seed: args.mock_seed,
         faults: args.mock_faults.clone(),
         drain_timeout: parse_duration("drain-timeout", &args.drain_timeout)?,
+        drain_timeout_text: args.drain_timeout.clone(),
     })
 }
 
-fn mock_config(mock: &MockPlan) -> Config {
+/// The mock's settings, checked and its fault plan read (once) before
+/// anything starts: a bad plan is a one-line error naming `--mock-faults`.
+fn mock_settings(mock: &MockPlan) -> Result<ServerSettings, Failure> {
     let mut config = Config::defaults();
-    config.bind = ([127, 0, 0, 1], 0).into();
     config.database_url = mock.database_url.clone();
     config.redis_url = mock.redis_url.clone();
     config.no_seed = true;
@@ -123,158 +115,146 @@ fn mock_config(mock: &MockPlan) -> Config {
     // Enough workers that the provider's latency, not the pool, paces jobs.
     config.worker_concurrency = 50;
     config.outbox_poll_ms = 100;
-    config
+    config.resolve().map_err(|e: ConfigError| match e.field {
+        "MOCK_FAULTS" => PlanError::new("mock-faults", e.why).into(),
+        _ => Failure::invalid_config(format!("invalid mock option: {e}")),
+    })
 }
 
-/// `loadgen run --spawn-mock`.
-pub async fn run(mut args: RunArgs, interrupt: Arc<AtomicBool>) -> i32 {
-    // Validate the test's own options before starting anything.
-    let draft = match Plan::from_args(&args) {
-        Ok(plan) => plan,
-        Err(e) => {
-            eprintln!("loadgen: {e}");
-            return exit::INVALID_CONFIG;
+/// The target the harness's mock offers the run.
+pub struct MockTarget {
+    pub api_base: String,
+    /// The accounts seeded for `--users N`.
+    pub users_file: Option<PathBuf>,
+}
+
+/// mock-api running in this process, with its database for the audit.
+pub struct MockHarness {
+    mock: MockPlan,
+    db: Db,
+    api_base: String,
+    stop: CancellationToken,
+    task: JoinHandle<Result<(), StartError>>,
+}
+
+impl MockHarness {
+    /// Checks the mock's options, seeds its database and starts it on a
+    /// free loopback port.
+    pub async fn start(args: &RunArgs, plan: &Plan) -> Result<MockHarness, Failure> {
+        let mock = mock_plan(args, plan)?;
+        let settings = mock_settings(&mock)?;
+        let db = Db::open(&mock.database_url)
+            .await
+            .map_err(|e| Failure::setup_failed(e.to_string()))?;
+        let now = chrono::Utc::now();
+        let cost = store::users::DEFAULT_BCRYPT_COST;
+        let seeded = match &mock.users_file {
+            None => ensure_user(&db, &mock.accounts[0], mock.credits, cost, now).await,
+            Some(_) => ensure_users(&db, &mock.accounts, mock.credits, cost, now).await,
+        };
+        seeded.map_err(|e| {
+            Failure::setup_failed(format!(
+                "cannot seed {}: {e}",
+                redact_url(&mock.database_url)
+            ))
+        })?;
+        if let Some(file) = &mock.users_file {
+            write_users_file(file, &mock.accounts).map_err(|e| {
+                Failure::setup_failed(format!("cannot write {}: {e}", file.display()))
+            })?;
         }
-    };
-    let mock = match mock_plan(&args, &draft) {
-        Ok(mock) => mock,
-        Err(e) => {
-            eprintln!("loadgen: {e}");
-            return exit::INVALID_CONFIG;
-        }
-    };
-    let config = mock_config(&mock);
-    if let Err(e) = config.validate() {
-        eprintln!("loadgen: invalid mock option: {e}");
-        return exit::INVALID_CONFIG;
-    }
-    let db = match Db::open(&mock.database_url).await {
-        Ok(db) => db,
-        Err(e) => {
-            eprintln!("loadgen: {e}");
-            return exit::SETUP_FAILED;
-        }
-    };
-    let now = chrono::Utc::now();
-    let cost = store::users::DEFAULT_BCRYPT_COST;
-    let seeded = match &mock.users_file {
-        None => ensure_user(&db, &mock.accounts[0], mock.credits, cost, now).await,
-        Some(_) => ensure_users(&db, &mock.accounts, mock.credits, cost, now).await,
-    };
-    if let Err(e) = seeded {
-        eprintln!(
-            "loadgen: cannot seed {}: {e}",
-            redact_url(&mock.database_url)
-        );
-        return exit::SETUP_FAILED;
-    }
-    if let Some(file) = &mock.users_file {
-        if let Err(e) = write_users_file(file, &mock.accounts) {
-            eprintln!("loadgen: cannot write {}: {e}", file.display());
-            return exit::SETUP_FAILED;
-        }
-        args.users_file = Some(file.clone());
-    }
-    let listener = match tokio::net::TcpListener::bind(config.listen_addr()).await {
-        Ok(listener) => listener,
-        Err(e) => {
-            eprintln!("loadgen: cannot bind a loopback port for the mock: {e}");
-            return exit::SETUP_FAILED;
-        }
-    };
-    let addr = match listener.local_addr() {
-        Ok(addr) => addr,
-        Err(e) => {
-            eprintln!("loadgen: {e}");
-            return exit::SETUP_FAILED;
-        }
-    };
-    args.api_base = format!("http://{addr}");
-    let stop_mock = CancellationToken::new();
-    let mock_task = tokio::spawn(server::run(listener, config, stop_mock.clone()));
-    if !args.quiet {
-        println!(
-            "     mock-api: {} (database {}, {} queue, {} account(s) with {} credits, provider {}ms..{}ms)",
-            args.api_base,
-            redact_url(&mock.database_url),
-            if mock.redis_url.is_some() { "Redis" } else { "embedded" },
-            mock.accounts.len(),
-            mock.credits,
-            mock.latency.0.as_millis(),
-            mock.latency.1.as_millis(),
-        );
-        if let Some(file) = &mock.faults {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(|e| {
+                Failure::setup_failed(format!("cannot bind a loopback port for the mock: {e}"))
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Failure::setup_failed(e.to_string()))?;
+        let api_base = format!("http://{addr}");
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server::run(listener, settings, stop.clone()));
+        if !args.quiet {
             println!(
-                "     faults: {} (seed {})",
-                file.display(),
-                mock.seed
-                    .map_or("random: pass --mock-seed to replay".to_string(), |s| s
-                        .to_string())
+                "     mock-api: {} (database {}, {} queue, {} account(s) with {} credits, provider {}ms..{}ms)",
+                api_base,
+                redact_url(&mock.database_url),
+                if mock.redis_url.is_some() { "Redis" } else { "embedded" },
+                mock.accounts.len(),
+                mock.credits,
+                mock.latency.0.as_millis(),
+                mock.latency.1.as_millis(),
             );
-        }
-    }
-    let plan = match Plan::from_args(&args) {
-        Ok(plan) => plan,
-        Err(e) => {
-            eprintln!("loadgen: {e}");
-            stop_mock.cancel();
-            let _ = mock_task.await;
-            return exit::INVALID_CONFIG;
-        }
-    };
-    let outcome = run::execute(plan.clone(), interrupt).await;
-    let outcome = match outcome {
-        Ok(outcome) => outcome,
-        Err(e) => {
-            eprintln!("loadgen: {e}");
-            stop_mock.cancel();
-            let _ = mock_task.await;
-            return e.exit_code();
-        }
-    };
-    let drained = wait_for_drain(&db, mock.drain_timeout).await;
-    stop_mock.cancel();
-    let mock_result = mock_task.await;
-    let report = match (drained, mock_result) {
-        (Err(e), _) => Err(format!("cannot watch the queue drain: {e}")),
-        (_, Ok(Err(e))) => Err(format!("mock-api failed: {e}")),
-        (_, Err(e)) => Err(format!("mock-api panicked: {e}")),
-        (Ok(drain), Ok(Ok(()))) => {
-            if let Drain::TimedOut { processing } = drain {
-                eprintln!(
-                    "loadgen: {processing} generation(s) still processing after --drain-timeout {}",
-                    args.drain_timeout
+            if let Some(file) = &mock.faults {
+                println!(
+                    "     faults: {} (seed {})",
+                    file.display(),
+                    mock.seed
+                        .map_or("random: pass --mock-seed to replay".to_string(), |s| s
+                            .to_string())
                 );
             }
-            audit(&db, mock.since)
-                .await
-                .map_err(|e| format!("cannot audit: {e}"))
         }
-    };
-    db.close().await;
-    print_result(&plan, &outcome);
-    let mut report = match report {
-        Ok(report) => report,
-        Err(e) => {
-            eprintln!("loadgen: {e}");
-            return exit::SETUP_FAILED;
+        Ok(MockHarness {
+            mock,
+            db,
+            api_base,
+            stop,
+            task,
+        })
+    }
+
+    pub fn target(&self) -> MockTarget {
+        MockTarget {
+            api_base: self.api_base.clone(),
+            users_file: self.mock.users_file.clone(),
         }
-    };
-    check_accepted(
-        &mut report,
-        outcome.accepted_generations,
-        outcome.interrupted_iterations,
-    );
-    print!("{}", crate::audit::render_text(&report));
-    let written =
-        write_files(&plan, &outcome, Some(audit_rows(&report))).unwrap_or(exit::INVALID_CONFIG);
-    if let Some(file) = &mock.users_file {
-        let _ = std::fs::remove_file(file);
     }
-    if !report.is_clean() {
-        return exit::AUDIT_FAILED;
+
+    /// Stops the mock without an audit (the run did not happen).
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+        self.db.close().await;
     }
-    written.max(outcome.exit_code)
+
+    /// Waits for the queue to drain, stops the mock and audits the ledger,
+    /// I5 included: `accepted` 202s seen by the run, `interrupted`
+    /// iterations that may have missed theirs.
+    pub async fn finish(self, accepted: u64, interrupted: u64) -> Result<AuditReport, Failure> {
+        let MockHarness {
+            mock,
+            db,
+            stop,
+            task,
+            ..
+        } = self;
+        let drained = wait_for_drain(&db, mock.drain_timeout).await;
+        stop.cancel();
+        let report = match (drained, task.await) {
+            (Err(e), _) => Err(format!("cannot watch the queue drain: {e}")),
+            (_, Ok(Err(e))) => Err(format!("mock-api failed: {e}")),
+            (_, Err(e)) => Err(format!("mock-api panicked: {e}")),
+            (Ok(drain), Ok(Ok(()))) => {
+                if let Drain::TimedOut { processing } = drain {
+                    eprintln!(
+                        "loadgen: {processing} generation(s) still processing after --drain-timeout {}",
+                        mock.drain_timeout_text
+                    );
+                }
+                audit(&db, mock.since)
+                    .await
+                    .map_err(|e| format!("cannot audit: {e}"))
+            }
+        };
+        db.close().await;
+        let mut report = report.map_err(Failure::setup_failed)?;
+        check_accepted(&mut report, accepted, interrupted);
+        if let Some(file) = &mock.users_file {
+            let _ = std::fs::remove_file(file);
+        }
+        Ok(report)
+    }
 }
 
 /// I5 from the client's side: the 202s seen must match the sessions
@@ -288,7 +268,8 @@ fn check_accepted(report: &mut AuditReport, accepted: u64, interrupted: u64) {
     }
 }
 
-fn audit_rows(report: &AuditReport) -> Vec<AuditRow> {
+/// The audit as the HTML report's rows.
+pub fn audit_rows(report: &AuditReport) -> Vec<AuditRow> {
     INVARIANTS
         .iter()
         .map(|(id, statement)| AuditRow {

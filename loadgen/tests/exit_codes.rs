@@ -73,6 +73,12 @@ fn one_hundred_four_for_invalid_options() {
         &["--threshold", "errors:rat<0.1"][..],
         &["--no-such-flag"][..],
         &["--threads", "0"][..],
+        &["--summary-trend-stats", "avg,p(x)"][..],
+        &["--summary-time-unit", "h"][..],
+        &["--summary-mode", "fancy"][..],
+        &["--tag", "novalue"][..],
+        &["-e", "NOT_READ=1"][..],
+        &["--env", "THINK_MIN_S=soon"][..],
     ] {
         let out = loadgen("http://127.0.0.1:9", bad);
         assert_eq!(out.status.code(), Some(104), "{bad:?}: {}", stderr(&out));
@@ -83,6 +89,62 @@ fn one_hundred_four_for_invalid_options() {
             stderr(&out)
         );
     }
+    // The new options' errors name the option.
+    for (bad, option) in [
+        (
+            &["--summary-trend-stats", "avg,p(x)"][..],
+            "--summary-trend-stats",
+        ),
+        (&["--summary-time-unit", "h"][..], "--summary-time-unit"),
+        (&["--summary-mode", "fancy"][..], "--summary-mode"),
+        (&["--tag", "novalue"][..], "--tag"),
+        (&["-e", "NOT_READ=1"][..], "--env"),
+    ] {
+        let out = loadgen("http://127.0.0.1:9", bad);
+        assert!(
+            stderr(&out).starts_with(&format!("loadgen: invalid {option}: ")),
+            "{bad:?}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_summary_prints_no_summary_and_keeps_the_exit_code() {
+    let server = start(Behaviour::Accept).await;
+    let out = loadgen(
+        &server.base,
+        &["--vus", "1", "--iterations", "2", "--no-summary"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("scenario:"), "{stdout}");
+    assert!(!stdout.contains("http_reqs"), "{stdout}");
+    assert!(!stdout.contains("✓ status is 202"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_sets_the_k6_scripts_variables() {
+    let server = start(Behaviour::Accept).await;
+    // API_BASE from -e reaches the server (the flag is not given here).
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "run",
+            "--quiet",
+            "--no-color",
+            "-e",
+            "THINK_MIN_S=0",
+            "-e",
+            "THINK_MAX_S=0",
+        ])
+        .args(["-e", &format!("API_BASE={}", server.base)])
+        .args(["--vus", "1", "--iterations", "2"])
+        .env_remove("API_BASE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("loadgen runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("✓ status is 202"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use store::db::{redact_url, DEFAULT_DATABASE_URL};
 
+use crate::faults::FaultSettings;
+use crate::http::Settings as HttpSettings;
 use crate::jobs::JobsConfig;
 use crate::provider::ProviderConfig;
 
@@ -118,6 +120,25 @@ pub enum LogFormat {
     Json,
 }
 
+/// A [`Config`] resolved and validated once, the fault plan read: what
+/// [`crate::server::run`] starts from.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    pub database_url: String,
+    pub redis_url: Option<String>,
+    pub queue_name: String,
+    /// Create the test user on a first start with an empty users table.
+    pub seed_test_user: bool,
+    pub bcrypt_cost: u32,
+    pub jwt_secret: Option<String>,
+    /// Admin login e-mail and password, when both are set.
+    pub admin: Option<(String, String)>,
+    pub provider: ProviderConfig,
+    pub jobs: JobsConfig,
+    pub faults: FaultSettings,
+    pub http: HttpSettings,
+}
+
 /// A configuration the server refuses to start with.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid {field}: {why}")]
@@ -146,7 +167,9 @@ impl Config {
         addr
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks every setting and reads the fault plan: the settings the
+    /// server starts from, or the first setting it refuses.
+    pub fn resolve(&self) -> Result<ServerSettings, ConfigError> {
         let simulated = self.mock_api || self.mock_seedream4 == Some(true);
         if !simulated {
             return Err(ConfigError {
@@ -160,33 +183,55 @@ impl Config {
                 why: format!("{} is outside bcrypt's 4..=31", self.bcrypt_cost),
             });
         }
-        self.provider_config()
-            .validate()
-            .map_err(|why| ConfigError {
-                field: "SEEDREAM4_MOCK_MIN_MS/SEEDREAM4_MOCK_MAX_MS",
-                why,
-            })?;
+        let provider = self.provider_config();
+        provider.validate().map_err(|why| ConfigError {
+            field: "SEEDREAM4_MOCK_MIN_MS/SEEDREAM4_MOCK_MAX_MS",
+            why,
+        })?;
         if self.admin_email.is_some() != self.admin_password.is_some() {
             return Err(ConfigError {
                 field: "ADMIN_EMAIL/ADMIN_PASSWORD",
                 why: "set both or neither".into(),
             });
         }
-        self.fault_settings()?;
+        let faults = self.fault_settings()?;
         if self.queue_name.is_empty() || self.queue_name.contains(':') {
             return Err(ConfigError {
                 field: "QUEUE_NAME",
                 why: format!("{:?} must be non-empty and contain no ':'", self.queue_name),
             });
         }
-        Ok(())
+        Ok(ServerSettings {
+            database_url: self.database_url.clone(),
+            redis_url: self.redis_url.clone(),
+            queue_name: self.queue_name.clone(),
+            seed_test_user: !self.no_seed,
+            bcrypt_cost: self.bcrypt_cost,
+            jwt_secret: self.jwt_secret.clone(),
+            admin: self.admin_email.clone().zip(self.admin_password.clone()),
+            provider,
+            jobs: self.jobs_config(),
+            faults,
+            http: HttpSettings {
+                credit_cost_per_output: self.credit_cost_per_output,
+                max_outputs: self.max_outputs,
+                reservation_ttl: self.reservation_ttl(),
+                enqueue_first: self.enqueue_first,
+                bcrypt_cost: self.bcrypt_cost,
+            },
+        })
     }
 
-    pub fn reservation_ttl(&self) -> Duration {
+    /// [`Config::resolve`] without keeping the settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.resolve().map(drop)
+    }
+
+    fn reservation_ttl(&self) -> Duration {
         Duration::from_secs(self.reservation_ttl_seconds)
     }
 
-    pub fn provider_config(&self) -> ProviderConfig {
+    fn provider_config(&self) -> ProviderConfig {
         ProviderConfig {
             min_ms: self.mock_min_ms,
             max_ms: self.mock_max_ms,
@@ -194,7 +239,7 @@ impl Config {
         }
     }
 
-    pub fn jobs_config(&self) -> JobsConfig {
+    fn jobs_config(&self) -> JobsConfig {
         JobsConfig {
             concurrency: usize::from(self.worker_concurrency),
             outbox_poll: Duration::from_millis(self.outbox_poll_ms),
@@ -206,7 +251,7 @@ impl Config {
 
     /// The fault plan (file, then the simple variables), the control API
     /// and the rate limiter. Reads the plan file.
-    pub fn fault_settings(&self) -> Result<crate::faults::FaultSettings, ConfigError> {
+    fn fault_settings(&self) -> Result<crate::faults::FaultSettings, ConfigError> {
         let mut plan = match &self.faults {
             Some(path) => crate::faults::read_plan(path).map_err(|why| ConfigError {
                 field: "MOCK_FAULTS",

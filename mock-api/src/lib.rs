@@ -14,8 +14,9 @@
 //!   (`RATE_LIMIT_MAX`).
 //! - [`jobs`]: the outbox relay, the generation workers and the reservation
 //!   sweeper.
-//! - [`config`]: the server's flags and environment variables.
-//! - [`server`]: builds the app from a config and serves it on a bound
+//! - [`config`]: the server's flags and environment variables, resolved
+//!   once (fault plan read) into the settings the server starts from.
+//! - [`server`]: builds the app from those settings and serves it on a bound
 //!   listener until shutdown.
 //! - [`http`]: the routes, per area, with their state, auth and errors;
 //!   and what applies the fault decisions: the edge middleware, the rate

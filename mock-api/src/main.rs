@@ -6,7 +6,7 @@
 
 use clap::Parser;
 use mock_api::config::{Config, LogFormat};
-use mock_api::server::{self, StartError};
+use mock_api::server;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -72,10 +72,13 @@ async fn main() {
         }
     };
     init_logs(config.log_format);
-    if let Err(e) = config.validate() {
-        eprintln!("mock-api: {e}");
-        std::process::exit(2);
-    }
+    let settings = match config.resolve() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("mock-api: {e}");
+            std::process::exit(2);
+        }
+    };
     tracing::info!("config: {}", config.describe());
     let addr = config.listen_addr();
     let listener = match tokio::net::TcpListener::bind(addr).await {
@@ -87,15 +90,8 @@ async fn main() {
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));
-    match server::run(listener, config, shutdown).await {
-        Ok(()) => {}
-        Err(StartError::Config(e)) => {
-            eprintln!("mock-api: {e}");
-            std::process::exit(2);
-        }
-        Err(e) => {
-            eprintln!("mock-api: {e}");
-            std::process::exit(1);
-        }
+    if let Err(e) = server::run(listener, settings, shutdown).await {
+        eprintln!("mock-api: {e}");
+        std::process::exit(1);
     }
 }

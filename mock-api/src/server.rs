@@ -1,4 +1,4 @@
-//! Builds the mock from a [`Config`] and serves it on a listener the caller
+//! Builds the mock from its [`ServerSettings`] and serves it on a listener the caller
 //! bound (tests and `loadgen --spawn-mock` bind port 0), until `shutdown`.
 //!
 //! Shutdown order is what keeps every accepted generation: stop accepting,
@@ -15,11 +15,11 @@ use store::users;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigError};
+use crate::config::ServerSettings;
 use crate::faults::Faults;
 use crate::http::admin::AdminAccount;
 use crate::http::auth::Tokens;
-use crate::http::{self, AppState, Settings};
+use crate::http::{self, AppState};
 use crate::jobs::Jobs;
 use crate::provider::Provider;
 use crate::queue::bullmq::BullQueue;
@@ -31,8 +31,6 @@ pub const BULL_PREFIX: &str = "bull";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
     #[error(transparent)]
     Db(#[from] DbError),
     #[error("cannot seed the test user: {0}")]
@@ -49,13 +47,11 @@ pub enum StartError {
 /// as described in the module doc and returns.
 pub async fn run(
     listener: TcpListener,
-    config: Config,
+    settings: ServerSettings,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
-    config.validate()?;
-    let fault_settings = config.fault_settings()?;
-    let db = Db::open(&config.database_url).await?;
-    if !config.no_seed && users::count(&db).await? == 0 {
+    let db = Db::open(&settings.database_url).await?;
+    if settings.seed_test_user && users::count(&db).await? == 0 {
         let user = SeedUser {
             email: DEFAULT_EMAIL.into(),
             password: DEFAULT_PASSWORD.into(),
@@ -64,7 +60,7 @@ pub async fn run(
             &db,
             &user,
             DEFAULT_CREDITS,
-            config.bcrypt_cost,
+            settings.bcrypt_cost,
             chrono::Utc::now(),
         )
         .await?
@@ -72,11 +68,11 @@ pub async fn run(
             tracing::info!("first start: {action}");
         }
     }
-    let queue: Arc<dyn Queue> = match &config.redis_url {
-        Some(url) => Arc::new(BullQueue::connect(url, &config.queue_name, BULL_PREFIX).await?),
+    let queue: Arc<dyn Queue> = match &settings.redis_url {
+        Some(url) => Arc::new(BullQueue::connect(url, &settings.queue_name, BULL_PREFIX).await?),
         None => Arc::new(EmbeddedQueue::new()),
     };
-    let faults = Arc::new(Faults::new(fault_settings, shutdown.clone()));
+    let faults = Arc::new(Faults::new(settings.faults, shutdown.clone()));
     if faults.enabled() {
         let plan = faults.plan();
         tracing::info!(
@@ -86,10 +82,7 @@ pub async fn run(
             "fault injection enabled"
         );
     }
-    let provider = Arc::new(Provider::with_faults(
-        config.provider_config(),
-        faults.clone(),
-    ));
+    let provider = Arc::new(Provider::with_faults(settings.provider, faults.clone()));
     // Before the workers start, so their first metrics are recorded.
     http::observe::prometheus();
     let stop_jobs = CancellationToken::new();
@@ -97,29 +90,22 @@ pub async fn run(
         db.clone(),
         queue.clone(),
         provider.clone(),
-        config.jobs_config(),
+        settings.jobs,
         stop_jobs.clone(),
     );
-    let admin = match (&config.admin_email, &config.admin_password) {
-        (Some(email), Some(password)) => Some(Arc::new(AdminAccount {
+    let admin = settings.admin.map(|(email, password)| {
+        Arc::new(AdminAccount {
             id: db::Id::random(),
-            email: email.clone(),
-            password: password.clone(),
-        })),
-        _ => None,
-    };
+            email,
+            password,
+        })
+    });
     let state = AppState {
         db: db.clone(),
         queue,
-        tokens: Arc::new(Tokens::new(config.jwt_secret.as_deref())),
+        tokens: Arc::new(Tokens::new(settings.jwt_secret.as_deref())),
         provider,
-        settings: Arc::new(Settings {
-            credit_cost_per_output: config.credit_cost_per_output,
-            max_outputs: config.max_outputs,
-            reservation_ttl: config.reservation_ttl(),
-            enqueue_first: config.enqueue_first,
-            bcrypt_cost: config.bcrypt_cost,
-        }),
+        settings: Arc::new(settings.http),
         relay_wake: jobs.waker(),
         admin,
         faults,

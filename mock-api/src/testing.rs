@@ -68,8 +68,9 @@ impl TestServer {
             .await
             .expect("bind a loopback port");
         let base = format!("http://{}", listener.local_addr().expect("a bound address"));
+        let settings = config.resolve().expect("a valid test configuration");
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let handle = tokio::spawn(crate::server::run(listener, config, shutdown.clone()));
+        let handle = tokio::spawn(crate::server::run(listener, settings, shutdown.clone()));
         TestServer {
             base,
             shutdown,

@@ -161,7 +161,7 @@ fn the_services_and_containers_are_those_the_readme_names() {
         .collect();
     assert_eq!(
         names,
-        BTreeSet::from(["postgres", "redis", "seed", "mock-api", "loadgen"])
+        BTreeSet::from(["postgres", "redis", "seed", "backend", "loadgen"])
     );
 
     let postgres = service(&compose, "postgres");
@@ -178,7 +178,7 @@ fn the_services_and_containers_are_those_the_readme_names() {
 #[test]
 fn the_api_is_published_on_loopback_port_5001_and_listens_on_all_interfaces_inside() {
     let compose = compose();
-    let api = service(&compose, "mock-api");
+    let api = service(&compose, "backend");
     assert_eq!(
         strings(&api["ports"], "ports"),
         vec!["127.0.0.1:5001:5001".to_string()]
@@ -190,7 +190,7 @@ fn the_api_is_published_on_loopback_port_5001_and_listens_on_all_interfaces_insi
     assert!(read("Dockerfile").contains("EXPOSE 5001"));
     assert_eq!(
         env_value(service(&compose, "loadgen"), "API_BASE"),
-        "http://mock-api:5001"
+        "http://backend:5001"
     );
 }
 
@@ -232,8 +232,8 @@ fn every_variable_set_for_a_binary_is_one_it_reads() {
 #[test]
 fn the_api_uses_postgres_and_redis_of_the_compose_network() {
     let compose = compose();
-    let api = service(&compose, "mock-api");
-    for user in ["mock-api", "seed"] {
+    let api = service(&compose, "backend");
+    for user in ["backend", "seed"] {
         let url = env_value(service(&compose, user), "DATABASE_URL");
         assert!(
             url.starts_with("postgres://postgres:${POSTGRES_PASSWORD")
@@ -251,7 +251,7 @@ fn services_start_once_their_dependencies_are_ready() {
     let postgres = service(&compose, "postgres");
     let redis = service(&compose, "redis");
     let seed = service(&compose, "seed");
-    let api = service(&compose, "mock-api");
+    let api = service(&compose, "backend");
     let loadgen = service(&compose, "loadgen");
 
     assert!(healthcheck(postgres).contains("pg_isready"));
@@ -267,7 +267,7 @@ fn services_start_once_their_dependencies_are_ready() {
     assert_eq!(depends_on(api, "postgres"), "service_healthy");
     assert_eq!(depends_on(api, "redis"), "service_healthy");
     assert_eq!(depends_on(api, "seed"), "service_completed_successfully");
-    assert_eq!(depends_on(loadgen, "mock-api"), "service_healthy");
+    assert_eq!(depends_on(loadgen, "backend"), "service_healthy");
     assert_eq!(
         strings(&loadgen["profiles"], "profiles"),
         vec!["load".to_string()]
@@ -283,7 +283,7 @@ fn no_secret_is_written_down_and_every_interpolation_is_well_formed() {
         "the password comes from the shell and is required"
     );
     assert_eq!(
-        environment(service(&compose, "mock-api"))
+        environment(service(&compose, "backend"))
             .into_iter()
             .find(|(name, _)| name == "JWT_SECRET"),
         Some(("JWT_SECRET".into(), None)),

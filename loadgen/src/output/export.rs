@@ -180,28 +180,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::snapshot::{
-        CheckTally, MetricSnapshot, MetricType, ThresholdOutcome, TrendValues, ValueType,
-    };
-
-    fn metric(name: &str, tags: &[(&str, &str)], values: Values) -> MetricSnapshot {
-        let metric_type = match values {
-            Values::Counter { .. } => MetricType::Counter,
-            Values::Gauge { .. } => MetricType::Gauge,
-            Values::Rate { .. } => MetricType::Rate,
-            Values::Trend(_) => MetricType::Trend,
-        };
-        MetricSnapshot {
-            name: name.to_string(),
-            tags: tags
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            metric_type,
-            contains: ValueType::Default,
-            values,
-        }
-    }
+    use crate::snapshot::{CheckTally, MetricSnapshot, ThresholdOutcome, TrendValues, ValueType};
 
     fn snapshot() -> Snapshot {
         let mut durations = TrendValues::new();
@@ -212,24 +191,37 @@ mod tests {
         Snapshot {
             elapsed: Duration::from_secs(4),
             metrics: vec![
-                metric(
+                MetricSnapshot::of(
                     "errors",
                     &[],
+                    ValueType::Default,
                     Values::Rate {
                         passes: 1,
                         fails: 3,
                     },
                 ),
-                metric("http_req_duration", &[], Values::Trend(durations)),
-                metric(
+                MetricSnapshot::of(
+                    "http_req_duration",
+                    &[],
+                    ValueType::Default,
+                    Values::Trend(durations),
+                ),
+                MetricSnapshot::of(
                     "http_req_duration",
                     &[("endpoint", "seedream4")],
+                    ValueType::Default,
                     Values::Trend(seedream),
                 ),
-                metric("iterations", &[], Values::Counter { count: 10.0 }),
-                metric(
+                MetricSnapshot::of(
+                    "iterations",
+                    &[],
+                    ValueType::Default,
+                    Values::Counter { count: 10.0 },
+                ),
+                MetricSnapshot::of(
                     "vus",
                     &[],
+                    ValueType::Default,
                     Values::Gauge {
                         value: 2.0,
                         min: 1.0,

@@ -1,17 +1,22 @@
-//! k6's classic end-of-test summary (k6 0.4x `textSummary`): checks first,
-//! then every metric on a dotted line, sorted by name with sub-metrics
-//! indented under their parent, values humanized with k6's rules, and a
-//! ✓/✗ before every metric that has thresholds.
+//! k6's end-of-test summary. The classic layout (k6 0.4x `textSummary`,
+//! `--summary-mode legacy`, the default): checks first, then every metric on
+//! a dotted line, sorted by name with sub-metrics indented under their
+//! parent, values humanized with k6's rules, and a ✓/✗ before every metric
+//! that has thresholds. k6 1.x's grouped layout (`compact`, `full`): a
+//! THRESHOLDS block, then TOTAL RESULTS with the check totals and the
+//! metrics under CUSTOM, HTTP, EXECUTION and NETWORK; `compact` leaves out
+//! the HTTP timing breakdown (blocked, connecting, sending, waiting, …).
 
 use std::cmp::Ordering;
 
 use crate::snapshot::{CheckTally, MetricSnapshot, Snapshot, ThresholdOutcome, ValueType, Values};
 
-/// The trend columns of k6's default `summaryTrendStats`.
-const TREND_STATS: [&str; 6] = ["avg", "min", "med", "max", "p(90)", "p(95)"];
 const CHECK_INDENT: &str = "     ";
+/// A failed check's `↳` line, in both layouts.
+const DETAIL_INDENT: &str = "      ";
 const METRIC_INDENT: &str = "   ";
 const SUB_METRIC_INDENT: &str = "  ";
+const GROUPED_INDENT: &str = "    ";
 const PASS: &str = "✓";
 const FAIL: &str = "✗";
 
@@ -21,21 +26,320 @@ const CYAN: &str = "36";
 const FAINT_CYAN: &str = "36;2";
 const FAINT: &str = "2";
 
+/// `--summary-mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SummaryMode {
+    /// k6 1.x's grouped layout, the HTTP timing breakdown left out.
+    Compact,
+    /// The grouped layout with every metric.
+    Full,
+    /// The classic layout (k6 before 1.0): loadgen's default, the guide's.
+    Legacy,
+}
+
+impl SummaryMode {
+    pub fn parse(text: &str) -> Result<SummaryMode, String> {
+        match text {
+            "compact" => Ok(SummaryMode::Compact),
+            "full" => Ok(SummaryMode::Full),
+            "legacy" => Ok(SummaryMode::Legacy),
+            other => Err(format!("{other:?}: expected compact, full or legacy")),
+        }
+    }
+}
+
+/// One column of a trend line (`--summary-trend-stats`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TrendStat {
+    Avg,
+    Min,
+    Med,
+    Max,
+    Count,
+    Percentile(f64),
+}
+
+impl TrendStat {
+    /// k6's list: `avg,min,med,max,p(90),p(95),p(99),count`.
+    pub fn parse_list(text: &str) -> Result<Vec<TrendStat>, String> {
+        text.split(',')
+            .map(|stat| match stat.trim() {
+                "avg" => Ok(TrendStat::Avg),
+                "min" => Ok(TrendStat::Min),
+                "med" => Ok(TrendStat::Med),
+                "max" => Ok(TrendStat::Max),
+                "count" => Ok(TrendStat::Count),
+                other => other
+                    .strip_prefix("p(")
+                    .and_then(|rest| rest.strip_suffix(')'))
+                    .and_then(|p| p.parse::<f64>().ok())
+                    .filter(|p| (0.0..=100.0).contains(p))
+                    .map(TrendStat::Percentile)
+                    .ok_or_else(|| {
+                        format!("stat {other:?} is unknown: expected avg, min, med, max, count or p(N) with N in 0..=100")
+                    }),
+            })
+            .collect()
+    }
+
+    fn label(self) -> String {
+        match self {
+            TrendStat::Avg => "avg".into(),
+            TrendStat::Min => "min".into(),
+            TrendStat::Med => "med".into(),
+            TrendStat::Max => "max".into(),
+            TrendStat::Count => "count".into(),
+            TrendStat::Percentile(p) => format!("p({})", js_number(p)),
+        }
+    }
+}
+
+/// k6's default `summaryTrendStats`.
+pub const DEFAULT_TREND_STATS: [TrendStat; 6] = [
+    TrendStat::Avg,
+    TrendStat::Min,
+    TrendStat::Med,
+    TrendStat::Max,
+    TrendStat::Percentile(90.0),
+    TrendStat::Percentile(95.0),
+];
+
+/// `--summary-time-unit`: every time value in this unit, two decimals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeUnit {
+    Seconds,
+    Millis,
+    Micros,
+}
+
+impl TimeUnit {
+    pub fn parse(text: &str) -> Result<TimeUnit, String> {
+        match text {
+            "s" => Ok(TimeUnit::Seconds),
+            "ms" => Ok(TimeUnit::Millis),
+            "us" => Ok(TimeUnit::Micros),
+            other => Err(format!("{other:?}: expected s, ms or us")),
+        }
+    }
+
+    fn format(self, millis: f64) -> String {
+        let (coefficient, unit) = match self {
+            TimeUnit::Seconds => (0.001, "s"),
+            TimeUnit::Millis => (1.0, "ms"),
+            TimeUnit::Micros => (1000.0, "µs"),
+        };
+        format!("{}{unit}", js_to_fixed(millis * coefficient, 2))
+    }
+}
+
+/// How the summary is laid out and its values written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SummaryStyle {
+    pub mode: SummaryMode,
+    pub trend_stats: Vec<TrendStat>,
+    pub time_unit: Option<TimeUnit>,
+    /// k6's ANSI colours: green ✓, red ✗, cyan values, faint dots.
+    pub color: bool,
+}
+
+impl Default for SummaryStyle {
+    fn default() -> SummaryStyle {
+        SummaryStyle {
+            mode: SummaryMode::Legacy,
+            trend_stats: DEFAULT_TREND_STATS.to_vec(),
+            time_unit: None,
+            color: false,
+        }
+    }
+}
+
 /// The summary exactly as k6 prints it on stdout (blank line before, blank
-/// line after). `color` adds k6's ANSI colours: green ✓, red ✗, cyan values,
-/// faint dots.
-pub fn render(snapshot: &Snapshot, color: bool) -> String {
-    let paint = Paint { color };
+/// line after).
+pub fn render(snapshot: &Snapshot, style: &SummaryStyle) -> String {
+    match style.mode {
+        SummaryMode::Legacy => render_classic(snapshot, style),
+        SummaryMode::Compact | SummaryMode::Full => render_grouped(snapshot, style),
+    }
+}
+
+fn render_classic(snapshot: &Snapshot, style: &SummaryStyle) -> String {
+    let paint = Paint { color: style.color };
     let mut lines: Vec<String> = snapshot
         .checks
         .iter()
-        .map(|check| check_line(check, paint))
+        .map(|check| check_line(check, CHECK_INDENT, paint))
         .collect();
     if !lines.is_empty() {
         lines.push(String::new());
     }
-    lines.extend(metric_lines(snapshot, paint));
+    let metrics: Vec<&MetricSnapshot> = snapshot.metrics.iter().collect();
+    lines.extend(
+        metric_lines(&metrics, snapshot, style, false)
+            .into_iter()
+            .map(|(line, _)| line),
+    );
     format!("\n{}\n\n", lines.join("\n"))
+}
+
+/// k6 1.x's sections of TOTAL RESULTS, in its order.
+const SECTIONS: [&str; 4] = ["CUSTOM", "HTTP", "EXECUTION", "NETWORK"];
+
+fn section_of(name: &str) -> &'static str {
+    match name {
+        "iteration_duration" | "iterations" | "vus" | "vus_max" | "dropped_iterations" => {
+            "EXECUTION"
+        }
+        "data_received" | "data_sent" => "NETWORK",
+        name if name.starts_with("http_") => "HTTP",
+        _ => "CUSTOM",
+    }
+}
+
+/// What `compact` shows of the HTTP section.
+fn in_compact(name: &str) -> bool {
+    section_of(name) != "HTTP"
+        || matches!(name, "http_req_duration" | "http_req_failed" | "http_reqs")
+}
+
+fn render_grouped(snapshot: &Snapshot, style: &SummaryStyle) -> String {
+    let paint = Paint { color: style.color };
+    let mut out = String::from("\n");
+    if !snapshot.thresholds.is_empty() {
+        out.push_str("  █ THRESHOLDS \n\n");
+        let mut keys: Vec<&str> = snapshot
+            .thresholds
+            .iter()
+            .map(|t| t.metric_key.as_str())
+            .collect();
+        keys.sort_by(|a, b| compare_keys(a, b));
+        keys.dedup();
+        for key in keys {
+            out.push_str(&format!("{GROUPED_INDENT}{key}\n"));
+            let contains = snapshot
+                .metric(key)
+                .map_or(ValueType::Default, |m| m.contains);
+            for outcome in snapshot.thresholds.iter().filter(|t| t.metric_key == key) {
+                out.push_str(&threshold_line(outcome, contains, style, paint));
+                out.push('\n');
+            }
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    out.push_str("  █ TOTAL RESULTS \n\n");
+    if !snapshot.checks.is_empty() {
+        // k6 1.x's check totals are its `checks` rate metric.
+        let (passes, fails) = match snapshot.metric("checks").map(|m| &m.values) {
+            Some(Values::Rate { passes, fails }) => (*passes, *fails),
+            _ => snapshot
+                .checks
+                .iter()
+                .fold((0, 0), |(p, f), c| (p + c.passes, f + c.fails)),
+        };
+        let total = passes + fails;
+        let share = |n: u64| {
+            if total == 0 {
+                0.0
+            } else {
+                n as f64 / total as f64
+            }
+        };
+        let rows = [
+            (
+                "checks_total",
+                fixed_no_trailing_zeros(total as f64, 6),
+                format!(
+                    "{}/s",
+                    fixed_no_trailing_zeros(snapshot.per_second(total as f64), 6)
+                ),
+            ),
+            (
+                "checks_succeeded",
+                percent(share(passes)),
+                format!("{passes} out of {total}"),
+            ),
+            (
+                "checks_failed",
+                percent(share(fails)),
+                format!("{fails} out of {total}"),
+            ),
+        ];
+        let name_width = rows.iter().map(|r| width(r.0)).max().unwrap_or(0);
+        let value_width = rows.iter().map(|r| width(&r.1)).max().unwrap_or(0);
+        for (name, value, extra) in rows {
+            let dots = ".".repeat(name_width + 3 - width(name));
+            out.push_str(&format!(
+                "{GROUPED_INDENT}{name}{} {}{} {}\n",
+                paint.apply(&format!("{dots}:"), FAINT),
+                paint.apply(&value, CYAN),
+                pad(&value, value_width),
+                paint.apply(&extra, FAINT_CYAN),
+            ));
+        }
+        out.push('\n');
+        for check in &snapshot.checks {
+            out.push_str(&check_line(check, GROUPED_INDENT, paint));
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    let metrics: Vec<&MetricSnapshot> = snapshot
+        .metrics
+        .iter()
+        .filter(|m| m.name != "checks")
+        .filter(|m| style.mode == SummaryMode::Full || in_compact(&m.name))
+        .collect();
+    let lines = metric_lines(&metrics, snapshot, style, true);
+    for section in SECTIONS {
+        let own: Vec<&String> = lines
+            .iter()
+            .filter(|(_, metric)| section_of(&metric.name) == section)
+            .map(|(line, _)| line)
+            .collect();
+        if own.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("{GROUPED_INDENT}{section}\n"));
+        for line in own {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `    ✓ 'p(95)<500' p(95)=31.5ms`: the expression and what was observed.
+fn threshold_line(
+    outcome: &ThresholdOutcome,
+    contains: ValueType,
+    style: &SummaryStyle,
+    paint: Paint,
+) -> String {
+    let aggregate = outcome
+        .expression
+        .split(['<', '>', '=', '!'])
+        .next()
+        .unwrap_or("")
+        .trim();
+    let observed = if aggregate == "rate" && contains == ValueType::Default {
+        percent(outcome.observed)
+    } else if aggregate == "count" {
+        fixed_no_trailing_zeros(outcome.observed, 6)
+    } else {
+        humanize(outcome.observed, contains, style.time_unit)
+    };
+    let (mark, code) = if outcome.ok {
+        (PASS, GREEN)
+    } else {
+        (FAIL, RED)
+    };
+    format!(
+        "{GROUPED_INDENT}{} '{}' {aggregate}={}",
+        paint.apply(mark, code),
+        outcome.expression,
+        paint.apply(&observed, CYAN)
+    )
 }
 
 #[derive(Clone, Copy)]
@@ -53,14 +357,14 @@ impl Paint {
     }
 }
 
-fn check_line(check: &CheckTally, paint: Paint) -> String {
+fn check_line(check: &CheckTally, indent: &str, paint: Paint) -> String {
     if check.fails == 0 {
-        return paint.apply(&format!("{CHECK_INDENT}{PASS} {}", check.name), GREEN);
+        return paint.apply(&format!("{indent}{PASS} {}", check.name), GREEN);
     }
     let total = check.passes + check.fails;
     let percent = 100 * check.passes / total;
     let text = format!(
-        "{CHECK_INDENT}{FAIL} {name}\n{CHECK_INDENT} ↳  {percent}% — {PASS} {passes} / {FAIL} {fails}",
+        "{indent}{FAIL} {name}\n{DETAIL_INDENT}↳  {percent}% — {PASS} {passes} / {FAIL} {fails}",
         name = check.name,
         passes = check.passes,
         fails = check.fails,
@@ -82,11 +386,19 @@ enum Cells {
     Plain(String, Vec<String>),
 }
 
-fn metric_lines(snapshot: &Snapshot, paint: Paint) -> Vec<String> {
-    let mut rows: Vec<Row> = snapshot
-        .metrics
+/// One line per metric, sorted as k6 sorts them, with the metric each
+/// describes. `grouped`: k6 1.x's lines (no threshold mark, rates as
+/// `N out of M`); otherwise the classic ones.
+fn metric_lines<'a>(
+    metrics: &[&'a MetricSnapshot],
+    snapshot: &Snapshot,
+    style: &SummaryStyle,
+    grouped: bool,
+) -> Vec<(String, &'a MetricSnapshot)> {
+    let paint = Paint { color: style.color };
+    let mut rows: Vec<Row> = metrics
         .iter()
-        .map(|metric| row(metric, snapshot))
+        .map(|metric| row(metric, snapshot, style, grouped))
         .collect();
     rows.sort_by(|a, b| compare_keys(&a.metric.key(), &b.metric.key()));
 
@@ -95,7 +407,7 @@ fn metric_lines(snapshot: &Snapshot, paint: Paint) -> Vec<String> {
         .map(|row| width(row.indent) + width(&row.name))
         .max()
         .unwrap_or(0);
-    let mut trend_widths = [0; TREND_STATS.len()];
+    let mut trend_widths = vec![0; style.trend_stats.len()];
     let mut value_width = 0;
     let mut extra_widths = [0; 2];
     for row in &rows {
@@ -117,12 +429,18 @@ fn metric_lines(snapshot: &Snapshot, paint: Paint) -> Vec<String> {
     rows.iter()
         .map(|row| {
             let data = match &row.cells {
-                Cells::Trend(columns) => TREND_STATS
+                Cells::Trend(columns) => style
+                    .trend_stats
                     .iter()
                     .zip(columns)
-                    .zip(trend_widths)
+                    .zip(&trend_widths)
                     .map(|((stat, column), max)| {
-                        format!("{stat}={}{}", paint.apply(column, CYAN), pad(column, max))
+                        format!(
+                            "{}={}{}",
+                            stat.label(),
+                            paint.apply(column, CYAN),
+                            pad(column, *max)
+                        )
                     })
                     .collect::<Vec<_>>()
                     .join(" "),
@@ -152,18 +470,31 @@ fn metric_lines(snapshot: &Snapshot, paint: Paint) -> Vec<String> {
                 }
             };
             let dots = ".".repeat(name_width + 3 - width(&row.name) - width(row.indent));
-            format!(
-                "{METRIC_INDENT}{indent}{mark} {name}{dots} {data}",
-                indent = row.indent,
-                mark = threshold_mark(&row.metric.key(), &snapshot.thresholds, paint),
+            let lead = if grouped {
+                format!("{GROUPED_INDENT}{}", row.indent)
+            } else {
+                format!(
+                    "{METRIC_INDENT}{}{} ",
+                    row.indent,
+                    threshold_mark(&row.metric.key(), &snapshot.thresholds, paint)
+                )
+            };
+            let line = format!(
+                "{lead}{name}{dots} {data}",
                 name = row.name,
                 dots = paint.apply(&format!("{dots}:"), FAINT),
-            )
+            );
+            (line, row.metric)
         })
         .collect()
 }
 
-fn row<'a>(metric: &'a MetricSnapshot, snapshot: &Snapshot) -> Row<'a> {
+fn row<'a>(
+    metric: &'a MetricSnapshot,
+    snapshot: &Snapshot,
+    style: &SummaryStyle,
+    grouped: bool,
+) -> Row<'a> {
     let (indent, name) = if metric.tags.is_empty() {
         ("", metric.name.clone())
     } else {
@@ -171,7 +502,7 @@ fn row<'a>(metric: &'a MetricSnapshot, snapshot: &Snapshot) -> Row<'a> {
         let tags = &key[metric.name.len() + 1..key.len() - 1];
         (SUB_METRIC_INDENT, format!("{{ {tags} }}"))
     };
-    let humanize = |value: f64| humanize(value, metric.contains);
+    let humanize = |value: f64| humanize(value, metric.contains, style.time_unit);
     let cells = match &metric.values {
         Values::Counter { count } => Cells::Plain(
             humanize(*count),
@@ -189,23 +520,26 @@ fn row<'a>(metric: &'a MetricSnapshot, snapshot: &Snapshot) -> Row<'a> {
                 0 => 0.0,
                 total => *passes as f64 / total as f64,
             };
-            Cells::Plain(
-                percent(rate),
-                vec![format!("{PASS} {passes}"), format!("{FAIL} {fails}")],
-            )
+            let extras = if grouped {
+                vec![format!("{passes} out of {}", passes + fails)]
+            } else {
+                vec![format!("{PASS} {passes}"), format!("{FAIL} {fails}")]
+            };
+            Cells::Plain(percent(rate), extras)
         }
         Values::Trend(trend) => Cells::Trend(
-            [
-                trend.avg(),
-                trend.min_or_zero(),
-                trend.med(),
-                trend.max_or_zero(),
-                trend.percentile(90.0),
-                trend.percentile(95.0),
-            ]
-            .into_iter()
-            .map(humanize)
-            .collect(),
+            style
+                .trend_stats
+                .iter()
+                .map(|stat| match stat {
+                    TrendStat::Avg => humanize(trend.avg()),
+                    TrendStat::Min => humanize(trend.min_or_zero()),
+                    TrendStat::Med => humanize(trend.med()),
+                    TrendStat::Max => humanize(trend.max_or_zero()),
+                    TrendStat::Percentile(p) => humanize(trend.percentile(*p)),
+                    TrendStat::Count => trend.count().to_string(),
+                })
+                .collect(),
         ),
     };
     Row {
@@ -272,10 +606,13 @@ fn pad(text: &str, to: usize) -> String {
 }
 
 /// k6's `humanizeValue` for counters, gauges and trends.
-fn humanize(value: f64, contains: ValueType) -> String {
+fn humanize(value: f64, contains: ValueType, time_unit: Option<TimeUnit>) -> String {
     match contains {
         ValueType::Data => humanize_bytes(value),
-        ValueType::Time => humanize_duration(value),
+        ValueType::Time => match time_unit {
+            Some(unit) => unit.format(value),
+            None => humanize_duration(value),
+        },
         ValueType::Default => fixed_no_trailing_zeros(value, 6),
     }
 }
@@ -385,11 +722,10 @@ fn js_number(value: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::time::Duration;
 
     use super::*;
-    use crate::snapshot::{MetricType, TrendValues};
+    use crate::snapshot::TrendValues;
 
     #[test]
     fn durations_humanized_as_k6() {
@@ -449,30 +785,6 @@ mod tests {
         assert_eq!(js_to_fixed(1.005, 2), "1.00");
     }
 
-    fn metric(
-        name: &str,
-        tags: &[(&str, &str)],
-        contains: ValueType,
-        values: Values,
-    ) -> MetricSnapshot {
-        let metric_type = match values {
-            Values::Counter { .. } => MetricType::Counter,
-            Values::Gauge { .. } => MetricType::Gauge,
-            Values::Rate { .. } => MetricType::Rate,
-            Values::Trend(_) => MetricType::Trend,
-        };
-        MetricSnapshot {
-            name: name.to_string(),
-            tags: tags
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
-            metric_type,
-            contains,
-            values,
-        }
-    }
-
     fn trend(values: impl IntoIterator<Item = f64>) -> Values {
         let mut trend = TrendValues::new();
         values.into_iter().for_each(|v| trend.record(v));
@@ -496,7 +808,7 @@ mod tests {
         Snapshot {
             elapsed: Duration::from_secs(70),
             metrics: vec![
-                metric(
+                MetricSnapshot::of(
                     "vus_max",
                     &[],
                     Default,
@@ -506,7 +818,7 @@ mod tests {
                         max: 10.0,
                     },
                 ),
-                metric(
+                MetricSnapshot::of(
                     "checks",
                     &[],
                     Default,
@@ -515,20 +827,20 @@ mod tests {
                         fails: 10,
                     },
                 ),
-                metric(
+                MetricSnapshot::of(
                     "credit_errors",
                     &[],
                     Default,
                     Values::Counter { count: 10.0 },
                 ),
-                metric(
+                MetricSnapshot::of(
                     "data_received",
                     &[],
                     Data,
                     Values::Counter { count: 48_049.0 },
                 ),
-                metric("data_sent", &[], Data, Values::Counter { count: 9_216.0 }),
-                metric(
+                MetricSnapshot::of("data_sent", &[], Data, Values::Counter { count: 9_216.0 }),
+                MetricSnapshot::of(
                     "errors",
                     &[],
                     Default,
@@ -537,7 +849,7 @@ mod tests {
                         fails: 110,
                     },
                 ),
-                metric(
+                MetricSnapshot::of(
                     "generation_success",
                     &[],
                     Default,
@@ -546,19 +858,19 @@ mod tests {
                         fails: 0,
                     },
                 ),
-                metric(
+                MetricSnapshot::of(
                     "http_req_duration",
                     &[],
                     Time,
                     trend(generate_ms.clone().chain(login_ms)),
                 ),
-                metric(
+                MetricSnapshot::of(
                     "http_req_duration",
                     &[("endpoint", "seedream4")],
                     Time,
                     trend(generate_ms.clone()),
                 ),
-                metric(
+                MetricSnapshot::of(
                     "http_req_failed",
                     &[],
                     Default,
@@ -567,16 +879,16 @@ mod tests {
                         fails: 230,
                     },
                 ),
-                metric("http_reqs", &[], Default, Values::Counter { count: 240.0 }),
-                metric(
+                MetricSnapshot::of("http_reqs", &[], Default, Values::Counter { count: 240.0 }),
+                MetricSnapshot::of(
                     "iteration_duration",
                     &[],
                     Time,
                     trend((0..120).map(|i| 3600.0 + 80.0 * f64::from(i))),
                 ),
-                metric("iterations", &[], Default, Values::Counter { count: 120.0 }),
-                metric("response_time", &[], Default, trend(generate_ms)),
-                metric(
+                MetricSnapshot::of("iterations", &[], Default, Values::Counter { count: 120.0 }),
+                MetricSnapshot::of("response_time", &[], Default, trend(generate_ms)),
+                MetricSnapshot::of(
                     "vus",
                     &[],
                     Default,
@@ -623,19 +935,28 @@ mod tests {
     #[test]
     fn classic_summary_layout() {
         let expected = include_str!("../../tests/snapshots/summary.txt");
-        assert_eq!(render(&fixed_snapshot(), false), expected);
+        assert_eq!(
+            render(&fixed_snapshot(), &SummaryStyle::default()),
+            expected
+        );
     }
 
     #[test]
     fn colours_marks_values_and_dots() {
-        let text = render(&fixed_snapshot(), true);
+        let text = render(
+            &fixed_snapshot(),
+            &SummaryStyle {
+                color: true,
+                ..SummaryStyle::default()
+            },
+        );
         assert!(text.contains("\x1b[32m     ✓ login successful\x1b[0m"));
         assert!(text.contains("\x1b[31m     ✗ status is 202\n      ↳  91% — ✓ 110 / ✗ 10\x1b[0m"));
         assert!(text.contains("   \x1b[32m✓\x1b[0m errors\x1b[2m"));
         assert!(text.contains("     \x1b[31m✗\x1b[0m { endpoint:seedream4 }\x1b[2m"));
         assert!(text.contains("\x1b[36m240\x1b[0m"));
         assert!(text.contains("\x1b[36;2m3.428571/s\x1b[0m"));
-        let plain = render(&fixed_snapshot(), false);
+        let plain = render(&fixed_snapshot(), &SummaryStyle::default());
         assert!(!plain.contains('\x1b'));
     }
 
@@ -643,7 +964,7 @@ mod tests {
     fn empty_snapshot_renders_without_checks_block() {
         let snapshot = Snapshot {
             elapsed: Duration::ZERO,
-            metrics: vec![metric(
+            metrics: vec![MetricSnapshot::of(
                 "http_reqs",
                 &[],
                 ValueType::Default,
@@ -652,6 +973,108 @@ mod tests {
             checks: Vec::new(),
             thresholds: Vec::new(),
         };
-        assert_eq!(render(&snapshot, false), "\n     http_reqs...: 0 0/s\n\n");
+        assert_eq!(
+            render(&snapshot, &SummaryStyle::default()),
+            "\n     http_reqs...: 0 0/s\n\n"
+        );
+    }
+
+    #[test]
+    fn trend_stats_and_time_unit_as_asked() {
+        let style = SummaryStyle {
+            trend_stats: TrendStat::parse_list("avg,p(99),count").unwrap(),
+            time_unit: Some(TimeUnit::parse("ms").unwrap()),
+            ..SummaryStyle::default()
+        };
+        let text = render(&fixed_snapshot(), &style);
+        let line = text
+            .lines()
+            .find(|line| line.contains("http_req_duration."))
+            .unwrap();
+        assert!(line.contains(": avg="), "{line}");
+        assert!(line.contains(" p(99)="), "{line}");
+        assert!(line.contains(" count="), "{line}");
+        assert!(!line.contains("med="), "{line}");
+        // Two decimals in the unit asked for, never humanized.
+        let avg = line
+            .split("avg=")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        assert!(
+            avg.ends_with("ms") && avg.split('.').nth(1).unwrap().len() == 4,
+            "{avg}"
+        );
+        assert_eq!(TimeUnit::Seconds.format(1500.0), "1.50s");
+        assert_eq!(TimeUnit::Micros.format(0.0125), "12.50µs");
+        assert!(TrendStat::parse_list("avg,p(101)").is_err());
+        assert!(TrendStat::parse_list("mean").is_err());
+        assert!(TimeUnit::parse("h").is_err());
+        assert!(SummaryMode::parse("short").is_err());
+    }
+
+    #[test]
+    fn compact_layout_groups_thresholds_checks_and_metrics() {
+        let style = SummaryStyle {
+            mode: SummaryMode::Compact,
+            ..SummaryStyle::default()
+        };
+        let mut snapshot = fixed_snapshot();
+        snapshot.metrics.push(MetricSnapshot::of(
+            "http_req_waiting",
+            &[],
+            ValueType::Time,
+            trend([1.0, 2.0]),
+        ));
+        let text = render(&snapshot, &style);
+        let thresholds = text.find("  █ THRESHOLDS \n").expect("a THRESHOLDS block");
+        let results = text
+            .find("  █ TOTAL RESULTS \n")
+            .expect("a TOTAL RESULTS block");
+        assert!(thresholds < results, "{text}");
+        assert!(
+            text.contains("\n    errors\n    ✓ 'rate<0.10' rate="),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n    http_req_duration{endpoint:seedream4}\n    ✗ 'p(95)<4000' p(95)="),
+            "{text}"
+        );
+        assert!(text.contains("    checks_total.......: 600    "), "{text}");
+        assert!(
+            text.contains("    checks_succeeded...: 98.33% 590 out of 600\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    ✗ status is 202\n      ↳  91% — ✓ 110 / ✗ 10"),
+            "{text}"
+        );
+        let order: Vec<usize> = [
+            "\n    CUSTOM\n",
+            "\n    HTTP\n",
+            "\n    EXECUTION\n",
+            "\n    NETWORK\n",
+        ]
+        .iter()
+        .map(|section| {
+            text.find(section)
+                .unwrap_or_else(|| panic!("{section}: {text}"))
+        })
+        .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+        // Rates as k6 1.x writes them, and no timing breakdown in compact.
+        assert!(text.contains(" out of "), "{text}");
+        assert!(!text.contains("http_req_waiting"), "{text}");
+        assert!(!text.contains("    checks...."), "{text}");
+        let full = render(
+            &snapshot,
+            &SummaryStyle {
+                mode: SummaryMode::Full,
+                ..SummaryStyle::default()
+            },
+        );
+        assert!(full.contains("    http_req_waiting."), "{full}");
     }
 }

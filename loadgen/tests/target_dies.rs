@@ -1,0 +1,125 @@
+//! The target dies in the middle of a `loadgen run`: the requests after it
+//! fail with an `error` tag and are counted, the run goes on to its end,
+//! the summary and the exports are written, and the exit code follows the
+//! thresholds.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mock_api::testing::{self, TestServer};
+use store::seeding::SeedUser;
+
+const EMAIL: &str = "dies@example.com";
+const PASSWORD: &str = "dies-password-1";
+
+/// Waits for the child up to `deadline`, killing it past that.
+fn wait_with_deadline(mut child: Child, deadline: Duration) -> std::process::Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("poll loadgen").is_some() {
+            return child.wait_with_output().expect("loadgen's output");
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("loadgen's output");
+            panic!(
+                "loadgen still running {deadline:?} after start: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `mock_credits_reserved_total` from the mock's `/metrics`.
+async fn reserved_credits(base: &str) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: mock\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    socket.read_to_string(&mut text).await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("mock_credits_reserved_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_dies_mid_run_fails_requests_and_the_run_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = testing::test_config(&store::testing::sqlite_url(dir.path()));
+    let (server, db) =
+        TestServer::start_with_user(config, &SeedUser::new(EMAIL, PASSWORD), 100_000).await;
+    let export = dir.path().join("summary.json");
+    let stream = dir.path().join("samples.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["run", "--quiet", "--no-color", "--think-time", "0"])
+        .args([
+            "--api-base",
+            &server.base,
+            "--email",
+            EMAIL,
+            "--password",
+            PASSWORD,
+        ])
+        .args(["--vus", "2", "--duration", "4s", "--generate-timeout", "5s"])
+        .arg("--summary-export")
+        .arg(&export)
+        .arg("--out")
+        .arg(format!("json={}", stream.display()))
+        .args(["--tag", "testid=target-dies"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("loadgen starts");
+
+    // The signal that the run is under way: the mock has accepted
+    // generations (its Prometheus counter of reserved credits).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reserved_credits(&server.base).await < 3.0 {
+        assert!(Instant::now() < deadline, "no generation reached the mock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await.expect("the mock stops cleanly");
+    db.close().await;
+
+    let out =
+        tokio::task::spawn_blocking(move || wait_with_deadline(child, Duration::from_secs(60)))
+            .await
+            .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The default thresholds (errors, http_req_failed) fail: exit 99.
+    assert_eq!(out.status.code(), Some(99), "{stderr}\n{stdout}");
+    assert!(stdout.contains("http_req_failed"), "{stdout}");
+    assert!(stdout.contains("✗ errors"), "{stdout}");
+
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
+    let failed = &summary["metrics"]["http_req_failed"];
+    assert!(failed["passes"].as_u64().unwrap() > 0, "{failed}");
+
+    // After the mock stopped, requests failed at the socket with an `error` tag.
+    let samples = std::fs::read_to_string(&stream).unwrap();
+    let refused = samples
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|point| point["metric"] == "http_reqs")
+        .filter(|point| {
+            matches!(
+                point["data"]["tags"]["error"].as_str(),
+                Some("connection refused" | "connection reset")
+            )
+        })
+        .count();
+    assert!(
+        refused > 0,
+        "no http_reqs sample with a connection error tag"
+    );
+}
