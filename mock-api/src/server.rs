@@ -5,9 +5,12 @@
 //! let in-flight requests finish (their 202s are already committed with
 //! their outbox rows), then stop the workers, which finish a running job
 //! within the grace period or hand it back to the queue. Whatever is still
-//! undone is in the outbox or in Redis and runs after the next start.
+//! undone is in the outbox or in Redis and runs after the next start; what
+//! a crash (SIGKILL) or a Redis restart loses, the reconciler queues again
+//! (see [`crate::jobs`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +23,7 @@ use crate::http::auth::Tokens;
 use crate::http::{self, AppState, Settings};
 use crate::jobs::Jobs;
 use crate::provider::Provider;
-use crate::queue::bullmq::BullQueue;
+use crate::queue::bullmq::{BullOptions, BullQueue};
 use crate::queue::embedded::EmbeddedQueue;
 use crate::queue::{Queue, QueueError};
 use crate::seeding::{self, SeedError, SeedUser};
@@ -78,7 +81,18 @@ pub async fn run(
         }
     }
     let queue: Arc<dyn Queue> = match &config.redis_url {
-        Some(url) => Arc::new(BullQueue::connect(url, &config.queue_name, BULL_PREFIX).await?),
+        Some(url) => Arc::new(
+            BullQueue::connect_with(
+                url,
+                &config.queue_name,
+                BULL_PREFIX,
+                BullOptions {
+                    lock_ttl: Duration::from_millis(config.queue_lock_ms),
+                    ..BullOptions::default()
+                },
+            )
+            .await?,
+        ),
         None => Arc::new(EmbeddedQueue::new()),
     };
     let faults = Arc::new(Faults::new(fault_settings, shutdown.clone()));
@@ -154,9 +168,9 @@ pub enum Drain {
 /// Waits until no generation session is `processing` (every accepted job
 /// has completed or failed), up to `timeout`. The database is the only
 /// place that knows, so this polls it.
-pub async fn wait_for_drain(db: &Db, timeout: std::time::Duration) -> Result<Drain, sqlx::Error> {
+pub async fn wait_for_drain(db: &Db, timeout: Duration) -> Result<Drain, sqlx::Error> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut every = tokio::time::interval(std::time::Duration::from_millis(50));
+    let mut every = tokio::time::interval(Duration::from_millis(50));
     loop {
         every.tick().await;
         let (processing,): (i64,) = crate::with_pool!(db, pool => sqlx::query_as(
