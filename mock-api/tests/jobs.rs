@@ -633,6 +633,38 @@ impl Queue for FlakyQueue {
     }
 }
 
+/// Workers waiting for a job see shutdown at once, not after their take
+/// wait: with an hour-long wait, stopping still ends within `PATIENCE`.
+#[tokio::test]
+async fn idle_workers_stop_at_once_at_shutdown() {
+    let fx = Fixture::sqlite().await;
+    let config = JobsConfig {
+        take_wait: Duration::from_secs(3600),
+        ..fast_config()
+    };
+    let running = Running::start(&fx.db, fast_queue(), provider(1, 5, 0.0), config);
+    let accepted = vec![fx.accept(1).await];
+    running.jobs.wake();
+    fx.wait_settled().await;
+    running.stop().await;
+    fx.assert_all_completed(&accepted).await;
+    if let (Some(fx), Some(redis)) = (Fixture::postgres().await, redis_url().await) {
+        let queue = BullQueue::connect(&redis, &unique_name("idle"), "bull")
+            .await
+            .unwrap();
+        let config = JobsConfig {
+            take_wait: Duration::from_secs(3600),
+            ..fast_config()
+        };
+        let running = Running::start(&fx.db, Arc::new(queue), provider(1, 5, 0.0), config);
+        let accepted = vec![fx.accept(1).await];
+        running.jobs.wake();
+        fx.wait_settled().await;
+        running.stop().await;
+        fx.assert_all_completed(&accepted).await;
+    }
+}
+
 #[tokio::test]
 async fn rows_stay_in_the_outbox_while_the_queue_refuses_them() {
     let fx = Fixture::sqlite().await;
