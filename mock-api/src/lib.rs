@@ -17,13 +17,14 @@
 //! - [`faults`]: fault injection — the fault plan (TOML/JSON, scheduled
 //!   windows), seeded decisions, the edge layer, the real rate limiter
 //!   (`RATE_LIMIT_MAX`) and the `/__mock/*` control API.
-//! - [`jobs`]: the outbox relay, the generation workers and the reservation
-//!   sweeper.
+//! - [`jobs`]: the outbox relay, the generation workers, the reconciler
+//!   (queues again what the queue lost) and the reservation sweeper.
 //! - [`config`]: the server's flags and environment variables.
 //! - [`server`]: builds the app from a config and serves it on a bound
 //!   listener until shutdown.
 //! - [`http`]: the routes, per area, with their state, auth and errors.
-//! - `testing` (feature `testing`): throwaway PostgreSQL / Redis servers.
+//! - `testing` (feature `testing`): throwaway PostgreSQL / Redis servers,
+//!   also as handles a crash test can stop and start again.
 
 pub mod audit;
 pub mod config;
