@@ -277,10 +277,14 @@ impl PostgresServer {
         }
         let data = dir.join("data");
         let mut initdb = as_server_user(&bin.join("initdb"));
-        initdb
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
+        initdb.arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]);
         run(initdb, "initdb")?;
         let server = PostgresServer {
             url: String::new(),
@@ -404,8 +408,8 @@ impl RedisServer {
     /// Kills the server (SIGKILL: nothing is saved) and waits until its
     /// port is free.
     pub fn kill(&self) -> Result<(), String> {
-        let pid = std::fs::read_to_string(self.pid_file())
-            .map_err(|e| format!("redis pid file: {e}"))?;
+        let pid =
+            std::fs::read_to_string(self.pid_file()).map_err(|e| format!("redis pid file: {e}"))?;
         run(
             {
                 let mut c = Command::new("kill");

@@ -477,7 +477,14 @@ async fn postgres_down_answers_503_then_recovers_by_itself() {
     // While the database is down every answer is a JSON 503, within the
     // client's timeout.
     until("503s while PostgreSQL is down", || {
-        let n = load.tally.lock().unwrap().statuses.get(&503).copied().unwrap_or(0);
+        let n = load
+            .tally
+            .lock()
+            .unwrap()
+            .statuses
+            .get(&503)
+            .copied()
+            .unwrap_or(0);
         async move { n >= 12 }
     })
     .await;
@@ -490,7 +497,10 @@ async fn postgres_down_answers_503_then_recovers_by_itself() {
     let back = Instant::now();
     load.wait_accepted(down + 80).await;
     let tally = load.stop().await;
-    assert_eq!(tally.timed_out, 0, "a request hung while PostgreSQL was down");
+    assert_eq!(
+        tally.timed_out, 0,
+        "a request hung while PostgreSQL was down"
+    );
     assert_eq!(
         tally.statuses.keys().copied().collect::<Vec<_>>(),
         vec![503],
@@ -498,7 +508,10 @@ async fn postgres_down_answers_503_then_recovers_by_itself() {
         tally.bodies
     );
     let body: Value = serde_json::from_str(&tally.bodies[&503]).unwrap();
-    assert_eq!(body["error"], "database temporarily unavailable, please retry");
+    assert_eq!(
+        body["error"],
+        "database temporarily unavailable, please retry"
+    );
     let db = Db::connect(&postgres.url).await.unwrap();
     assert_all_finished_once(&db, &tally.accepted).await;
     eprintln!(

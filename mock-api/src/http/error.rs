@@ -135,8 +135,7 @@ mod tests {
         }
         let response = ApiError::from(sqlx::Error::RowNotFound).into_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let response =
-            ApiError::from(LedgerError::Db(sqlx::Error::PoolTimedOut)).into_response();
+        let response = ApiError::from(LedgerError::Db(sqlx::Error::PoolTimedOut)).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }
