@@ -64,6 +64,12 @@ pub struct Config {
     /// How often the relay looks for undispatched outbox rows (it is also woken by each 202).
     #[arg(long, env = "OUTBOX_POLL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub outbox_poll_ms: u64,
+    /// How often generations still processing whose job the queue lost are queued again.
+    #[arg(long, env = "RECONCILE_EVERY_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub reconcile_every_ms: u64,
+    /// Redis queue: how long a job's lock outlives its holder (BullMQ's lockDuration); a killed worker's jobs return after it.
+    #[arg(long, env = "QUEUE_LOCK_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(30..))]
+    pub queue_lock_ms: u64,
     /// Outbox rows dispatched per poll.
     #[arg(long, env = "OUTBOX_BATCH", default_value_t = 25, value_parser = clap::value_parser!(i64).range(1..=10_000))]
     pub outbox_batch: i64,
@@ -127,6 +133,8 @@ pub struct ServerSettings {
     pub database_url: String,
     pub redis_url: Option<String>,
     pub queue_name: String,
+    /// How long a Redis job's lock outlives its holder (`QUEUE_LOCK_MS`).
+    pub queue_lock: Duration,
     /// Create the test user on a first start with an empty users table.
     pub seed_test_user: bool,
     pub bcrypt_cost: u32,
@@ -205,6 +213,7 @@ impl Config {
             database_url: self.database_url.clone(),
             redis_url: self.redis_url.clone(),
             queue_name: self.queue_name.clone(),
+            queue_lock: Duration::from_millis(self.queue_lock_ms),
             seed_test_user: !self.no_seed,
             bcrypt_cost: self.bcrypt_cost,
             jwt_secret: self.jwt_secret.clone(),
@@ -245,6 +254,7 @@ impl Config {
             outbox_poll: Duration::from_millis(self.outbox_poll_ms),
             outbox_batch: self.outbox_batch,
             grace: Duration::from_millis(self.shutdown_grace_ms),
+            reconcile_every: Duration::from_millis(self.reconcile_every_ms),
             ..JobsConfig::default()
         }
     }
@@ -292,7 +302,7 @@ impl Config {
         let masked = |set: bool| if set { "(set)" } else { "(unset)" };
         format!(
             "listen={} database={} queue={} queue_name={} jwt_secret={} admin={} seed_on_first_start={} \
-             enqueue_first={} workers={} outbox_poll_ms={} outbox_batch={} cost_per_output={} max_outputs={} \
+             enqueue_first={} workers={} outbox_poll_ms={} outbox_batch={} reconcile_every_ms={} queue_lock_ms={} cost_per_output={} max_outputs={} \
              reservation_ttl_s={} provider_latency_ms={}..{} mock_seed={} bcrypt_cost={} shutdown_grace_ms={} \
              faults={} provider_error_rate={} provider_error_statuses={} provider_latency={} provider_timeout={} \
              control_api={} rate_limit={}",
@@ -307,6 +317,8 @@ impl Config {
             self.worker_concurrency,
             self.outbox_poll_ms,
             self.outbox_batch,
+            self.reconcile_every_ms,
+            self.queue_lock_ms,
             self.credit_cost_per_output,
             self.max_outputs,
             self.reservation_ttl_seconds,

@@ -12,8 +12,8 @@
 //!   plan (TOML/JSON, rules as target + action, scheduled windows), the
 //!   seeded decisions and the real rate limiter's counting
 //!   (`RATE_LIMIT_MAX`).
-//! - [`jobs`]: the outbox relay, the generation workers and the reservation
-//!   sweeper.
+//! - [`jobs`]: the outbox relay, the generation workers, the reconciler
+//!   (queues again what the queue lost) and the reservation sweeper.
 //! - [`config`]: the server's flags and environment variables, resolved
 //!   once (fault plan read) into the settings the server starts from.
 //! - [`server`]: builds the app from those settings and serves it on a bound
@@ -21,7 +21,8 @@
 //! - [`http`]: the routes, per area, with their state, auth and errors;
 //!   and what applies the fault decisions: the edge middleware, the rate
 //!   limiter's answers and the `/__mock/*` control API.
-//! - `testing` (feature `testing`): a throwaway Redis server, the test
+//! - `testing` (feature `testing`): a throwaway Redis server (also as a
+//!   handle a crash test can stop and start again), the test
 //!   configuration, an in-process server and the `Api` client tests drive
 //!   it with (the throwaway PostgreSQL server is `store::testing`).
 

@@ -5,7 +5,9 @@
 //! let in-flight requests finish (their 202s are already committed with
 //! their outbox rows), then stop the workers, which finish a running job
 //! within the grace period or hand it back to the queue. Whatever is still
-//! undone is in the outbox or in Redis and runs after the next start.
+//! undone is in the outbox or in Redis and runs after the next start; what
+//! a crash (SIGKILL) or a Redis restart loses, the reconciler queues again
+//! (see [`crate::jobs`]).
 
 use std::sync::Arc;
 
@@ -22,7 +24,7 @@ use crate::http::auth::Tokens;
 use crate::http::{self, AppState};
 use crate::jobs::Jobs;
 use crate::provider::Provider;
-use crate::queue::bullmq::BullQueue;
+use crate::queue::bullmq::{BullOptions, BullQueue};
 use crate::queue::embedded::EmbeddedQueue;
 use crate::queue::{Queue, QueueError};
 
@@ -69,7 +71,18 @@ pub async fn run(
         }
     }
     let queue: Arc<dyn Queue> = match &settings.redis_url {
-        Some(url) => Arc::new(BullQueue::connect(url, &settings.queue_name, BULL_PREFIX).await?),
+        Some(url) => Arc::new(
+            BullQueue::connect_with(
+                url,
+                &settings.queue_name,
+                BULL_PREFIX,
+                BullOptions {
+                    lock_ttl: settings.queue_lock,
+                    ..BullOptions::default()
+                },
+            )
+            .await?,
+        ),
         None => Arc::new(EmbeddedQueue::new()),
     };
     let faults = Arc::new(Faults::new(settings.faults, shutdown.clone()));

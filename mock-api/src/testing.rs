@@ -9,7 +9,11 @@
 //! points at an existing server instead. When no server can be had the
 //! helper prints a SKIP line and returns `None` — unless `CI` is set, where
 //! it panics, because nothing may be skipped in CI.
+//!
+//! Crash tests get a Redis server of their own instead, which they may
+//! kill and start again: [`RedisServer`].
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use store::testing::{free_port, run, unavailable, unique_name, watchdog};
@@ -107,42 +111,94 @@ impl TestServer {
 }
 
 fn start_redis() -> Result<String, String> {
-    let dir = std::env::temp_dir().join(unique_name("testbed-redis"));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let port = free_port()?;
-    let mut server = Command::new("redis-server");
-    server
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no", "--daemonize", "yes"])
-        .arg("--dir")
-        .arg(&dir)
-        .arg("--pidfile")
-        .arg(dir.join("redis.pid"))
-        .arg("--logfile")
-        .arg(dir.join("redis.log"));
-    run(server, "redis-server")?;
-    let url = format!("redis://127.0.0.1:{port}");
-    // redis-server --daemonize returns before it listens; wait for PONG.
-    let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
-    let mut last_error = String::new();
-    for _ in 0..200 {
-        match client.get_connection() {
-            Ok(mut conn) => match redis::cmd("PING").query::<String>(&mut conn) {
-                Ok(_) => {
-                    watchdog(&format!(
-                        "kill $(cat {pid}); rm -rf {dir}",
-                        pid = dir.join("redis.pid").display(),
-                        dir = dir.display()
-                    ))?;
-                    return Ok(url);
-                }
-                Err(e) => last_error = e.to_string(),
-            },
-            Err(e) => last_error = e.to_string(),
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
+    RedisServer::start().map(|server| server.url)
+}
+
+/// A Redis server of this process's own (no persistence), which a test may
+/// kill and start again, empty, on the same port. A watchdog kills it and
+/// removes its files when the process exits.
+pub struct RedisServer {
+    /// `redis://127.0.0.1:PORT`.
+    pub url: String,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts on a free loopback port and waits until it answers PING.
+    pub fn start() -> Result<RedisServer, String> {
+        let dir = std::env::temp_dir().join(unique_name("testbed-redis"));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let port = free_port()?;
+        let server = RedisServer {
+            url: format!("redis://127.0.0.1:{port}"),
+            dir,
+            port,
+        };
+        server.start_again()?;
+        watchdog(&format!(
+            "kill $(cat {pid}); rm -rf {dir}",
+            pid = server.pid_file().display(),
+            dir = server.dir.display()
+        ))?;
+        Ok(server)
     }
-    Err(format!("redis-server did not answer: {last_error}"))
+
+    fn pid_file(&self) -> PathBuf {
+        self.dir.join("redis.pid")
+    }
+
+    /// Starts the server (again, empty) and waits until it answers PING.
+    pub fn start_again(&self) -> Result<(), String> {
+        let mut server = Command::new("redis-server");
+        server
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "yes"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--pidfile")
+            .arg(self.pid_file())
+            .arg("--logfile")
+            .arg(self.dir.join("redis.log"));
+        run(server, "redis-server")?;
+        // redis-server --daemonize returns before it listens; wait for PONG.
+        let client = redis::Client::open(self.url.as_str()).map_err(|e| e.to_string())?;
+        let mut last_error = String::new();
+        for _ in 0..200 {
+            match client.get_connection() {
+                Ok(mut conn) => match redis::cmd("PING").query::<String>(&mut conn) {
+                    Ok(_) => return Ok(()),
+                    Err(e) => last_error = e.to_string(),
+                },
+                Err(e) => last_error = e.to_string(),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        Err(format!("redis-server did not answer: {last_error}"))
+    }
+
+    /// Kills the server (SIGKILL: nothing is saved) and waits until its
+    /// port is free.
+    pub fn kill(&self) -> Result<(), String> {
+        let pid =
+            std::fs::read_to_string(self.pid_file()).map_err(|e| format!("redis pid file: {e}"))?;
+        run(
+            {
+                let mut c = Command::new("kill");
+                c.args(["-KILL", pid.trim()]);
+                c
+            },
+            "kill redis-server",
+        )?;
+        for _ in 0..400 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                let _ = std::fs::remove_file(self.pid_file());
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        Err("redis-server still listens after SIGKILL".into())
+    }
 }
 
 /// An HTTP client for a [`TestServer`], with the contract's login and

@@ -384,3 +384,46 @@ async fn concurrent_workers_take_each_job_once() {
     let completed: u64 = fx.redis.clone().zcard(fx.key("completed")).await.unwrap();
     assert_eq!(completed, 200);
 }
+
+/// The reconciler's `revive`: a finished job and a job whose hash is gone
+/// (Redis restarted empty) are queued again with fresh attempts; waiting
+/// and held jobs are left alone.
+#[tokio::test]
+async fn revive_queues_finished_and_lost_jobs_but_not_live_ones() {
+    let Some(fx) = Fixture::new().await else {
+        return;
+    };
+    let queue = fx.queue(BullOptions::default()).await;
+    let (finished, lost, held, waiting) = (new_job(), new_job(), new_job(), new_job());
+    queue.push(finished.clone()).await.unwrap();
+    let taken = queue.take(PATIENCE).await.unwrap().unwrap();
+    queue.complete(&taken).await.unwrap();
+    queue.push(held.clone()).await.unwrap();
+    let holding = queue.take(PATIENCE).await.unwrap().unwrap();
+    assert_eq!(holding.id, held.id);
+    queue.push(waiting.clone()).await.unwrap();
+
+    let revived = queue
+        .revive(vec![
+            finished.clone(),
+            lost.clone(),
+            held.clone(),
+            waiting.clone(),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(revived, 2);
+    assert_eq!(fx.zscore("completed", finished.id).await, None);
+    assert_eq!((fx.llen("wait").await, fx.llen("active").await), (3, 1));
+    let hash = fx.job_hash(finished.id).await;
+    assert_eq!(hash["attemptsMade"], "0");
+    assert!(!hash.contains_key("finishedOn"));
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let job = queue.take(PATIENCE).await.unwrap().unwrap();
+        assert_eq!(job.attempt, 1);
+        ids.push(job.id);
+    }
+    assert_eq!(ids, vec![waiting.id, finished.id, lost.id]);
+    assert_eq!(queue.revive(Vec::new()).await.unwrap(), 0);
+}

@@ -155,9 +155,11 @@ impl Db {
             Ok(Db::Sqlite(pool))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url).map_err(connect_error)?;
+            // A short acquire timeout: while PostgreSQL is down, requests
+            // answer 503 within it instead of hanging (crash recovery).
             let pool = PgPoolOptions::new()
                 .max_connections(20)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(Duration::from_secs(3))
                 .connect_with(options)
                 .await
                 .map_err(connect_error)?;

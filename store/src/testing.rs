@@ -8,6 +8,9 @@
 //! When no server can be had the helpers print a SKIP line and return
 //! `None` — unless `CI` is set, where they panic, because nothing may be
 //! skipped in CI.
+//!
+//! Crash tests get a server of their own instead, which they may stop and
+//! start again: [`PostgresServer`].
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -154,44 +157,97 @@ pub fn watchdog(stop_command: &str) -> Result<(), String> {
 }
 
 fn start_postgres() -> Result<String, String> {
-    let bin = postgres_bin_dir()?;
-    let dir = std::env::temp_dir().join(unique_name("testbed-pg"));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    if is_root() {
-        run(
-            {
-                let mut c = Command::new("chown");
-                c.args(["-R", "postgres:postgres"]).arg(&dir);
-                c
+    PostgresServer::start().map(|server| server.url)
+}
+
+/// A PostgreSQL server of this process's own, which a test may stop
+/// (immediate shutdown, as a crash) and start again on the same port and
+/// data. A watchdog stops it and removes its files when the process exits.
+#[derive(Clone)]
+pub struct PostgresServer {
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    pub url: String,
+    pg_ctl: PathBuf,
+    data: PathBuf,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl PostgresServer {
+    /// initdb in a temp dir, then start on a free loopback port.
+    pub fn start() -> Result<PostgresServer, String> {
+        let bin = postgres_bin_dir()?;
+        let dir = std::env::temp_dir().join(unique_name("testbed-pg"));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        if is_root() {
+            run(
+                {
+                    let mut c = Command::new("chown");
+                    c.args(["-R", "postgres:postgres"]).arg(&dir);
+                    c
+                },
+                "chown",
+            )?;
+        }
+        let data = dir.join("data");
+        let mut initdb = as_server_user(&bin.join("initdb"));
+        initdb.arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]);
+        run(initdb, "initdb")?;
+        let server = PostgresServer {
+            url: String::new(),
+            pg_ctl: bin.join("pg_ctl"),
+            data,
+            port: free_port()?,
+            dir,
+        };
+        server.start_again()?;
+        let stop = format!(
+            "{runner} {pg_ctl} -D {data} -m immediate stop; rm -rf {dir}",
+            runner = if is_root() {
+                "runuser -u postgres --"
+            } else {
+                ""
             },
-            "chown",
-        )?;
+            pg_ctl = server.pg_ctl.display(),
+            data = server.data.display(),
+            dir = server.dir.display(),
+        );
+        watchdog(&stop)?;
+        Ok(PostgresServer {
+            url: format!("postgres://postgres@127.0.0.1:{}/postgres", server.port),
+            ..server
+        })
     }
-    let data = dir.join("data");
-    let mut initdb = as_server_user(&bin.join("initdb"));
-    initdb
-        .arg("-D")
-        .arg(&data)
-        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
-    run(initdb, "initdb")?;
-    let port = free_port()?;
-    let mut pg_ctl = as_server_user(&bin.join("pg_ctl"));
-    pg_ctl.arg("-D").arg(&data).args(["-w", "-l"]).arg(dir.join("log")).arg("-o").arg(format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
-        dir.display()
-    )).arg("start");
-    run(pg_ctl, "pg_ctl start")?;
-    let stop = format!(
-        "{runner} {pg_ctl} -D {data} -m immediate stop; rm -rf {dir}",
-        runner = if is_root() {
-            "runuser -u postgres --"
-        } else {
-            ""
-        },
-        pg_ctl = bin.join("pg_ctl").display(),
-        data = data.display(),
-        dir = dir.display(),
-    );
-    watchdog(&stop)?;
-    Ok(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+
+    /// Starts the server (again) and waits until it accepts connections.
+    /// `fsync` is off (the machine does not crash in a test), but
+    /// `synchronous_commit` is on: a commit reaches the OS before it is
+    /// acknowledged, so an immediate stop keeps every acknowledged commit.
+    pub fn start_again(&self) -> Result<(), String> {
+        let mut pg_ctl = as_server_user(&self.pg_ctl);
+        pg_ctl.arg("-D").arg(&self.data).args(["-w", "-t", "60", "-l"]).arg(self.dir.join("log")).arg("-o").arg(format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=on -c full_page_writes=off -c max_connections=300",
+            self.port,
+            self.dir.display()
+        )).arg("start");
+        run(pg_ctl, "pg_ctl start")
+    }
+
+    /// Stops the server as a crash would (`pg_ctl stop -m immediate`):
+    /// every connection drops at once.
+    pub fn stop_immediate(&self) -> Result<(), String> {
+        let mut pg_ctl = as_server_user(&self.pg_ctl);
+        pg_ctl
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-t", "60", "-m", "immediate", "stop"]);
+        run(pg_ctl, "pg_ctl stop")
+    }
 }

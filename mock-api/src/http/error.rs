@@ -27,6 +27,10 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("queue temporarily unavailable, please retry")]
     QueueUnavailable,
+    /// The database did not answer (down, restarting, or no connection
+    /// within the pool's acquire timeout): 503, so clients retry.
+    #[error("database temporarily unavailable, please retry")]
+    DatabaseUnavailable(String),
     /// The provider's own failure, passed through on the direct path.
     #[error("{message}")]
     Provider { status: u16, message: String },
@@ -45,6 +49,10 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::QueueUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::DatabaseUnavailable(why) => {
+                tracing::warn!(error = %why, "database unavailable; answered 503");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Provider { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
@@ -67,6 +75,7 @@ impl From<LedgerError> for ApiError {
             LedgerError::Insufficient { .. } => ApiError::InsufficientCredits,
             LedgerError::InvalidAmount(_) => ApiError::BadRequest(e.to_string()),
             LedgerError::UnknownUser(_) => ApiError::NotFound("User not found"),
+            LedgerError::Db(e) => e.into(),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -76,6 +85,7 @@ impl From<UserError> for ApiError {
     fn from(e: UserError) -> ApiError {
         match e {
             UserError::EmailTaken => ApiError::BadRequest(e.to_string()),
+            UserError::Db(e) => e.into(),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -83,6 +93,49 @@ impl From<UserError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> ApiError {
-        ApiError::Internal(e.to_string())
+        if database_unavailable(&e) {
+            ApiError::DatabaseUnavailable(e.to_string())
+        } else {
+            ApiError::Internal(e.to_string())
+        }
+    }
+}
+
+/// Whether the database failed to answer rather than refused the query:
+/// no connection in time, a broken connection, PostgreSQL's connection
+/// exceptions (class 08) and shutdown states (57P01..57P03), SQLite busy
+/// or locked.
+fn database_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("57P") || code == "5" || code == "6"
+        }),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_database_is_503_and_other_errors_500() {
+        let unavailable = [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        ];
+        for e in unavailable {
+            let response = ApiError::from(e).into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        }
+        let response = ApiError::from(sqlx::Error::RowNotFound).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let response = ApiError::from(LedgerError::Db(sqlx::Error::PoolTimedOut)).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -37,6 +37,9 @@ fn object(required: &[&str], properties: Value) -> Value {
 }
 
 /// Errors every JSON route may answer besides its own.
+/// The 503 of every route that reads the database while it is down.
+const DATABASE_UNAVAILABLE: &str = "database temporarily unavailable, please retry";
+
 fn with_common_errors(mut responses: Value, authenticated: bool) -> Value {
     let map = responses.as_object_mut().expect("responses is an object");
     map.insert(
@@ -51,6 +54,8 @@ fn with_common_errors(mut responses: Value, authenticated: bool) -> Value {
         );
     }
     map.insert("500".into(), error_response("Server error"));
+    map.entry("503")
+        .or_insert_with(|| error_response(DATABASE_UNAVAILABLE));
     responses
 }
 
@@ -287,7 +292,7 @@ pub fn document() -> Value {
                     "200": json_response("Accepted on the direct path (ENABLE_ENQUEUE_FIRST=false)", reference("DirectAccepted")),
                     "402": error_response("Insufficient credits"),
                     "404": error_response("User not found"),
-                    "503": error_response("queue temporarily unavailable, please retry | the provider's 503 on the direct path"),
+                    "503": error_response(&format!("queue temporarily unavailable, please retry | {DATABASE_UNAVAILABLE} | the provider's 503 on the direct path")),
                     "502": error_response("The provider's failure on the direct path (injected faults)"),
                     "504": error_response("The provider timed out on the direct path (injected faults)"),
                 }), true),

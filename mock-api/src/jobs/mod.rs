@@ -1,5 +1,6 @@
 //! Background work of the enqueue-first path (contract §5): the outbox
-//! relay, the generation workers and the reservation sweeper.
+//! relay, the generation workers, the reconciler and the reservation
+//! sweeper.
 //!
 //! - The **relay** ([`relay`]) moves undispatched outbox rows into the
 //!   [`Queue`]; the HTTP handler wakes it after each 202 and it also polls
@@ -7,6 +8,9 @@
 //! - The **workers** ([`worker`]) take jobs, run the [`Provider`] and record
 //!   the outcome with [`ledger::finish_session`] (capture + images, or
 //!   release + error), retrying failed attempts as the queue says.
+//! - The **reconciler** ([`reconciler`]) queues again, every
+//!   `reconcile_every` while the mock serves, the generations still
+//!   `processing` whose job the queue lost or finished unrecorded.
 //! - The **sweeper** ([`sweeper`]) expires reservations past their TTL.
 //!
 //! # Nothing accepted is lost
@@ -34,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::provider::Provider;
 use crate::queue::Queue;
 
+pub mod reconciler;
 pub mod relay;
 pub mod sweeper;
 pub mod worker;
@@ -55,8 +60,12 @@ pub struct JobsConfig {
     pub grace: Duration,
     /// How often overdue reservations are expired (default 5 s).
     pub sweep_every: Duration,
-    /// How long a worker's `take` waits for a job before it looks at the
-    /// shutdown signal again (default 500 ms).
+    /// How often the reconciler looks for stranded generations, and how
+    /// long after its dispatch a generation may be one
+    /// (`RECONCILE_EVERY_MS`, default 5 s).
+    pub reconcile_every: Duration,
+    /// The longest single wait of a worker's `take`; shutdown interrupts
+    /// it (default 500 ms).
     pub take_wait: Duration,
 }
 
@@ -68,19 +77,21 @@ impl Default for JobsConfig {
             outbox_batch: 25,
             grace: Duration::from_secs(10),
             sweep_every: Duration::from_secs(5),
+            reconcile_every: Duration::from_secs(5),
             take_wait: Duration::from_millis(500),
         }
     }
 }
 
-/// The running relay, workers and sweeper.
+/// The running relay, workers, reconciler and sweeper.
 pub struct Jobs {
     wake: Arc<Notify>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Jobs {
-    /// Spawns the relay, `concurrency` workers and the sweeper; they run
+    /// Spawns the relay, `concurrency` workers, the reconciler and the
+    /// sweeper; they run
     /// until `shutdown` is cancelled.
     pub fn start(
         db: Db,
@@ -114,10 +125,11 @@ impl Jobs {
             outbox_poll_ms = config.outbox_poll.as_millis() as u64,
             outbox_batch = config.outbox_batch,
             grace_ms = config.grace.as_millis() as u64,
+            reconcile_every_ms = config.reconcile_every.as_millis() as u64,
             provider_seed = provider.seed(),
-            "starting the outbox relay, the workers and the sweeper"
+            "starting the outbox relay, the workers, the reconciler and the sweeper"
         );
-        let mut tasks = Vec::with_capacity(config.concurrency.max(1) + 2);
+        let mut tasks = Vec::with_capacity(config.concurrency.max(1) + 3);
         tasks.push(tokio::spawn(relay::run(
             db.clone(),
             Arc::clone(&queue),
@@ -126,6 +138,12 @@ impl Jobs {
                 poll: config.outbox_poll,
                 batch: config.outbox_batch.max(1),
             },
+            shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(reconciler::run(
+            db.clone(),
+            Arc::clone(&queue),
+            config.reconcile_every,
             shutdown.clone(),
         )));
         let worker = worker::Worker {

@@ -9,18 +9,9 @@
 //! again at the next one. Pushing a job twice queues it once, so a row
 //! dispatched twice (a crash between push and commit) is harmless.
 //!
-//! # Recovery on start
-//!
-//! Before its first round the relay clears `dispatched_at` of every outbox
-//! row whose session is still `processing`, so those generations are pushed
-//! again. For the embedded queue this is what makes the outbox durable: the
-//! jobs that were waiting, delayed or running when the process stopped
-//! existed only in memory. For Redis it is done too, deliberately: the jobs
-//! normally survive in Redis and the push of a known id is a no-op there,
-//! but a row marked dispatched whose push never reached Redis (a Redis
-//! restart without persistence, a flushed key space) is recovered the same
-//! way. The cost is one extra push per in-flight job at each start; a
-//! generation that runs twice is still recorded once.
+//! A row stays marked dispatched even if the queue later loses its job
+//! (an embedded queue that died with the process, Redis restarted empty):
+//! the reconciler ([`super::reconciler`]) queues those again.
 //!
 //! The transaction never awaits the pool itself (the SQLite pool has one
 //! connection, so a pool query inside it would wait for ever) and only
@@ -61,11 +52,6 @@ pub(crate) async fn run(
     config: RelayConfig,
     shutdown: CancellationToken,
 ) {
-    match requeue_processing(&db).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(rows = n, "re-dispatching generations still processing"),
-        Err(e) => tracing::error!(error = %e, "cannot re-dispatch generations still processing"),
-    }
     loop {
         if shutdown.is_cancelled() {
             break;
@@ -96,20 +82,6 @@ pub(crate) async fn run(
         }
     }
     tracing::debug!("outbox relay stopped");
-}
-
-/// Clears `dispatched_at` of the outbox rows of sessions still
-/// `processing`; returns how many rows.
-pub async fn requeue_processing(db: &Db) -> Result<u64, sqlx::Error> {
-    with_pool!(db, pool => {
-        sqlx::query(
-            "UPDATE outbox SET dispatched_at = NULL WHERE dispatched_at IS NOT NULL AND reservation_id IN \
-             (SELECT reservation_id FROM generation_sessions WHERE status = 'processing')",
-        )
-        .execute(pool)
-        .await
-        .map(|done| done.rows_affected())
-    })
 }
 
 /// One round: up to `batch` undispatched rows pushed and marked.

@@ -60,10 +60,15 @@ pub(crate) struct Worker {
 impl Worker {
     pub async fn run(self, n: usize) {
         tracing::debug!(worker = n, "worker started");
-        while !self.shutdown.is_cancelled() {
-            // `take` is not cancelled midway (a job it moved must reach
-            // this worker); it returns within `take_wait`.
-            match self.queue.take(self.take_wait).await {
+        loop {
+            // Shutdown interrupts a waiting `take` at once; dropping it
+            // loses no job (see `Queue::take`).
+            let taken = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => break,
+                taken = self.queue.take(self.take_wait) => taken,
+            };
+            match taken {
                 Ok(Some(job)) => {
                     if self.shutdown.is_cancelled() {
                         self.give_back(&job).await;
@@ -213,8 +218,8 @@ impl Worker {
     async fn give_back(&self, job: &Job) {
         if let Err(e) = self.queue.give_back(job).await {
             // With Redis the job's lock expires and it is recovered; the
-            // embedded queue's jobs are re-dispatched from the outbox at
-            // the next start.
+            // reconciler of the next start queues an embedded queue's jobs
+            // again.
             tracing::warn!(reservation = %job.id, error = %e, "cannot hand a job back");
         }
     }

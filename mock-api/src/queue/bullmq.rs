@@ -23,6 +23,9 @@
 //! # Life of a job
 //!
 //! - `push` creates the hash and queues the id unless the hash exists.
+//! - `revive` (the reconciler's) queues again a job whose hash is gone (a
+//!   Redis restarted empty) or finished (its outcome could not be
+//!   recorded), with a fresh hash.
 //! - `take` first promotes due `delayed` jobs to `wait`, then moves one id
 //!   from `wait` to `active` and locks it; with nothing ready it blocks in
 //!   `BLMOVE` until a job arrives, a delayed job falls due or the wait ends.
@@ -146,6 +149,7 @@ struct Scripts {
     give_back: Script,
     extend_locks: Script,
     recover_stalled: Script,
+    revive: Script,
 }
 
 impl Scripts {
@@ -158,6 +162,7 @@ impl Scripts {
             give_back: Script::new(GIVE_BACK_LUA),
             extend_locks: Script::new(EXTEND_LOCKS_LUA),
             recover_stalled: Script::new(RECOVER_STALLED_LUA),
+            revive: Script::new(REVIVE_LUA),
         }
     }
 }
@@ -279,6 +284,29 @@ for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   end
 end
 return recovered
+"#;
+
+/// KEYS: wait, completed, failed. ARGV: key base, opts, timestamp, then
+/// (id, name, data) per job. A job is live while its hash exists without
+/// `finishedOn` (waiting, delayed or active; an active one whose holder
+/// died is the stalled recovery's). Every other job gets a fresh hash
+/// (no attempts made) and goes to `wait`. Returns how many were queued.
+const REVIVE_LUA: &str = r#"
+local queued = 0
+for i = 4, #ARGV, 3 do
+  local id = ARGV[i]
+  local key = ARGV[1] .. id
+  if redis.call('EXISTS', key) == 0 or redis.call('HEXISTS', key, 'finishedOn') == 1 then
+    redis.call('DEL', key, key .. ':lock')
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('ZREM', KEYS[3], id)
+    redis.call('HSET', key, 'name', ARGV[i + 1], 'data', ARGV[i + 2], 'opts', ARGV[2],
+      'timestamp', ARGV[3], 'delay', '0', 'priority', '0', 'attemptsMade', '0')
+    redis.call('LPUSH', KEYS[1], id)
+    queued = queued + 1
+  end
+end
+return queued
 "#;
 
 /// What one run of the take script found.
@@ -536,6 +564,15 @@ impl Shared {
             .map_err(unavailable)
     }
 
+    /// A job hash's `opts`: the real backend's attempts and backoff.
+    fn job_opts(&self) -> String {
+        serde_json::json!({
+            "attempts": MAX_ATTEMPTS,
+            "backoff": { "type": "exponential", "delay": millis(self.options.backoff_base) },
+        })
+        .to_string()
+    }
+
     /// The delay before the run after `attempt`, scaled to this queue's base.
     fn retry_delay(&self, attempt: u32) -> Duration {
         self.options
@@ -549,10 +586,6 @@ impl Queue for BullQueue {
     async fn push(&self, job: NewJob) -> Result<(), QueueError> {
         let shared = &self.shared;
         let id = job.id.to_string();
-        let opts = serde_json::json!({
-            "attempts": MAX_ATTEMPTS,
-            "backoff": { "type": "exponential", "delay": millis(shared.options.backoff_base) },
-        });
         let _created: i64 = shared
             .scripts
             .push
@@ -561,12 +594,37 @@ impl Queue for BullQueue {
             .arg(&id)
             .arg(&job.name)
             .arg(job.payload.to_string())
-            .arg(opts.to_string())
+            .arg(shared.job_opts())
             .arg(now_ms())
             .invoke_async(&mut shared.conn.clone())
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn revive(&self, jobs: Vec<NewJob>) -> Result<usize, QueueError> {
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        let shared = &self.shared;
+        let mut invocation = shared.scripts.revive.prepare_invoke();
+        invocation
+            .key(&shared.keys.wait)
+            .key(&shared.keys.completed)
+            .key(&shared.keys.failed)
+            .arg(&shared.keys.base)
+            .arg(shared.job_opts())
+            .arg(now_ms());
+        for job in jobs {
+            invocation
+                .arg(job.id.to_string())
+                .arg(job.name)
+                .arg(job.payload.to_string());
+        }
+        invocation
+            .invoke_async(&mut shared.conn.clone())
+            .await
+            .map_err(unavailable)
     }
 
     async fn take(&self, wait: Duration) -> Result<Option<Job>, QueueError> {

@@ -7,9 +7,10 @@
 //! is a no-op, as with a BullMQ job hash.
 //!
 //! Nothing here survives the process: durability comes from the database
-//! outbox. On start the relay re-dispatches every generation still
-//! `processing` (see [`crate::jobs`]), so jobs that were waiting, running
-//! or delayed when the process died run again in the next one.
+//! outbox. The reconciler ([`crate::jobs::reconciler`]) revives every
+//! generation still `processing` that this queue does not hold, so jobs
+//! that were waiting, running or delayed when the process died run again
+//! in the next one.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -153,6 +154,34 @@ impl Queue for EmbeddedQueue {
         }
         self.ready.notify_one();
         Ok(())
+    }
+
+    async fn revive(&self, jobs: Vec<NewJob>) -> Result<usize, QueueError> {
+        let mut queued = 0;
+        {
+            let mut state = self.state();
+            for job in jobs {
+                if state.jobs.contains_key(&job.id) {
+                    continue;
+                }
+                // Forgotten as finished, so `finish` remembers it again.
+                state.finished.remove(&job.id);
+                state.jobs.insert(
+                    job.id,
+                    Entry {
+                        name: job.name,
+                        payload: job.payload,
+                        attempts_made: 0,
+                    },
+                );
+                state.wait.push_back(job.id);
+                queued += 1;
+            }
+        }
+        if queued > 0 {
+            self.ready.notify_one();
+        }
+        Ok(queued)
     }
 
     async fn take(&self, wait: Duration) -> Result<Option<Job>, QueueError> {
@@ -424,6 +453,33 @@ mod tests {
         let again = queue.take(PATIENCE).await.unwrap().unwrap();
         assert_eq!(again.id, first.id);
         assert_eq!(again.attempt, 1);
+    }
+
+    #[tokio::test]
+    async fn revive_queues_finished_and_unknown_jobs_but_not_live_ones() {
+        let queue = fast();
+        let finished = new_job(1);
+        let waiting = new_job(2);
+        let unknown = new_job(3);
+        queue.push(finished.clone()).await.unwrap();
+        let held = queue.take(PATIENCE).await.unwrap().unwrap();
+        queue.complete(&held).await.unwrap();
+        queue.push(waiting.clone()).await.unwrap();
+        let revived = queue
+            .revive(vec![finished.clone(), waiting.clone(), unknown.clone()])
+            .await
+            .unwrap();
+        assert_eq!(revived, 2);
+        assert_eq!(queue.depth().await.unwrap().wait, 3);
+        let mut taken = Vec::new();
+        for _ in 0..3 {
+            let job = queue.take(PATIENCE).await.unwrap().unwrap();
+            assert_eq!(job.attempt, 1);
+            taken.push(job.id);
+        }
+        assert_eq!(taken, vec![waiting.id, finished.id, unknown.id]);
+        // Held jobs are live: not queued twice.
+        assert_eq!(queue.revive(vec![finished, unknown]).await.unwrap(), 0);
     }
 
     #[tokio::test]

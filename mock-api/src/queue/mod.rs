@@ -72,8 +72,20 @@ pub enum QueueError {
 pub trait Queue: Send + Sync + 'static {
     /// Queues a job unless a job with its id is already known.
     async fn push(&self, job: NewJob) -> Result<(), QueueError>;
+    /// Queues again each job that is neither waiting, delayed nor held
+    /// (including one the queue finished, or one it never had or lost),
+    /// with its attempts counted from zero; returns how many were queued.
+    /// The reconciler ([`crate::jobs::reconciler`]) calls it for sessions
+    /// still `processing` whose job the queue no longer runs.
+    async fn revive(&self, jobs: Vec<NewJob>) -> Result<usize, QueueError>;
     /// The next job ready to run, held (locked) by this worker; waits up to
     /// `wait` for one.
+    ///
+    /// Dropping the future midway loses no job: the embedded queue hands a
+    /// job over without awaiting, and a Redis job moved or locked for a
+    /// take that never returned is put back by the stalled-job recovery
+    /// (at its next look if it was not locked yet, after the lock TTL if it
+    /// was).
     async fn take(&self, wait: Duration) -> Result<Option<Job>, QueueError>;
     /// The job finished (successfully or for good): it leaves the queue.
     async fn complete(&self, job: &Job) -> Result<(), QueueError>;
