@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::cli::RunArgs;
 use crate::duration;
 use crate::executor::{Executor, Stage};
+use crate::http::tls::TlsOptions;
 use crate::metrics::{definition, SubMetric};
 use crate::scenario::{LoginMode, ScenarioConfig, Tracking};
 use crate::thresholds::{self, ThresholdSpec};
@@ -54,6 +55,8 @@ pub struct Plan {
     pub color: bool,
     pub http_debug: bool,
     pub threads: usize,
+    /// `--insecure-skip-tls-verify` and `--tls-ca`'s certificates.
+    pub tls: TlsOptions,
 }
 
 /// The test of shared/scenario.md: 10 s → 5, 20 s → 10, 30 s at 10, 10 s → 0.
@@ -354,6 +357,8 @@ impl Plan {
                 && std::io::stdout().is_terminal(),
             http_debug: args.http_debug,
             threads,
+            tls: TlsOptions::new(args.insecure_skip_tls_verify, args.tls_ca.as_deref())
+                .map_err(|why| bad("tls-ca", why))?,
         })
     }
 

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::executor::{self, RunContext};
-use crate::http::BaseUrl;
+use crate::http::proxy::ProxyEnv;
+use crate::http::{BaseUrl, RouteError};
 use crate::metrics::{Collector, SeriesPoint};
 use crate::output::csv::CsvWriter;
 use crate::output::ndjson::NdjsonWriter;
@@ -45,6 +46,8 @@ pub enum RunError {
     },
     #[error("invalid --api-base: {0}")]
     BaseUrl(#[from] crate::http::BaseUrlError),
+    #[error(transparent)]
+    Route(#[from] RouteError),
     #[error("cannot start the VU runtimes: {0}")]
     Runtime(#[from] std::io::Error),
 }
@@ -53,7 +56,9 @@ impl RunError {
     pub fn exit_code(&self) -> i32 {
         match self {
             RunError::Setup(_) => exit::SETUP_FAILED,
-            RunError::Output { .. } | RunError::BaseUrl(_) => exit::INVALID_CONFIG,
+            RunError::Output { .. } | RunError::BaseUrl(_) | RunError::Route(_) => {
+                exit::INVALID_CONFIG
+            }
             RunError::Runtime(_) => exit::RUNTIME_FAILED,
         }
     }
@@ -130,7 +135,7 @@ fn rate(collector: &Collector, metric: &str) -> f64 {
 /// Runs the plan against `plan.api_base`. `interrupt` stops it gracefully
 /// (Ctrl-C in the binary); the outcome then carries exit code 105.
 pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcome, RunError> {
-    let base = BaseUrl::parse(&plan.api_base)?;
+    let base = BaseUrl::parse(&plan.api_base)?.with_route(&plan.tls, &ProxyEnv::from_process())?;
     let scenario = Scenario::new(plan.scenario.clone(), base);
     let (email, password) = &plan.accounts[0];
     scenario.setup(email, password).await?;
