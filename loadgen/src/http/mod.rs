@@ -80,9 +80,7 @@ impl BaseUrl {
             .host()
             .ok_or_else(|| BaseUrlError::NoHost(text.to_string()))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = uri
-            .port_u16()
-            .unwrap_or(if https { 443 } else { 80 });
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let prefix = uri.path().trim_end_matches('/').to_string();
         Ok(BaseUrl {
             host: host.to_string(),
@@ -101,7 +99,11 @@ impl BaseUrl {
     }
 
     /// The TLS configuration (for `https://`) and the proxy of `proxies`.
-    pub fn with_route(mut self, tls: &TlsOptions, proxies: &ProxyEnv) -> Result<BaseUrl, RouteError> {
+    pub fn with_route(
+        mut self,
+        tls: &TlsOptions,
+        proxies: &ProxyEnv,
+    ) -> Result<BaseUrl, RouteError> {
         if self.https {
             let config = tls.client_config().map_err(RouteError::Tls)?;
             let name = tls::server_name(&self.host).map_err(RouteError::Tls)?;
@@ -579,7 +581,10 @@ mod tests {
             ("::1", 8080, "/api")
         );
         let b = BaseUrl::parse("https://api.example.com/v1").unwrap();
-        assert_eq!((b.https, b.port, b.host_header.as_str()), (true, 443, "api.example.com:443"));
+        assert_eq!(
+            (b.https, b.port, b.host_header.as_str()),
+            (true, 443, "api.example.com:443")
+        );
         assert!(BaseUrl::parse("ftp://x").is_err());
         assert!(BaseUrl::parse("localhost:5001").is_err());
     }

@@ -66,7 +66,9 @@ impl ProxyEnv {
         if !uses_proxy(&self.no_proxy, host, port) {
             return Ok(None);
         }
-        parse_proxy(value).map(Some).map_err(|why| format!("{name}={value:?}: {why}"))
+        parse_proxy(value)
+            .map(Some)
+            .map_err(|why| format!("{name}={value:?}: {why}"))
     }
 }
 
@@ -188,7 +190,9 @@ fn split_host_port(entry: &str) -> (&str, Option<&str>) {
 fn is_loopback(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
     }
 }
 
@@ -243,7 +247,14 @@ mod tests {
 
     #[test]
     fn loopback_never_goes_through_a_proxy() {
-        for host in ["localhost", "LOCALHOST", "127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1"] {
+        for host in [
+            "localhost",
+            "LOCALHOST",
+            "127.0.0.1",
+            "127.9.9.9",
+            "::1",
+            "::ffff:127.0.0.1",
+        ] {
             assert!(!proxied("", host, 443), "{host}");
         }
         assert!(proxied("", "10.0.0.1", 443));
@@ -297,7 +308,10 @@ mod tests {
         let error = env(None, Some("socks5://proxy:1080"), "")
             .proxy_for(true, "api.example.com", 443)
             .unwrap_err();
-        assert!(error.starts_with("HTTPS_PROXY=") && error.contains("only http://"), "{error}");
+        assert!(
+            error.starts_with("HTTPS_PROXY=") && error.contains("only http://"),
+            "{error}"
+        );
         assert!(parse_proxy("https://proxy:443").is_err());
     }
 }
