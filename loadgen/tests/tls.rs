@@ -80,6 +80,9 @@ fn certified(cert: CertificateDer<'static>, key: KeyPair) -> Arc<CertifiedKey> {
     Arc::new(CertifiedKey::new(vec![cert], signing))
 }
 
+/// A client hello's SNI and ALPN offers.
+type Hello = (Option<String>, Vec<Vec<u8>>);
+
 /// Serves `first` on the first handshake and `later` on every other one.
 #[derive(Debug)]
 struct Certificates {
@@ -87,7 +90,7 @@ struct Certificates {
     later: Arc<CertifiedKey>,
     handshakes: AtomicUsize,
     /// SNI and ALPN offers of each handshake.
-    hellos: Mutex<Vec<(Option<String>, Vec<Vec<u8>>)>>,
+    hellos: Mutex<Vec<Hello>>,
 }
 
 impl ResolvesServerCert for Certificates {
@@ -112,7 +115,7 @@ impl ResolvesServerCert for Certificates {
 
 /// A mock-api on loopback behind a TLS front (127.0.0.1, its own port).
 struct Site {
-    _mock: TestServer,
+    mock: TestServer,
     _db_dir: tempfile::TempDir,
     port: u16,
     certificates: Arc<Certificates>,
@@ -165,7 +168,7 @@ impl Site {
             }
         });
         Site {
-            _mock: mock,
+            mock,
             _db_dir: db_dir,
             port,
             certificates,
@@ -511,4 +514,64 @@ async fn an_unsupported_proxy_or_unreadable_ca_is_an_invalid_option() {
     .await;
     assert_eq!(out.status.code(), Some(104), "{}", stderr(&out));
     assert!(stderr(&out).contains("--tls-ca"), "{}", stderr(&out));
+}
+
+/// Peak RSS (KB, `time -f %M`) of a run whose `vus` VUs log in once, send
+/// one generate and then idle in a 60 s think time, each on its connection.
+async fn idle_rss_kb(base: &str, vus: u64, extra: &[&str]) -> u64 {
+    let dir = tempfile::tempdir().unwrap();
+    let rss = dir.path().join("rss");
+    let vus = vus.to_string();
+    let mut command = tokio::process::Command::new("/usr/bin/time");
+    command
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&rss)
+        .arg(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["run", "--quiet", "--api-base", base, "--vus", &vus])
+        .args([
+            "--duration",
+            "12s",
+            "--login",
+            "once",
+            "--think-time",
+            "60s",
+        ])
+        .args(["--no-thresholds", "--graceful-stop", "0s"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    let status = tokio::time::timeout(Duration::from_secs(90), command.status())
+        .await
+        .expect("the run ends within 90 s")
+        .expect("time(1) runs");
+    assert!(status.success(), "{status}");
+    std::fs::read_to_string(&rss)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// BENCHMARKS.md, "Memory per idle VU over TLS": RSS growth from 100 to
+/// 2,000 idle VUs, plain HTTP and TLS, against the same mock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: cargo test --release -p loadgen --test tls -- --ignored --nocapture"]
+async fn idle_vu_memory_plain_and_tls() {
+    let pki = Pki::new();
+    let site = Site::start(pki.leaf(&["localhost"], false)).await;
+    let ca = pki.ca_file();
+    let plain = site.mock.base.clone();
+    let tls = format!("https://localhost:{}", site.port);
+    let tls_args = ["--tls-ca", ca.to_str().unwrap()];
+    for (label, base, extra) in [("plain", &plain, &[][..]), ("tls", &tls, &tls_args[..])] {
+        let low = idle_rss_kb(base, 100, extra).await;
+        let high = idle_rss_kb(base, 2000, extra).await;
+        eprintln!(
+            "{label}: 100 VUs {low} KB, 2000 VUs {high} KB → {:.1} KB per VU",
+            (high - low) as f64 / 1900.0
+        );
+    }
 }
