@@ -54,7 +54,8 @@ pub struct BaseUrl {
     pub https: bool,
     pub prefix: String,
     pub original: String,
-    /// The `Host` header: `host:port`, IPv6 hosts in brackets.
+    /// The `Host` header, IPv6 hosts in brackets: `host:port`, or `host`
+    /// when the URL gives no port (as Go's client, so k6, sends it).
     pub host_header: String,
     /// What precedes a path in the request line: the prefix, or, for plain
     /// HTTP through a proxy, the absolute form `http://host:port/prefix`.
@@ -82,6 +83,11 @@ impl BaseUrl {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let prefix = uri.path().trim_end_matches('/').to_string();
+        let bracketed = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
         Ok(BaseUrl {
             host: host.to_string(),
             port,
@@ -89,10 +95,9 @@ impl BaseUrl {
             target_prefix: prefix.clone(),
             prefix,
             original: text.trim_end_matches('/').to_string(),
-            host_header: if host.contains(':') {
-                format!("[{host}]:{port}")
-            } else {
-                format!("{host}:{port}")
+            host_header: match uri.port_u16() {
+                Some(port) => format!("{bracketed}:{port}"),
+                None => bracketed,
             },
             route: Route::default(),
         })
@@ -583,10 +588,32 @@ mod tests {
         let b = BaseUrl::parse("https://api.example.com/v1").unwrap();
         assert_eq!(
             (b.https, b.port, b.host_header.as_str()),
-            (true, 443, "api.example.com:443")
+            (true, 443, "api.example.com")
         );
         assert!(BaseUrl::parse("ftp://x").is_err());
         assert!(BaseUrl::parse("localhost:5001").is_err());
+    }
+
+    #[test]
+    fn plain_http_through_a_proxy_uses_the_absolute_form() {
+        let proxies = ProxyEnv {
+            http_proxy: Some("http://u:p@proxy.corp:3128".into()),
+            ..ProxyEnv::default()
+        };
+        let b = BaseUrl::parse("http://api.example.com/v1/")
+            .unwrap()
+            .with_route(&TlsOptions::default(), &proxies)
+            .unwrap();
+        assert_eq!(b.target_prefix, "http://api.example.com/v1");
+        assert!(b
+            .proxy_authorization()
+            .is_some_and(|a| a.starts_with("Basic ")));
+        let direct = BaseUrl::parse("http://127.0.0.1:5001/v1")
+            .unwrap()
+            .with_route(&TlsOptions::default(), &proxies)
+            .unwrap();
+        assert_eq!(direct.target_prefix, "/v1");
+        assert_eq!(direct.proxy_authorization(), None);
     }
 
     #[test]
