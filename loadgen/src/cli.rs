@@ -119,7 +119,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub http_debug: bool,
     /// Accept any TLS certificate (self-signed, expired, another host's).
-    #[arg(long)]
+    #[arg(
+        long,
+        env = "K6_INSECURE_SKIP_TLS_VERIFY",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub insecure_skip_tls_verify: bool,
     /// Also trust the CA certificate(s) in this PEM file (a private CA).
     #[arg(long)]

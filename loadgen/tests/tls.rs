@@ -256,6 +256,7 @@ async fn loadgen(base: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
         "https_proxy",
         "NO_PROXY",
         "no_proxy",
+        "K6_INSECURE_SKIP_TLS_VERIFY",
     ] {
         command.env_remove(name);
     }
@@ -320,6 +321,14 @@ async fn insecure_skip_tls_verify_accepts_any_certificate() {
     let mut args = SHORT_RUN.to_vec();
     args.push("--insecure-skip-tls-verify");
     let out = loadgen(&format!("https://localhost:{}", site.port), &args, &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // k6's environment variable for the flag.
+    let out = loadgen(
+        &format!("https://localhost:{}", site.port),
+        &SHORT_RUN,
+        &[("K6_INSECURE_SKIP_TLS_VERIFY", "1")],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
