@@ -27,7 +27,7 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// API base URL (http:// only).
+    /// API base URL (http:// or https://).
     #[arg(long, env = "API_BASE", default_value = "http://localhost:5001")]
     pub api_base: String,
     /// k6's `-e KEY=VALUE` (repeatable), as the k6 script reads them:
@@ -143,6 +143,16 @@ pub struct RunArgs {
     /// Print every request and response.
     #[arg(long)]
     pub http_debug: bool,
+    /// Accept any TLS certificate (self-signed, expired, another host's).
+    #[arg(
+        long,
+        env = "K6_INSECURE_SKIP_TLS_VERIFY",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub insecure_skip_tls_verify: bool,
+    /// Also trust the CA certificate(s) in this PEM file (a private CA).
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
     /// Threads that run the VUs (default: half the cores, at least one —
     /// the server under test shares this machine, load goes to loopback only).
     #[arg(long)]

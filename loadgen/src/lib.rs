@@ -6,7 +6,10 @@
 //! - [`cli`]: options, with k6's names; [`plan`]: them resolved and validated.
 //! - [`executor`]: k6's six executors (closed and open model), graceful stops.
 //! - [`vu`]: one virtual user; [`http`]: its own HTTP/1.1 client (one socket,
-//!   no connection task), timings and error kinds; [`http::wire`]: the format.
+//!   no connection task), timings and error kinds; [`http::wire`]: the format;
+//!   [`http::stream`]: the plain or TLS socket, direct or through a proxy;
+//!   [`http::tls`]: rustls configuration and certificate errors;
+//!   [`http::proxy`]: `HTTP_PROXY`/`HTTPS_PROXY`/`NO_PROXY` as Go reads them.
 //! - [`workers`]: the VUs' runtimes, one current-thread runtime per core.
 //! - [`scenario`]: the generation test's setup and iteration, session tracking.
 //! - [`metrics`]: per-thread recording, the aggregator, the per-second series.

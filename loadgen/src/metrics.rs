@@ -37,6 +37,12 @@ pub const METRICS: &[(&str, MetricType, ValueType)] = &[
     ("http_req_failed", MetricType::Rate, ValueType::Default),
     ("http_req_receiving", MetricType::Trend, ValueType::Time),
     ("http_req_sending", MetricType::Trend, ValueType::Time),
+    // Only for https:// targets.
+    (
+        "http_req_tls_handshaking",
+        MetricType::Trend,
+        ValueType::Time,
+    ),
     ("http_req_waiting", MetricType::Trend, ValueType::Time),
     ("http_reqs", MetricType::Counter, ValueType::Default),
     ("iteration_duration", MetricType::Trend, ValueType::Time),

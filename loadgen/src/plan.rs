@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::cli::RunArgs;
 use crate::executor::{Executor, Stage};
+use crate::http::tls::TlsOptions;
 use crate::metrics::{definition, SubMetric};
 use crate::output::summary::{SummaryMode, SummaryStyle, TimeUnit, TrendStat};
 use crate::scenario::{LoginMode, ScenarioConfig, Tracking};
@@ -59,6 +60,8 @@ pub struct Plan {
     pub tags: Vec<(&'static str, String)>,
     pub http_debug: bool,
     pub threads: usize,
+    /// `--insecure-skip-tls-verify` and `--tls-ca`'s certificates.
+    pub tls: TlsOptions,
 }
 
 /// The test of shared/scenario.md: 10 s → 5, 20 s → 10, 30 s at 10, 10 s → 0.
@@ -482,6 +485,8 @@ impl Plan {
             tags: tags_of(args)?,
             http_debug: args.http_debug,
             threads,
+            tls: TlsOptions::new(args.insecure_skip_tls_verify, args.tls_ca.as_deref())
+                .map_err(|why| bad("tls-ca", why))?,
         })
     }
 

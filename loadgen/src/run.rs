@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use crate::executor::{self, RunContext};
 use crate::exit;
-use crate::http::BaseUrl;
+use crate::http::proxy::ProxyEnv;
+use crate::http::{BaseUrl, RouteError};
 use crate::metrics::{Collector, SeriesPoint};
 use crate::output::csv::CsvWriter;
 use crate::output::ndjson::NdjsonWriter;
@@ -32,6 +33,8 @@ pub enum RunError {
     },
     #[error("invalid --api-base: {0}")]
     BaseUrl(#[from] crate::http::BaseUrlError),
+    #[error(transparent)]
+    Route(#[from] RouteError),
     #[error("cannot start the VU runtimes: {0}")]
     Runtime(#[from] std::io::Error),
 }
@@ -40,7 +43,9 @@ impl RunError {
     pub fn exit_code(&self) -> i32 {
         match self {
             RunError::Setup(_) => exit::SETUP_FAILED,
-            RunError::Output { .. } | RunError::BaseUrl(_) => exit::INVALID_CONFIG,
+            RunError::Output { .. } | RunError::BaseUrl(_) | RunError::Route(_) => {
+                exit::INVALID_CONFIG
+            }
             RunError::Runtime(_) => exit::RUNTIME_FAILED,
         }
     }
@@ -127,7 +132,7 @@ fn tagged(mut samples: Vec<Sample>, tags: &[(&'static str, String)]) -> Vec<Samp
 /// Runs the plan against `plan.api_base`. `interrupt` stops it gracefully
 /// (Ctrl-C in the binary); the outcome then carries exit code 105.
 pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcome, RunError> {
-    let base = BaseUrl::parse(&plan.api_base)?;
+    let base = BaseUrl::parse(&plan.api_base)?.with_route(&plan.tls, &ProxyEnv::from_process())?;
     let scenario = Scenario::new(plan.scenario.clone(), base);
     let (email, password) = &plan.accounts[0];
     scenario.setup(email, password).await?;

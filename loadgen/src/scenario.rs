@@ -81,6 +81,8 @@ pub enum SetupError {
     Refused(String),
     #[error("could not obtain auth token: {0} answered 401 (wrong credentials? check TEST_EMAIL / TEST_PASSWORD or run seed)")]
     Unauthorized(String),
+    #[error("TLS certificate of {host} rejected: {reason}; trust its CA with --tls-ca FILE or skip the check with --insecure-skip-tls-verify")]
+    Certificate { host: String, reason: &'static str },
     #[error("could not obtain auth token from {base}: {why}")]
     Other { base: String, why: String },
 }
@@ -112,6 +114,12 @@ impl Scenario {
         let base = self.base.original.clone();
         Err(match (response.status, response.failure) {
             (_, Some(FailureKind::ConnectionRefused)) => SetupError::Refused(base),
+            (_, Some(FailureKind::Tls(failure))) if failure.is_certificate() => {
+                SetupError::Certificate {
+                    host: self.base.host.clone(),
+                    reason: failure.reason(),
+                }
+            }
             (401, _) => SetupError::Unauthorized(base),
             (_, Some(kind)) => SetupError::Other {
                 base,
@@ -476,6 +484,9 @@ pub fn record_http(
         ],
         &tags[..len],
     );
+    if let Some(handshake) = t.tls_handshaking {
+        collector.add("http_req_tls_handshaking", ms(handshake), &tags[..len]);
+    }
 }
 
 #[cfg(test)]

@@ -2,14 +2,18 @@
 //! VU (as k6), the timing parts k6 reports, and failures classified into the
 //! `error` tag instead of ending the run.
 //!
-//! Only `http://` is supported: the mock and the real backend's load-test
-//! setup both listen on plain HTTP. The client drives its socket itself
-//! ([`wire`] has the format): between requests a VU holds the socket and
-//! its cookies, nothing else, and each request is one `write` and, for a
-//! small answer, one `read`. A request that finds its kept-alive connection
+//! `http://` and `https://` ([`tls`]), directly or through the proxy the
+//! environment names ([`proxy`]); [`stream`] opens the socket. The client
+//! drives its socket itself ([`wire`] has the format): between requests a
+//! VU holds the socket (and, over TLS, its session) and its cookies,
+//! nothing else, and each request is one `write` and, for a small answer,
+//! one `read`. A request that finds its kept-alive connection
 //! closed by the server before any answer byte is sent once more on a new
 //! connection, as browsers and Go's client do.
 
+pub mod proxy;
+pub mod stream;
+pub mod tls;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -18,52 +22,113 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{Method, Uri};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
+
+use proxy::ProxyEnv;
+use stream::{Route, Stream};
+use tls::{TlsFailure, TlsOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BaseUrlError {
-    #[error("{0:?} is not an http:// URL (https is not supported)")]
+    #[error("{0:?} is not an http:// or https:// URL")]
     NotHttp(String),
     #[error("{0:?} has no host")]
     NoHost(String),
 }
 
-/// Where requests go: scheme-less host and port plus an optional path prefix.
+/// Why the TLS configuration or the proxy of a base URL cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("invalid proxy setting {0}")]
+    Proxy(String),
+}
+
+/// Where requests go: host and port plus an optional path prefix, and how
+/// connections get there.
 #[derive(Clone, Debug)]
 pub struct BaseUrl {
     pub host: String,
     pub port: u16,
+    pub https: bool,
     pub prefix: String,
     pub original: String,
-    /// The `Host` header: `host:port`, IPv6 hosts in brackets.
+    /// The `Host` header, IPv6 hosts in brackets: `host:port`, or `host`
+    /// when the URL gives no port (as Go's client, so k6, sends it).
     pub host_header: String,
+    /// What precedes a path in the request line: the prefix, or, for plain
+    /// HTTP through a proxy, the absolute form `http://host:port/prefix`.
+    pub target_prefix: String,
+    /// TLS and proxy; set by [`BaseUrl::with_route`] (direct, no TLS after
+    /// [`BaseUrl::parse`]).
+    pub route: Route,
 }
 
 impl BaseUrl {
+    /// Parses the URL alone (direct connections, and no TLS configuration:
+    /// an `https://` base needs [`BaseUrl::with_route`] to connect).
     pub fn parse(text: &str) -> Result<BaseUrl, BaseUrlError> {
         let uri: Uri = text
             .parse()
             .map_err(|_| BaseUrlError::NotHttp(text.to_string()))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(BaseUrlError::NotHttp(text.to_string()));
-        }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(BaseUrlError::NotHttp(text.to_string())),
+        };
         let host = uri
             .host()
             .ok_or_else(|| BaseUrlError::NoHost(text.to_string()))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let prefix = uri.path().trim_end_matches('/').to_string();
+        let bracketed = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
         Ok(BaseUrl {
             host: host.to_string(),
             port,
-            prefix: uri.path().trim_end_matches('/').to_string(),
+            https,
+            target_prefix: prefix.clone(),
+            prefix,
             original: text.trim_end_matches('/').to_string(),
-            host_header: if host.contains(':') {
-                format!("[{host}]:{port}")
-            } else {
-                format!("{host}:{port}")
+            host_header: match uri.port_u16() {
+                Some(port) => format!("{bracketed}:{port}"),
+                None => bracketed,
             },
+            route: Route::default(),
         })
+    }
+
+    /// The TLS configuration (for `https://`) and the proxy of `proxies`.
+    pub fn with_route(
+        mut self,
+        tls: &TlsOptions,
+        proxies: &ProxyEnv,
+    ) -> Result<BaseUrl, RouteError> {
+        if self.https {
+            let config = tls.client_config().map_err(RouteError::Tls)?;
+            let name = tls::server_name(&self.host).map_err(RouteError::Tls)?;
+            self.route.tls = Some((config, name));
+        }
+        self.route.proxy = proxies
+            .proxy_for(self.https, &self.host, self.port)
+            .map_err(RouteError::Proxy)?;
+        if self.route.proxy.is_some() && !self.https {
+            self.target_prefix = format!("http://{}{}", self.host_header, self.prefix);
+        }
+        Ok(self)
+    }
+
+    /// `Proxy-Authorization` for requests sent to a proxy in absolute form.
+    fn proxy_authorization(&self) -> Option<&str> {
+        match &self.route.proxy {
+            Some(proxy) if !self.https => proxy.authorization.as_deref(),
+            _ => None,
+        }
     }
 }
 
@@ -74,6 +139,9 @@ pub enum FailureKind {
     ConnectionRefused,
     ConnectionReset,
     Dns,
+    Tls(TlsFailure),
+    /// The proxy did not open the `CONNECT` tunnel.
+    Proxy,
     Other,
 }
 
@@ -84,6 +152,8 @@ impl FailureKind {
             FailureKind::ConnectionRefused => "connection refused",
             FailureKind::ConnectionReset => "connection reset",
             FailureKind::Dns => "dns lookup failed",
+            FailureKind::Tls(failure) => failure.as_tag(),
+            FailureKind::Proxy => "proxy refused the tunnel",
             FailureKind::Other => "request failed",
         }
     }
@@ -92,6 +162,8 @@ impl FailureKind {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Timings {
     pub connecting: Duration,
+    /// The TLS handshake; `None` for `http://` (no such metric then).
+    pub tls_handshaking: Option<Duration>,
     pub sending: Duration,
     pub waiting: Duration,
     pub receiving: Duration,
@@ -142,7 +214,7 @@ struct ExchangeError {
 
 /// A kept-alive connection and how many requests it has carried.
 struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     served: u32,
 }
 
@@ -185,7 +257,11 @@ impl Client {
         if self.debug {
             eprintln!("> {method} {}{path}", self.base.original);
         }
-        let mut timings = Timings::default();
+        let fresh_timings = Timings {
+            tls_handshaking: self.base.https.then_some(Duration::ZERO),
+            ..Timings::default()
+        };
+        let mut timings = fresh_timings;
         let mut received = 0u64;
         let no_body = method == Method::HEAD;
         let outcome = tokio::time::timeout(timeout, async {
@@ -196,7 +272,7 @@ impl Client {
                 Err(ExchangeError { retry: true, .. }) => {
                     self.connection = None;
                     received = 0;
-                    timings = Timings::default();
+                    timings = fresh_timings;
                     self.exchange(&request, no_body, &mut timings, &mut received)
                         .await
                 }
@@ -256,12 +332,15 @@ impl Client {
         json_body: Option<&[u8]>,
         headers: &[(&str, &str)],
     ) -> Result<(), wire::WireError> {
-        let target = format!("{}{path}", self.base.prefix);
+        let target = format!("{}{path}", self.base.target_prefix);
         let explicit_cookie = headers
             .iter()
             .any(|(k, _)| k.eq_ignore_ascii_case("cookie"));
         let jar;
-        let mut all: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 1);
+        let mut all: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 2);
+        if let Some(authorization) = self.base.proxy_authorization() {
+            all.push(("Proxy-Authorization", authorization));
+        }
         if !explicit_cookie && !self.cookies.is_empty() {
             jar = self
                 .cookies
@@ -283,7 +362,8 @@ impl Client {
     }
 
     /// Writes the request and reads one response. Timings: `connecting` the
-    /// TCP connect, `sending` the write, `waiting` until the first byte of
+    /// TCP connect (and proxy tunnel), `tls_handshaking` the TLS handshake
+    /// of a new connection, `sending` the write, `waiting` until the first byte of
     /// the answer, `receiving` from there to its last byte.
     async fn exchange(
         &mut self,
@@ -294,10 +374,21 @@ impl Client {
     ) -> Result<Exchange, ExchangeError> {
         let fail = |kind| ExchangeError { kind, retry: false };
         if self.connection.is_none() {
-            let connect_started = Instant::now();
-            let stream = self.connect().await.map_err(fail)?;
-            timings.connecting = connect_started.elapsed();
-            self.connection = Some(Connection { stream, served: 0 });
+            if self.base.https && self.base.route.tls.is_none() {
+                // A base from `parse` alone: no TLS configuration to connect with.
+                return Err(fail(FailureKind::Tls(TlsFailure::Handshake)));
+            }
+            let connected = Stream::connect(&self.base.route, &self.base.host, self.base.port)
+                .await
+                .map_err(fail)?;
+            timings.connecting = connected.connecting;
+            if self.base.https {
+                timings.tls_handshaking = Some(connected.tls_handshaking);
+            }
+            self.connection = Some(Connection {
+                stream: connected.stream,
+                served: 0,
+            });
         }
         let connection = self.connection.as_mut().ok_or(fail(FailureKind::Other))?;
         let reused = connection.served > 0;
@@ -308,7 +399,7 @@ impl Client {
         let send_started = Instant::now();
         connection
             .stream
-            .write_all(request)
+            .send(request)
             .await
             .map_err(|e| stale(classify_io(&e)))?;
         timings.sending = send_started.elapsed();
@@ -394,25 +485,6 @@ impl Client {
         })
     }
 
-    /// Tries each address the host resolves to (`localhost` may give `::1`
-    /// first while the server listens on 127.0.0.1 only).
-    async fn connect(&self) -> Result<TcpStream, FailureKind> {
-        let addrs = tokio::net::lookup_host((self.base.host.as_str(), self.base.port))
-            .await
-            .map_err(|_| FailureKind::Dns)?;
-        let mut last = FailureKind::Dns;
-        for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(stream) => {
-                    let _ = stream.set_nodelay(true);
-                    return Ok(stream);
-                }
-                Err(e) => last = classify_io(&e),
-            }
-        }
-        Err(last)
-    }
-
     fn remember_cookies(&mut self, head: &[u8]) {
         for text in wire::header_values(head, "set-cookie") {
             if let Some((name, value)) = cookie_pair(text) {
@@ -432,7 +504,7 @@ const READ_CHUNK: usize = 4096;
 /// A read where the answer is not complete yet: the end of the stream is
 /// a reset. Counts the bytes in `received`.
 async fn read_required(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     received: &mut u64,
 ) -> Result<(), FailureKind> {
@@ -446,7 +518,7 @@ async fn read_required(
 }
 
 /// One read into the spare room of `buf` (grown when full); 0 at EOF.
-async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<usize, FailureKind> {
+async fn read_more(stream: &mut Stream, buf: &mut BytesMut) -> Result<usize, FailureKind> {
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
     }
@@ -513,8 +585,35 @@ mod tests {
             (b.host.as_str(), b.port, b.prefix.as_str()),
             ("::1", 8080, "/api")
         );
-        assert!(BaseUrl::parse("https://x").is_err());
+        let b = BaseUrl::parse("https://api.example.com/v1").unwrap();
+        assert_eq!(
+            (b.https, b.port, b.host_header.as_str()),
+            (true, 443, "api.example.com")
+        );
+        assert!(BaseUrl::parse("ftp://x").is_err());
         assert!(BaseUrl::parse("localhost:5001").is_err());
+    }
+
+    #[test]
+    fn plain_http_through_a_proxy_uses_the_absolute_form() {
+        let proxies = ProxyEnv {
+            http_proxy: Some("http://u:p@proxy.corp:3128".into()),
+            ..ProxyEnv::default()
+        };
+        let b = BaseUrl::parse("http://api.example.com/v1/")
+            .unwrap()
+            .with_route(&TlsOptions::default(), &proxies)
+            .unwrap();
+        assert_eq!(b.target_prefix, "http://api.example.com/v1");
+        assert!(b
+            .proxy_authorization()
+            .is_some_and(|a| a.starts_with("Basic ")));
+        let direct = BaseUrl::parse("http://127.0.0.1:5001/v1")
+            .unwrap()
+            .with_route(&TlsOptions::default(), &proxies)
+            .unwrap();
+        assert_eq!(direct.target_prefix, "/v1");
+        assert_eq!(direct.proxy_authorization(), None);
     }
 
     #[test]
