@@ -30,6 +30,7 @@ pub mod progress;
 pub mod run;
 pub mod sample;
 pub mod scenario;
+pub mod segment;
 pub mod snapshot;
 pub mod spawn;
 pub mod thresholds;
