@@ -25,6 +25,7 @@ pub async fn run(args: RunArgs, interrupt: Arc<AtomicBool>) -> i32 {
         Ok(outcome) => {
             print_result(&plan, &outcome);
             write_files(&plan, &outcome, None)
+                .filter(|_| crate::shard::Shard::write_if_asked(&plan, &outcome))
                 .unwrap_or(exit::INVALID_CONFIG)
                 .max(outcome.exit_code)
         }

@@ -1,4 +1,4 @@
-//! `loadgen run` and `loadgen audit`. Exit codes are k6's (see
+//! `loadgen run`, `loadgen audit` and `loadgen merge`. Exit codes are k6's (see
 //! `run::exit`), plus 113 when the ledger audit finds a violation.
 
 use std::process::ExitCode;
@@ -55,6 +55,7 @@ fn main() -> ExitCode {
                 loadgen::command::run(*args, interrupt).await
             }
             Command::Audit(args) => loadgen::command::audit(args).await,
+            Command::Merge(args) => loadgen::merge::command(args),
         }
     });
     ExitCode::from(code.clamp(0, 255) as u8)
