@@ -182,7 +182,7 @@ pub struct AuditArgs {
 }
 
 /// Running one part of a test split over many processes (k6's names).
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
 pub struct SplitArgs {
     /// This instance's share: `1/3:2/3`, `0.5:0.75`, `50%:75%`; `x` means `0:x`.
     #[arg(long)]

@@ -616,10 +616,7 @@ mod tests {
             .map(|t| executor.arrival_times(t).unwrap().collect())
             .collect();
         // 5 VUs over thirds: 2, 2, 1, so the iterations split 2:2:1.
-        assert_eq!(
-            parts.iter().map(Vec::len).collect::<Vec<_>>(),
-            [28, 28, 14]
-        );
+        assert_eq!(parts.iter().map(Vec::len).collect::<Vec<_>>(), [28, 28, 14]);
         let mut union: Vec<Duration> = parts.concat();
         union.sort();
         assert_eq!(union, whole);

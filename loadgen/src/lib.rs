@@ -16,6 +16,10 @@
 //! - [`progress`]: the live status line; [`run`]: one run to its exit code.
 //! - [`spawn`]: `--spawn-mock` (mock-api in-process, drain, audit);
 //!   [`audit`]: the `loadgen audit` command.
+//! - [`segment`]: k6's execution segments, sequences and striping;
+//!   [`schedule`]: a segment's ramping-VU steps and arrival times.
+//! - [`shard`]: the `--shard-out` file; [`merge`]: `loadgen merge`, the
+//!   shards added up into the whole.
 
 pub mod audit;
 pub mod cli;

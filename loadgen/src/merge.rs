@@ -24,7 +24,7 @@ use crate::run::exit;
 use crate::sample::Sample;
 use crate::segment::{Ratio, Segment, Sequence};
 use crate::shard::{self, Shard, ShardValues};
-use crate::snapshot::{CheckTally, MetricSnapshot, MetricType, Snapshot, TrendValues, Values};
+use crate::snapshot::{CheckTally, MetricSnapshot, MetricType, Snapshot, Values};
 use crate::thresholds::{self, ThresholdSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -67,8 +67,13 @@ fn segments_of(shards: &[(PathBuf, Shard)]) -> Result<Vec<Segment>, MergeError> 
                 path.display()
             )));
         }
-        let segment = Segment::parse(&shard.segment)
-            .map_err(|e| refuse(format!("{}: segment {:?}: {e}", path.display(), shard.segment)))?;
+        let segment = Segment::parse(&shard.segment).map_err(|e| {
+            refuse(format!(
+                "{}: segment {:?}: {e}",
+                path.display(),
+                shard.segment
+            ))
+        })?;
         let sequence = Sequence::parse(&shard.sequence).map_err(|e| {
             refuse(format!(
                 "{}: sequence {:?}: {e}",
@@ -165,7 +170,9 @@ fn values_of(name: &str, values: &ShardValues) -> Result<Values, String> {
             }
             Values::Trend(trend)
         }
-        ShardValues::Gauge { value, min, max, .. } => Values::Gauge {
+        ShardValues::Gauge {
+            value, min, max, ..
+        } => Values::Gauge {
             value: *value,
             min: *min,
             max: *max,
@@ -176,7 +183,13 @@ fn values_of(name: &str, values: &ShardValues) -> Result<Values, String> {
 fn add(total: &mut Values, part: &Values) {
     match (total, part) {
         (Values::Counter { count }, Values::Counter { count: more }) => *count += more,
-        (Values::Rate { passes, fails }, Values::Rate { passes: p, fails: f }) => {
+        (
+            Values::Rate { passes, fails },
+            Values::Rate {
+                passes: p,
+                fails: f,
+            },
+        ) => {
             *passes += p;
             *fails += f;
         }
@@ -204,7 +217,10 @@ pub fn merge(shards: &[(PathBuf, Shard)]) -> Result<Merged, MergeError> {
     }
     let segments = segments_of(shards)?;
     let first = &shards[0].1;
-    if let Some((path, _)) = shards.iter().find(|(_, s)| s.thresholds != first.thresholds) {
+    if let Some((path, _)) = shards
+        .iter()
+        .find(|(_, s)| s.thresholds != first.thresholds)
+    {
         return Err(refuse(format!(
             "{} names other thresholds than {}; give them with --threshold",
             path.display(),
@@ -327,38 +343,6 @@ pub fn merge(shards: &[(PathBuf, Shard)]) -> Result<Merged, MergeError> {
     })
 }
 
-/// Evaluates `specs` on the merged totals (sub-metrics without samples
-/// count as empty, as in a run).
-pub fn evaluate(merged: &mut Merged, specs: &[ThresholdSpec]) {
-    for spec in specs.iter().filter(|s| !s.tags.is_empty()) {
-        if merged.snapshot.metric(&spec.metric_key()).is_none() {
-            if let Some((name, metric_type, contains)) = definition(&spec.metric) {
-                merged.snapshot.metrics.push(MetricSnapshot {
-                    name: name.to_string(),
-                    tags: spec.tags.clone(),
-                    metric_type,
-                    contains,
-                    values: match metric_type {
-                        MetricType::Counter => Values::Counter { count: 0.0 },
-                        MetricType::Gauge => Values::Gauge {
-                            value: 0.0,
-                            min: 0.0,
-                            max: 0.0,
-                        },
-                        MetricType::Rate => Values::Rate {
-                            passes: 0,
-                            fails: 0,
-                        },
-                        MetricType::Trend => Values::Trend(TrendValues::new()),
-                    },
-                });
-            }
-        }
-    }
-    merged.snapshot.metrics.sort_by_key(|m| m.key());
-    merged.snapshot.thresholds = thresholds::evaluate(specs, &merged.snapshot);
-}
-
 /// k6 JSON lines of the whole: each counter as one point carrying its
 /// total at the end, each gauge as its merged per-second series. Rates and
 /// trends have no raw samples in a shard (their totals are in
@@ -400,7 +384,8 @@ fn write_json(path: &PathBuf, merged: &Merged, specs: &[ThresholdSpec]) -> std::
 
 fn write_outputs(args: &MergeArgs, merged: &Merged, specs: &[ThresholdSpec]) -> Result<(), String> {
     let targets = plan::output_targets(&args.outputs_to).map_err(|e| e.to_string())?;
-    let cannot = |path: &PathBuf, e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let cannot =
+        |path: &PathBuf, e: std::io::Error| format!("cannot write {}: {e}", path.display());
     for target in &targets {
         match target {
             OutputTarget::Json(path) => {
@@ -485,10 +470,9 @@ pub fn command(args: MergeArgs) -> i32 {
             "loadgen: warning: the shards cover {covered}, not all of 0..1: this is part of the test"
         );
     }
-    evaluate(&mut merged, &specs);
-    let color = !args.no_color
-        && std::env::var_os("NO_COLOR").is_none()
-        && std::io::stdout().is_terminal();
+    merged.snapshot.thresholds = thresholds::evaluate(&specs, &merged.snapshot);
+    let color =
+        !args.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
     println!(
         "\n     merged: {} shards ({}), {} complete and {} interrupted iterations",
         merged.segments.len(),
@@ -517,6 +501,7 @@ pub fn command(args: MergeArgs) -> i32 {
 mod tests {
     use super::*;
     use crate::shard::{ShardCheck, ShardMetric, ShardSecond};
+    use crate::snapshot::TrendValues;
     use rand::{Rng, SeedableRng};
 
     fn shard(segment: &str, sequence: &str, trend: &TrendValues, requests: f64) -> Shard {
@@ -618,7 +603,10 @@ mod tests {
         for p in [0.0, 50.0, 90.0, 95.0, 99.0, 99.9, 100.0] {
             assert_eq!(trend.percentile(p), whole.percentile(p), "p({p})");
         }
-        assert_eq!((trend.min, trend.max, trend.count()), (whole.min, whole.max, whole.count()));
+        assert_eq!(
+            (trend.min, trend.max, trend.count()),
+            (whole.min, whole.max, whole.count())
+        );
         assert!((trend.sum - whole.sum).abs() < 1e-6 * whole.sum);
         let Values::Counter { count } = merged.snapshot.metric("http_reqs").unwrap().values else {
             panic!("not a counter")
@@ -641,7 +629,10 @@ mod tests {
         let mut other = shard("1/3:2/3", "0,1/3,2/3,1", &t, 1.0);
         other.test_hash = "def".to_string();
         let cases = [
-            (vec![shard("0:1/3", "0,1/3,2/3,1", &t, 1.0), other], "different tests"),
+            (
+                vec![shard("0:1/3", "0,1/3,2/3,1", &t, 1.0), other],
+                "different tests",
+            ),
             (
                 vec![
                     shard("0:1/2", "0,1/2,1", &t, 1.0),
@@ -686,12 +677,12 @@ mod tests {
         ]);
         let mut merged = merge(&shards).unwrap();
         let specs = plan::threshold_specs(false, &merged.thresholds.clone()).unwrap();
-        evaluate(&mut merged, &specs);
+        merged.snapshot.thresholds = thresholds::evaluate(&specs, &merged.snapshot);
         // p(95) of the whole is 100 ms: the slow shard alone would fail.
         assert!(merged.snapshot.thresholds.iter().all(|t| t.ok));
-        let strict = plan::threshold_specs(false, &["http_req_duration:p(99)<500".to_string()])
-            .unwrap();
-        evaluate(&mut merged, &strict);
+        let strict =
+            plan::threshold_specs(false, &["http_req_duration:p(99)<500".to_string()]).unwrap();
+        merged.snapshot.thresholds = thresholds::evaluate(&strict, &merged.snapshot);
         assert!(!merged.snapshot.thresholds[0].ok);
     }
 }

@@ -337,6 +337,12 @@ impl Plan {
         if args.outputs == 0 {
             return Err(bad("outputs", "must be at least 1"));
         }
+        if args.spawn_mock && args.split != SplitArgs::default() {
+            return Err(bad(
+                "spawn-mock",
+                "runs the whole test against its own mock: no segment or --shard-out",
+            ));
+        }
         let tracking = if args.track_sessions.unwrap_or(args.spawn_mock) {
             Some(Tracking {
                 poll_interval: parse_duration("poll-interval", &args.poll_interval)?,

@@ -167,7 +167,10 @@ impl Shape {
                         let x = if from == to {
                             need / to
                         } else {
-                            (from * d - (d * (from * from * d + 2.0 * need * (to - from))).max(0.0).sqrt())
+                            (from * d
+                                - (d * (from * from * d + 2.0 * need * (to - from)))
+                                    .max(0.0)
+                                    .sqrt())
                                 / (from - to)
                         };
                         return Some(Duration::from_secs_f64(stage_start + x.max(0.0)));
@@ -358,7 +361,11 @@ mod tests {
             moments.extend(parts.iter().flatten().map(|s| s.at));
             for t in moments {
                 let sum: u64 = parts.iter().map(|p| planned_vus(p, t)).sum();
-                assert_eq!(sum, planned_vus(&whole, t), "{seq} {start} {stages:?} at {t:?}");
+                assert_eq!(
+                    sum,
+                    planned_vus(&whole, t),
+                    "{seq} {start} {stages:?} at {t:?}"
+                );
             }
         }
     }

@@ -301,8 +301,8 @@ impl Shard {
             why,
         };
         let text = std::fs::read_to_string(path).map_err(|e| read_error(e.to_string()))?;
-        let shard: Shard =
-            serde_json::from_str(&text).map_err(|e| read_error(format!("not a shard file: {e}")))?;
+        let shard: Shard = serde_json::from_str(&text)
+            .map_err(|e| read_error(format!("not a shard file: {e}")))?;
         if shard.format != FORMAT {
             return Err(read_error(format!(
                 "format {:?}, expected {FORMAT:?}",

@@ -171,9 +171,7 @@ async fn three_segments_merged_equal_one_unsegmented_run() {
     .unwrap();
     // Every iteration's generate reached the mock once: 30 + 30.
     assert_eq!(
-        server
-            .generates
-            .load(std::sync::atomic::Ordering::Relaxed),
+        server.generates.load(std::sync::atomic::Ordering::Relaxed),
         60
     );
 }
