@@ -59,6 +59,16 @@ fn fraction_of(total: Duration, part: i128, whole: i128) -> Duration {
 /// a final step to 0): each step is when the *global* VU count crosses a
 /// VU this segment holds, so the segments' steps add up to the global ones.
 pub fn vu_steps(start_vus: u64, stages: &[Stage], tuple: &Tuple) -> Vec<VuStep> {
+    let mut steps = raw_vu_steps(start_vus, stages, tuple);
+    if steps[steps.len() - 1].vus != 0 {
+        let end = stages.iter().map(|s| s.duration).sum();
+        steps.push(VuStep { at: end, vus: 0 });
+    }
+    steps
+}
+
+/// [`vu_steps`] without the final drop to 0.
+fn raw_vu_steps(start_vus: u64, stages: &[Stage], tuple: &Tuple) -> Vec<VuStep> {
     let mut cursor = VuCursor {
         tuple,
         scaled: 0,
@@ -109,7 +119,6 @@ pub fn vu_steps(start_vus: u64, stages: &[Stage], tuple: &Tuple) -> Vec<VuStep> 
         }
         from = target;
     }
-    add(end, 0);
     steps
 }
 
@@ -233,7 +242,7 @@ impl Iterator for ArrivalTimes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segment::Sequence;
+    use crate::segment::{Segment, Sequence};
     use rand::{Rng, SeedableRng};
 
     fn secs(s: u64) -> Duration {
@@ -320,6 +329,96 @@ mod tests {
             vu_steps(5, &stages, &Tuple::full()),
             steps(&[(0, 5), (1000, 3), (2000, 0)])
         );
+    }
+
+    fn tuple(seg: &str, seq: &str) -> Tuple {
+        let seq = (!seq.is_empty()).then(|| Sequence::parse(seq).unwrap());
+        Tuple::new(Segment::parse(seg).unwrap(), seq.as_ref()).unwrap()
+    }
+
+    fn in_seconds(list: &[(u64, u64)]) -> Vec<VuStep> {
+        list.iter()
+            .map(|&(s, vus)| VuStep { at: secs(s), vus })
+            .collect()
+    }
+
+    /// k6's TestRampingVUsExecutionTupleTests: one stage plan, raw steps
+    /// per segment (with and without a sequence).
+    #[test]
+    #[rustfmt::skip]
+    fn raw_steps_per_segment_as_k6() {
+        let stages: Vec<Stage> = [
+            (2, 6), (5, 1), (4, 5), (4, 1), (3, 4), (2, 4), (0, 1), (3, 1),
+            (0, 5), (3, 5), (0, 0), (2, 2), (2, 0), (4, 4),
+        ]
+        .iter()
+        .map(|&(d, t)| stage(d, t))
+        .collect();
+        let thirds_alone: &[(u64, u64)] = &[
+            (0, 1), (1, 2), (4, 1), (7, 0), (8, 1), (11, 2), (12, 1), (15, 0),
+            (16, 1), (20, 0), (23, 2), (26, 0), (28, 1), (29, 0), (32, 1),
+        ];
+        let cases: &[(&str, &str, &[(u64, u64)])] = &[
+            ("", "", &[
+                (0, 4), (1, 5), (2, 6), (3, 5), (4, 4), (5, 3), (6, 2), (7, 1),
+                (8, 2), (9, 3), (10, 4), (11, 5), (12, 4), (13, 3), (14, 2), (15, 1),
+                (16, 2), (17, 3), (18, 4), (20, 1), (23, 5), (26, 0), (27, 1), (28, 2),
+                (29, 1), (30, 0), (31, 1), (32, 2), (33, 3), (34, 4),
+            ]),
+            ("0:1/3", "", thirds_alone),
+            ("0:1/3", "0,1/3,1", thirds_alone),
+            ("1/3:2/3", "", thirds_alone),
+            ("2/3:1", "", thirds_alone),
+            ("0:1/3", "0,1/3,2/3,1", &[
+                (0, 2), (5, 1), (10, 2), (13, 1), (18, 2), (20, 1), (23, 2), (26, 0),
+                (27, 1), (30, 0), (31, 1), (34, 2),
+            ]),
+            ("1/3:2/3", "0,1/3,2/3,1", thirds_alone),
+            ("2/3:1", "0,1/3,2/3,1", &[
+                (0, 1), (2, 2), (3, 1), (6, 0), (9, 1), (14, 0), (17, 1), (20, 0),
+                (23, 1), (26, 0), (33, 1),
+            ]),
+        ];
+        for &(seg, seq, want) in cases {
+            assert_eq!(
+                raw_vu_steps(4, &stages, &tuple(seg, seq)),
+                in_seconds(want),
+                "{seg} in {seq}"
+            );
+        }
+    }
+
+    /// k6's TestRampingVUsGetRawExecutionStepsCornerCases.
+    #[test]
+    #[rustfmt::skip]
+    fn raw_steps_corner_cases_as_k6() {
+        let up_down = [stage(2, 2), stage(2, 0), stage(2, 2), stage(2, 0)];
+        let cases: Vec<(&str, u64, Vec<Stage>, &str, &str, &[(u64, u64)])> = vec![
+            ("going up then down straight away", 2, vec![stage(0, 5), stage(2, 3)], "", "",
+                &[(0, 2), (0, 5), (1, 4), (2, 3)]),
+            ("jump up then go up again", 3, vec![stage(2, 5)], "", "",
+                &[(0, 3), (1, 4), (2, 5)]),
+            ("up down up down", 0, up_down.to_vec(), "", "",
+                &[(0, 0), (1, 1), (2, 2), (3, 1), (4, 0), (5, 1), (6, 2), (7, 1), (8, 0)]),
+            ("in half", 0, up_down.to_vec(), "0:1/2", "",
+                &[(0, 0), (1, 1), (4, 0), (5, 1), (8, 0)]),
+            ("in the other half", 0, up_down.to_vec(), "1/2:1", "",
+                &[(0, 0), (2, 1), (3, 0), (6, 1), (7, 0)]),
+            ("with nothing", 0, up_down.to_vec(), "2/3:1", "0,1/3,2/3,1", &[(0, 0)]),
+            ("with funky sequence", 0, up_down.to_vec(), "0:1/3", "0,1/3,1/2,2/3,1",
+                &[(0, 0), (1, 1), (4, 0), (5, 1), (8, 0)]),
+            ("strange", 0, vec![stage(20, 20), stage(30, 30)], "0:0.3", "0,0.3,0.6,0.9,1",
+                &[(0, 0), (1, 1), (5, 2), (8, 3), (11, 4), (15, 5), (18, 6), (23, 7), (35, 8), (44, 9)]),
+            ("more up and down", 0, vec![stage(5, 5), stage(5, 0)], "", "",
+                &[(0, 0), (1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 4), (7, 3), (8, 2), (9, 1), (10, 0)]),
+        ];
+        for (name, start, stages, seg, seq, want) in cases {
+            assert_eq!(
+                raw_vu_steps(start, &stages, &tuple(seg, seq)),
+                in_seconds(want),
+                "{name}"
+            );
+        }
     }
 
     fn random_stages(rng: &mut impl Rng) -> (u64, Vec<Stage>) {
