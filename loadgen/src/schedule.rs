@@ -358,7 +358,8 @@ mod tests {
             (0, 1), (1, 2), (4, 1), (7, 0), (8, 1), (11, 2), (12, 1), (15, 0),
             (16, 1), (20, 0), (23, 2), (26, 0), (28, 1), (29, 0), (32, 1),
         ];
-        let cases: &[(&str, &str, &[(u64, u64)])] = &[
+        type Case<'a> = (&'a str, &'a str, &'a [(u64, u64)]);
+        let cases: &[Case] = &[
             ("", "", &[
                 (0, 4), (1, 5), (2, 6), (3, 5), (4, 4), (5, 3), (6, 2), (7, 1),
                 (8, 2), (9, 3), (10, 4), (11, 5), (12, 4), (13, 3), (14, 2), (15, 1),
@@ -393,7 +394,8 @@ mod tests {
     #[rustfmt::skip]
     fn raw_steps_corner_cases_as_k6() {
         let up_down = [stage(2, 2), stage(2, 0), stage(2, 2), stage(2, 0)];
-        let cases: Vec<(&str, u64, Vec<Stage>, &str, &str, &[(u64, u64)])> = vec![
+        type Case<'a> = (&'a str, u64, Vec<Stage>, &'a str, &'a str, &'a [(u64, u64)]);
+        let cases: Vec<Case> = vec![
             ("going up then down straight away", 2, vec![stage(0, 5), stage(2, 3)], "", "",
                 &[(0, 2), (0, 5), (1, 4), (2, 3)]),
             ("jump up then go up again", 3, vec![stage(2, 5)], "", "",
