@@ -22,7 +22,7 @@ use crate::output::{export, report, summary};
 use crate::plan::{self, OutputTarget};
 use crate::run::exit;
 use crate::sample::Sample;
-use crate::segment::{Ratio, Segment, Sequence};
+use crate::segment::{Ratio, Segment, Sequence, Tuple};
 use crate::shard::{self, Shard, ShardValues};
 use crate::snapshot::{CheckTally, MetricSnapshot, MetricType, Snapshot, Values};
 use crate::thresholds::{self, ThresholdSpec};
@@ -58,6 +58,7 @@ fn refuse(why: impl Into<String>) -> MergeError {
 /// Checks that the shards are parts of one test, without overlap.
 fn segments_of(shards: &[(PathBuf, Shard)]) -> Result<Vec<Segment>, MergeError> {
     let (first_path, first) = &shards[0];
+    let mut first_sequence: Option<Sequence> = None;
     let mut segments: Vec<(Segment, &PathBuf)> = Vec::new();
     for (path, shard) in shards {
         if shard.test_hash != first.test_hash {
@@ -81,7 +82,9 @@ fn segments_of(shards: &[(PathBuf, Shard)]) -> Result<Vec<Segment>, MergeError> 
                 shard.sequence
             ))
         })?;
-        if sequence.to_string() != first.sequence {
+        Tuple::new(segment, Some(&sequence))
+            .map_err(|e| refuse(format!("{}: {e}", path.display())))?;
+        if *first_sequence.get_or_insert_with(|| sequence.clone()) != sequence {
             return Err(refuse(format!(
                 "{} and {} were split by different sequences ({} and {})",
                 first_path.display(),
