@@ -23,6 +23,9 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Check the ledger invariants I1-I7 on a database with the Cooly schema.
     Audit(AuditArgs),
+    /// Merge the --shard-out files of one test split over execution
+    /// segments: summary, thresholds and outputs of the whole.
+    Merge(MergeArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -195,6 +198,9 @@ pub struct RunArgs {
     /// With --spawn-mock: a fault plan file (TOML or JSON) for the mock.
     #[arg(long)]
     pub mock_faults: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub split: SplitArgs,
 }
 
 /// Parses the arguments (the program's name first), noting which `run`
@@ -230,4 +236,47 @@ pub struct AuditArgs {
     /// text or json.
     #[arg(long, default_value = "text")]
     pub format: String,
+}
+
+/// Running one part of a test split over many processes (k6's names).
+#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct SplitArgs {
+    /// This instance's share: `1/3:2/3`, `0.5:0.75`, `50%:75%`; `x` means `0:x`.
+    #[arg(long)]
+    pub execution_segment: Option<String>,
+    /// Every instance's segment, e.g. `0,1/3,2/3,1`.
+    #[arg(long)]
+    pub execution_segment_sequence: Option<String>,
+    /// With --instance-count: run equal segment I of N (default: the
+    /// JOB_COMPLETION_INDEX environment variable of a Kubernetes Indexed Job).
+    #[arg(long)]
+    pub instance_index: Option<u64>,
+    /// Split the test into N equal segments (shorthand for the two above).
+    #[arg(long)]
+    pub instance_count: Option<u64>,
+    /// Write this instance's mergeable results to FILE (`loadgen merge`).
+    #[arg(long)]
+    pub shard_out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MergeArgs {
+    /// The --shard-out files of every instance.
+    #[arg(required = true, num_args = 1..)]
+    pub shards: Vec<PathBuf>,
+    /// `metric:expression` (repeatable; replaces the five defaults), as in run.
+    #[arg(long = "threshold", action = clap::ArgAction::Append)]
+    pub thresholds: Vec<String>,
+    #[arg(long)]
+    pub no_thresholds: bool,
+    /// `json=FILE` (repeatable): k6 JSON lines of the whole.
+    #[arg(long = "out", short = 'o', action = clap::ArgAction::Append)]
+    pub outputs_to: Vec<String>,
+    #[arg(long)]
+    pub summary_export: Option<PathBuf>,
+    /// Self-contained HTML report of the whole.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    #[arg(long)]
+    pub no_color: bool,
 }

@@ -10,6 +10,7 @@ use crate::exit::{self, Failure};
 use crate::output::{print_result, write_files};
 use crate::plan::Plan;
 use crate::run;
+use crate::shard::Shard;
 use crate::spawn::{audit_rows, MockHarness};
 
 /// `loadgen run`: against `--api-base`, or against a mock of its own
@@ -21,7 +22,9 @@ pub async fn run(args: RunArgs, interrupt: Arc<AtomicBool>) -> Result<i32, Failu
     }
     let outcome = run::execute(plan.clone(), interrupt).await?;
     print_result(&plan, &outcome);
-    exit::after(outcome.exit_code, write_files(&plan, &outcome, None))
+    let written =
+        write_files(&plan, &outcome, None).and_then(|()| Shard::write_if_asked(&plan, &outcome));
+    exit::after(outcome.exit_code, written)
 }
 
 /// `loadgen run --spawn-mock`: the run between the mock's start and its

@@ -22,15 +22,12 @@ use tokio_util::sync::CancellationToken;
 use crate::http::BaseUrl;
 use crate::metrics::Collector;
 use crate::scenario::Scenario;
+use crate::schedule::{self, ArrivalTimes, VuStep};
+use crate::segment::Tuple;
 use crate::vu::Vu;
 use crate::workers::Workers;
 
-/// `duration:target` of `--stages`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Stage {
-    pub duration: Duration,
-    pub target: u64,
-}
+pub use crate::schedule::Stage;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Executor {
@@ -117,20 +114,109 @@ impl Executor {
     }
 }
 
-/// VU value of a ramp at `t`: linear from each stage's start to its target.
-pub fn ramp_value(start: f64, stages: &[Stage], t: Duration) -> f64 {
-    let mut from = start;
-    let mut at = Duration::ZERO;
-    for stage in stages {
-        let to = stage.target as f64;
-        if t < at + stage.duration {
-            let progress = (t - at).as_secs_f64() / stage.duration.as_secs_f64().max(1e-9);
-            return from + (to - from) * progress;
+/// What one execution segment runs of an executor: its own VU counts and
+/// iterations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    /// VUs (ramping: the most at once; arrival rates: pre-allocated).
+    pub vus: u64,
+    pub max_vus: u64,
+    /// shared-iterations: this segment's iterations; per-vu: per VU.
+    pub iterations: u64,
+}
+
+impl Executor {
+    /// This segment's VUs and iterations, as k6 scales them: VU counts by
+    /// the segment (`ScaleInt64`), shared iterations by the segment re-split
+    /// over the VUs, so a segment without VUs has no iterations.
+    pub fn share(&self, segment: &Tuple) -> Share {
+        let vus = |vus: u64| segment.scale(vus);
+        match self {
+            Executor::RampingVus {
+                start_vus, stages, ..
+            } => {
+                let most = schedule::vu_steps(*start_vus, stages, segment)
+                    .iter()
+                    .map(|s| s.vus)
+                    .max()
+                    .unwrap_or(0);
+                Share {
+                    vus: most,
+                    max_vus: most,
+                    iterations: 0,
+                }
+            }
+            Executor::ConstantVus { vus: n, .. } => Share {
+                vus: vus(*n),
+                max_vus: vus(*n),
+                iterations: 0,
+            },
+            Executor::PerVuIterations {
+                vus: n, iterations, ..
+            } => Share {
+                vus: vus(*n),
+                max_vus: vus(*n),
+                iterations: *iterations,
+            },
+            Executor::SharedIterations {
+                vus: n, iterations, ..
+            } => Share {
+                vus: vus(*n),
+                max_vus: vus(*n),
+                iterations: segment
+                    .resplit(*n)
+                    .map_or(0, |by_vus| by_vus.scale(*iterations)),
+            },
+            Executor::ConstantArrivalRate {
+                pre_allocated_vus,
+                max_vus,
+                ..
+            }
+            | Executor::RampingArrivalRate {
+                pre_allocated_vus,
+                max_vus,
+                ..
+            } => Share {
+                vus: vus(*pre_allocated_vus),
+                max_vus: vus(*max_vus),
+                iterations: 0,
+            },
         }
-        at += stage.duration;
-        from = to;
     }
-    from
+
+    /// The iteration start times of an arrival-rate executor for this
+    /// segment, whose iterations are dealt by the segment re-split over the
+    /// max VUs (as k6 does); None for the other executors.
+    pub fn arrival_times(&self, segment: &Tuple) -> Option<ArrivalTimes> {
+        match self {
+            Executor::ConstantArrivalRate {
+                rate,
+                time_unit,
+                duration,
+                max_vus,
+                ..
+            } => Some(ArrivalTimes::constant(
+                rate / time_unit.as_secs_f64(),
+                *duration,
+                segment.resplit(*max_vus),
+            )),
+            Executor::RampingArrivalRate {
+                start_rate,
+                time_unit,
+                stages,
+                max_vus,
+                ..
+            } => Some(ArrivalTimes::ramping(
+                start_rate / time_unit.as_secs_f64(),
+                stages
+                    .iter()
+                    .map(|s| (s.duration, s.target as f64 / time_unit.as_secs_f64()))
+                    .collect(),
+                segment.resplit(*max_vus),
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// What every VU of a run shares.
@@ -283,9 +369,11 @@ async fn retire(vus: Vec<LoopingVu>, grace: Duration) {
     }
 }
 
-/// Runs the executor to its end (or until `ctx.stop`).
-pub async fn run(ctx: Arc<RunContext>, executor: Executor) {
-    ctx.collector.set_vus_max(executor.max_vus());
+/// Runs this execution segment of the executor to its end (or until
+/// `ctx.stop`); [`Tuple::full`] runs all of it.
+pub async fn run(ctx: Arc<RunContext>, executor: Executor, segment: &Tuple) {
+    let share = executor.share(segment);
+    ctx.collector.set_vus_max(share.max_vus);
     match executor {
         Executor::RampingVus {
             start_vus,
@@ -293,99 +381,62 @@ pub async fn run(ctx: Arc<RunContext>, executor: Executor) {
             graceful_ramp_down,
             graceful_stop,
         } => {
-            ramping(
-                ctx,
-                start_vus as f64,
-                stages,
-                graceful_ramp_down,
-                graceful_stop,
-            )
-            .await
+            let steps = schedule::vu_steps(start_vus, &stages, segment);
+            let total = stages.iter().map(|s| s.duration).sum();
+            ramping(ctx, steps, total, graceful_ramp_down, graceful_stop).await
         }
         Executor::ConstantVus {
             vus,
             duration,
             graceful_stop,
         } => {
-            let stages = vec![Stage {
+            let stages = [Stage {
                 duration,
                 target: vus,
             }];
-            ramping(ctx, vus as f64, stages, graceful_stop, graceful_stop).await
+            let steps = schedule::vu_steps(vus, &stages, segment);
+            ramping(ctx, steps, duration, graceful_stop, graceful_stop).await
         }
         Executor::PerVuIterations {
-            vus,
-            iterations,
             max_duration,
             graceful_stop,
+            ..
         } => {
-            let budgets = (0..vus).map(|_| Budget::PerVu(iterations)).collect();
+            let budgets = (0..share.vus)
+                .map(|_| Budget::PerVu(share.iterations))
+                .collect();
             iterations_executor(ctx, budgets, max_duration, graceful_stop).await
         }
         Executor::SharedIterations {
-            vus,
-            iterations,
             max_duration,
             graceful_stop,
+            ..
         } => {
-            let shared = Arc::new(AtomicI64::new(iterations as i64));
-            let budgets = (0..vus).map(|_| Budget::Shared(shared.clone())).collect();
+            let shared = Arc::new(AtomicI64::new(share.iterations as i64));
+            let budgets = (0..share.vus)
+                .map(|_| Budget::Shared(shared.clone()))
+                .collect();
             iterations_executor(ctx, budgets, max_duration, graceful_stop).await
         }
-        Executor::ConstantArrivalRate {
-            rate,
-            time_unit,
-            duration,
-            pre_allocated_vus,
-            max_vus,
-            graceful_stop,
-        } => {
-            let per_second = rate / time_unit.as_secs_f64();
-            let stages = vec![Stage {
-                duration,
-                target: 0,
-            }];
-            arrival(
-                ctx,
-                move |_| per_second,
-                stages,
-                pre_allocated_vus,
-                max_vus,
-                graceful_stop,
-            )
-            .await
-        }
-        Executor::RampingArrivalRate {
-            start_rate,
-            time_unit,
-            stages,
-            pre_allocated_vus,
-            max_vus,
-            graceful_stop,
-        } => {
-            let unit = time_unit.as_secs_f64();
-            let ramp = stages.clone();
-            arrival(
-                ctx,
-                move |t| ramp_value(start_rate, &ramp, t) / unit,
-                stages,
-                pre_allocated_vus,
-                max_vus,
-                graceful_stop,
-            )
-            .await
+        Executor::ConstantArrivalRate { graceful_stop, .. }
+        | Executor::RampingArrivalRate { graceful_stop, .. } => {
+            let total = executor.planned_duration();
+            let times = executor
+                .arrival_times(segment)
+                .expect("an arrival-rate executor has arrival times");
+            arrival(ctx, times, total, share, graceful_stop).await
         }
     }
 }
 
+/// Follows the planned VU steps until `total`.
 async fn ramping(
     ctx: Arc<RunContext>,
-    start: f64,
-    stages: Vec<Stage>,
+    steps: Vec<VuStep>,
+    total: Duration,
     graceful_ramp_down: Duration,
     graceful_stop: Duration,
 ) {
-    let total: Duration = stages.iter().map(|s| s.duration).sum();
     let started = tokio::time::Instant::now();
     let mut active: Vec<LoopingVu> = Vec::new();
     let mut leaving: Vec<JoinHandle<()>> = Vec::new();
@@ -396,7 +447,7 @@ async fn ramping(
         if elapsed >= total || ctx.stop.is_cancelled() {
             break;
         }
-        let target = ramp_value(start, &stages, elapsed).round() as usize;
+        let target = schedule::planned_vus(&steps, elapsed) as usize;
         while active.len() < target {
             active.push(spawn_looping_vu(&ctx, Budget::Unlimited));
         }
@@ -436,37 +487,20 @@ async fn iterations_executor(
 
 async fn arrival(
     ctx: Arc<RunContext>,
-    rate_at: impl Fn(Duration) -> f64,
-    stages: Vec<Stage>,
-    pre_allocated: u64,
-    max_vus: u64,
+    times: ArrivalTimes,
+    total: Duration,
+    share: Share,
     graceful_stop: Duration,
 ) {
-    let total: Duration = stages.iter().map(|s| s.duration).sum();
     let (free_tx, mut free_rx) = tokio::sync::mpsc::unbounded_channel::<Vu>();
-    for _ in 0..pre_allocated {
+    for _ in 0..share.vus {
         let _ = free_tx.send(ctx.new_vu());
     }
-    let mut allocated = pre_allocated;
+    let mut allocated = share.vus;
     let hard = CancellationToken::new();
     let mut running = tokio::task::JoinSet::new();
     let started = tokio::time::Instant::now();
-    let mut scheduled = Duration::ZERO;
-    loop {
-        let rate = rate_at(scheduled);
-        let step = if rate > 0.0 {
-            Duration::from_secs_f64(1.0 / rate)
-        } else {
-            // Nothing to start now: look again a little later.
-            Duration::from_millis(10)
-        };
-        if rate <= 0.0 {
-            scheduled += step;
-            if scheduled >= total {
-                break;
-            }
-            continue;
-        }
+    for scheduled in times {
         if scheduled >= total || ctx.stop.is_cancelled() {
             break;
         }
@@ -477,7 +511,7 @@ async fn arrival(
         }
         let vu = match free_rx.try_recv() {
             Ok(vu) => Some(vu),
-            Err(_) if allocated < max_vus => {
+            Err(_) if allocated < share.max_vus => {
                 allocated += 1;
                 ctx.collector.set_vus_max(allocated);
                 Some(ctx.new_vu())
@@ -503,7 +537,6 @@ async fn arrival(
             None => ctx.collector.add("dropped_iterations", 1.0, &[]),
         }
         while running.try_join_next().is_some() {}
-        scheduled += step;
     }
     let drained = async { while running.join_next().await.is_some() {} };
     if tokio::time::timeout(graceful_stop, drained).await.is_err() {
@@ -515,27 +548,77 @@ async fn arrival(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::segment::{Segment, Sequence};
+    use rand::{Rng, SeedableRng};
+
+    fn shared(vus: u64, iterations: u64) -> Executor {
+        Executor::SharedIterations {
+            vus,
+            iterations,
+            max_duration: Duration::from_secs(600),
+            graceful_stop: Duration::from_secs(30),
+        }
+    }
+
+    fn all_of(seq: &Sequence) -> Vec<Tuple> {
+        seq.segments()
+            .iter()
+            .map(|s| Tuple::new(*s, Some(seq)).unwrap())
+            .collect()
+    }
 
     #[test]
-    fn ramp_interpolates_each_stage() {
-        let stages = [
-            Stage {
-                duration: Duration::from_secs(10),
-                target: 5,
-            },
-            Stage {
-                duration: Duration::from_secs(10),
-                target: 5,
-            },
-            Stage {
-                duration: Duration::from_secs(10),
-                target: 0,
-            },
-        ];
-        assert_eq!(ramp_value(1.0, &stages, Duration::ZERO), 1.0);
-        assert_eq!(ramp_value(1.0, &stages, Duration::from_secs(5)), 3.0);
-        assert_eq!(ramp_value(1.0, &stages, Duration::from_secs(15)), 5.0);
-        assert_eq!(ramp_value(1.0, &stages, Duration::from_secs(25)), 2.5);
-        assert_eq!(ramp_value(1.0, &stages, Duration::from_secs(40)), 0.0);
+    fn shares_add_up_and_shared_iterations_follow_vus() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(99);
+        for _ in 0..200 {
+            let seq = Sequence::equal(rng.gen_range(1..8)).unwrap();
+            let (vus, iterations) = (rng.gen_range(1..30), rng.gen_range(0..500));
+            let shares: Vec<Share> = all_of(&seq)
+                .iter()
+                .map(|t| shared(vus, iterations).share(t))
+                .collect();
+            assert_eq!(shares.iter().map(|s| s.vus).sum::<u64>(), vus);
+            assert_eq!(shares.iter().map(|s| s.iterations).sum::<u64>(), iterations);
+            // A segment without VUs gets no iterations.
+            assert!(shares.iter().all(|s| s.vus > 0 || s.iterations == 0));
+        }
+        // k6's case: 0:1/3 of 0,1/3,2/3,1, 20 VUs sharing 50 iterations.
+        let t = Tuple::new(
+            Segment::parse("0:1/3").unwrap(),
+            Some(&Sequence::parse("0,1/3,2/3,1").unwrap()),
+        )
+        .unwrap();
+        assert_eq!(
+            shared(20, 50).share(&t),
+            Share {
+                vus: 7,
+                max_vus: 7,
+                iterations: 18
+            }
+        );
+    }
+
+    #[test]
+    fn arrival_executors_split_their_iterations_by_max_vus() {
+        let executor = Executor::ConstantArrivalRate {
+            rate: 7.0,
+            time_unit: Duration::from_secs(1),
+            duration: Duration::from_secs(10),
+            pre_allocated_vus: 2,
+            max_vus: 5,
+            graceful_stop: Duration::from_secs(30),
+        };
+        let whole: Vec<Duration> = executor.arrival_times(&Tuple::full()).unwrap().collect();
+        assert_eq!(whole.len(), 70);
+        let seq = Sequence::equal(3).unwrap();
+        let parts: Vec<Vec<Duration>> = all_of(&seq)
+            .iter()
+            .map(|t| executor.arrival_times(t).unwrap().collect())
+            .collect();
+        // 5 VUs over thirds: 2, 2, 1, so the iterations split 2:2:1.
+        assert_eq!(parts.iter().map(Vec::len).collect::<Vec<_>>(), [28, 28, 14]);
+        let mut union: Vec<Duration> = parts.concat();
+        union.sort();
+        assert_eq!(union, whole);
     }
 }

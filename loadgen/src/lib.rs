@@ -25,6 +25,10 @@
 //! - [`spawn`]: the `--spawn-mock` harness: mock-api in-process, started
 //!   (address, users file) and finished (drain, audit report);
 //!   [`audit`]: the `loadgen audit` command.
+//! - [`segment`]: k6's execution segments, sequences and striping;
+//!   [`schedule`]: a segment's ramping-VU steps and arrival times.
+//! - [`shard`]: the `--shard-out` file; [`merge`]: `loadgen merge`, the
+//!   shards added up into the whole.
 //!
 //! Data flows one way: `command` uses `spawn`, `run` and `output`; none of
 //! them imports `command`.
@@ -35,6 +39,7 @@ pub mod command;
 pub mod executor;
 pub mod exit;
 pub mod http;
+pub mod merge;
 pub mod metrics;
 pub mod output;
 pub mod plan;
@@ -42,6 +47,9 @@ pub mod progress;
 pub mod run;
 pub mod sample;
 pub mod scenario;
+pub mod schedule;
+pub mod segment;
+pub mod shard;
 pub mod snapshot;
 pub mod spawn;
 pub mod thresholds;

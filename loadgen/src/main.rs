@@ -1,5 +1,5 @@
-//! `loadgen run` and `loadgen audit`. Exit codes are k6's (see
-//! `loadgen::exit`), plus 113 when the ledger audit finds a violation.
+//! `loadgen run`, `loadgen audit` and `loadgen merge`. Exit codes are k6's
+//! (see `loadgen::exit`), plus 113 when the ledger audit finds a violation.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +58,7 @@ fn main() -> ExitCode {
                 loadgen::command::run(*args, interrupt).await
             }
             Command::Audit(args) => loadgen::command::audit(args).await,
+            Command::Merge(args) => loadgen::merge::command(args),
         }
     });
     exit_code(result.unwrap_or_else(Failure::report))

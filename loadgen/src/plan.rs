@@ -7,12 +7,13 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, SplitArgs};
 use crate::executor::{Executor, Stage};
 use crate::http::tls::TlsOptions;
 use crate::metrics::{definition, SubMetric};
 use crate::output::summary::{SummaryMode, SummaryStyle, TimeUnit, TrendStat};
 use crate::scenario::{LoginMode, ScenarioConfig, Tracking};
+use crate::segment::{Segment, Sequence, Tuple};
 use crate::thresholds::{self, ThresholdSpec};
 use k6_duration as duration;
 
@@ -62,6 +63,14 @@ pub struct Plan {
     pub threads: usize,
     /// `--insecure-skip-tls-verify` and `--tls-ca`'s certificates.
     pub tls: TlsOptions,
+    /// This instance's execution segment (the whole test by default).
+    pub segment: Tuple,
+    /// `--shard-out`: where this instance's mergeable results go.
+    pub shard_out: Option<PathBuf>,
+    /// With `--shard-out`: the thresholds of the test even under
+    /// `--no-thresholds` (the shard records their sub-metrics and names
+    /// them, so that `loadgen merge` evaluates them on the whole).
+    pub shard_thresholds: Vec<ThresholdSpec>,
 }
 
 /// The test of shared/scenario.md: 10 s → 5, 20 s → 10, 30 s at 10, 10 s → 0.
@@ -265,13 +274,22 @@ fn default_threads() -> usize {
 }
 
 fn thresholds_of(args: &RunArgs) -> Result<Vec<ThresholdSpec>, PlanError> {
-    if args.no_thresholds {
+    threshold_specs(args.no_thresholds, &args.thresholds)
+}
+
+/// `--threshold` texts (or the defaults, or none with `--no-thresholds`)
+/// parsed and checked against the test's metrics.
+pub fn threshold_specs(
+    no_thresholds: bool,
+    texts: &[String],
+) -> Result<Vec<ThresholdSpec>, PlanError> {
+    if no_thresholds {
         return Ok(Vec::new());
     }
-    if args.thresholds.is_empty() {
+    if texts.is_empty() {
         return Ok(thresholds::defaults());
     }
-    args.thresholds
+    texts
         .iter()
         .map(|text| {
             let spec = thresholds::parse(text).map_err(|e| bad("threshold", e.to_string()))?;
@@ -289,7 +307,12 @@ fn thresholds_of(args: &RunArgs) -> Result<Vec<ThresholdSpec>, PlanError> {
 }
 
 fn outputs_of(args: &RunArgs) -> Result<Vec<OutputTarget>, PlanError> {
-    args.outputs_to
+    output_targets(&args.outputs_to)
+}
+
+/// `--out` texts: `json=FILE` or `csv=FILE`.
+pub fn output_targets(texts: &[String]) -> Result<Vec<OutputTarget>, PlanError> {
+    texts
         .iter()
         .map(|out| match out.split_once('=') {
             Some(("json", file)) if !file.is_empty() => Ok(OutputTarget::Json(file.into())),
@@ -442,6 +465,12 @@ impl Plan {
         if args.outputs == 0 {
             return Err(bad("outputs", "must be at least 1"));
         }
+        if args.spawn_mock && args.split != SplitArgs::default() {
+            return Err(bad(
+                "spawn-mock",
+                "runs the whole test against its own mock: no segment or --shard-out",
+            ));
+        }
         let tracking = if args.track_sessions.unwrap_or(args.spawn_mock) {
             Some(Tracking {
                 poll_interval: parse_duration("poll-interval", &args.poll_interval)?,
@@ -487,13 +516,19 @@ impl Plan {
             threads,
             tls: TlsOptions::new(args.insecure_skip_tls_verify, args.tls_ca.as_deref())
                 .map_err(|why| bad("tls-ca", why))?,
+            segment: segment_of(&args.split)?,
+            shard_out: args.split.shard_out.clone(),
+            shard_thresholds: match args.split.shard_out {
+                Some(_) => threshold_specs(false, &args.thresholds)?,
+                None => Vec::new(),
+            },
         })
     }
 
     /// The sub-metrics the thresholds refer to.
     pub fn sub_metrics(&self) -> Vec<SubMetric> {
         let mut subs: Vec<SubMetric> = Vec::new();
-        for spec in &self.thresholds {
+        for spec in self.thresholds.iter().chain(&self.shard_thresholds) {
             let sub = SubMetric {
                 metric: spec.metric.clone(),
                 tags: spec.tags.clone(),
@@ -526,6 +561,52 @@ impl Plan {
             _ => by_time,
         }
     }
+}
+
+/// The execution segment of `--execution-segment` and
+/// `--execution-segment-sequence`, or of `--instance-index` (default
+/// `JOB_COMPLETION_INDEX`) and `--instance-count`.
+pub fn segment_of(split: &SplitArgs) -> Result<Tuple, PlanError> {
+    if let Some(count) = split.instance_count {
+        if split.execution_segment.is_some() || split.execution_segment_sequence.is_some() {
+            return Err(bad(
+                "instance-count",
+                "use either --instance-count or --execution-segment(-sequence), not both",
+            ));
+        }
+        let index = match split.instance_index {
+            Some(index) => index,
+            None => match std::env::var("JOB_COMPLETION_INDEX") {
+                Ok(text) => text.trim().parse().map_err(|_| {
+                    bad(
+                        "instance-index",
+                        format!("JOB_COMPLETION_INDEX={text:?} is not an index"),
+                    )
+                })?,
+                Err(_) => {
+                    return Err(bad(
+                        "instance-count",
+                        "needs --instance-index or the JOB_COMPLETION_INDEX variable",
+                    ))
+                }
+            },
+        };
+        return Tuple::instance(index, count).map_err(|e| bad("instance-index", e.to_string()));
+    }
+    if split.instance_index.is_some() {
+        return Err(bad("instance-index", "needs --instance-count"));
+    }
+    let segment = match &split.execution_segment {
+        Some(text) => Segment::parse(text).map_err(|e| bad("execution-segment", e.to_string()))?,
+        None => Segment::FULL,
+    };
+    let sequence = split
+        .execution_segment_sequence
+        .as_deref()
+        .map(Sequence::parse)
+        .transpose()
+        .map_err(|e| bad("execution-segment-sequence", e.to_string()))?;
+    Tuple::new(segment, sequence.as_ref()).map_err(|e| bad("execution-segment", e.to_string()))
 }
 
 #[cfg(test)]

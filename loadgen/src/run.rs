@@ -206,7 +206,7 @@ pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcom
             (writers, write_error)
         })
     };
-    executor::run(ctx.clone(), plan.executor.clone()).await;
+    executor::run(ctx.clone(), plan.executor.clone(), &plan.segment).await;
     scenario.wait_for_trackers().await;
     ctx.done.cancel();
     let (writers, write_error) = aggregator.await.unwrap_or_default();

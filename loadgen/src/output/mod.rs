@@ -15,7 +15,7 @@ pub fn print_result(plan: &Plan, outcome: &RunOutcome) {
     println!(
         "\n     scenario: {} ({} VUs max), {} complete and {} interrupted iterations",
         plan.executor.name(),
-        plan.executor.max_vus(),
+        plan.executor.share(&plan.segment).max_vus,
         outcome.completed_iterations,
         outcome.interrupted_iterations
     );

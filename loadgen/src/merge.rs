@@ -1,0 +1,676 @@
+//! `loadgen merge SHARD...`: the `--shard-out` files of one test split over
+//! execution segments, added up into the results of the whole. Counters,
+//! rates, checks and HDR histograms add exactly, so the merged percentiles
+//! are those of one histogram of every sample, bucket for bucket; gauges
+//! add second by second. The thresholds are evaluated on the whole.
+//!
+//! Refused (exit 104, one line): shards of different tests (test hashes),
+//! of different sequences, or with overlapping segments. Segments that do
+//! not cover 0..1 only warn: the merge is then of part of the test.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+
+use crate::cli::MergeArgs;
+use crate::exit::{self, Failure};
+use crate::metrics::{definition, SeriesPoint};
+use crate::output::ndjson::NdjsonWriter;
+use crate::output::summary::{self, SummaryStyle};
+use crate::output::{export, report};
+use crate::plan::{self, OutputTarget};
+use crate::sample::Sample;
+use crate::segment::{Ratio, Segment, Sequence, Tuple};
+use crate::shard::{self, Shard, ShardValues};
+use crate::snapshot::{CheckTally, MetricSnapshot, MetricType, Snapshot, Values};
+use crate::thresholds::{self, ThresholdSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error(transparent)]
+    Shard(#[from] shard::ShardError),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The whole test, from its shards.
+pub struct Merged {
+    pub snapshot: Snapshot,
+    pub series: Vec<SeriesPoint>,
+    pub test_hash: String,
+    pub segments: Vec<Segment>,
+    /// The thresholds the shards name (the same in every shard).
+    pub thresholds: Vec<String>,
+    pub completed_iterations: u64,
+    pub interrupted_iterations: u64,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// Set when the segments leave part of 0..1 out.
+    pub uncovered: Option<String>,
+}
+
+fn refuse(why: impl Into<String>) -> MergeError {
+    MergeError::Refused(why.into())
+}
+
+/// Checks that the shards are parts of one test, without overlap.
+fn segments_of(shards: &[(PathBuf, Shard)]) -> Result<Vec<Segment>, MergeError> {
+    let (first_path, first) = &shards[0];
+    let mut first_sequence: Option<Sequence> = None;
+    let mut segments: Vec<(Segment, &PathBuf)> = Vec::new();
+    for (path, shard) in shards {
+        if shard.test_hash != first.test_hash {
+            return Err(refuse(format!(
+                "{} and {} are of different tests (test hashes differ)",
+                first_path.display(),
+                path.display()
+            )));
+        }
+        let segment = Segment::parse(&shard.segment).map_err(|e| {
+            refuse(format!(
+                "{}: segment {:?}: {e}",
+                path.display(),
+                shard.segment
+            ))
+        })?;
+        let sequence = Sequence::parse(&shard.sequence).map_err(|e| {
+            refuse(format!(
+                "{}: sequence {:?}: {e}",
+                path.display(),
+                shard.sequence
+            ))
+        })?;
+        Tuple::new(segment, Some(&sequence))
+            .map_err(|e| refuse(format!("{}: {e}", path.display())))?;
+        if *first_sequence.get_or_insert_with(|| sequence.clone()) != sequence {
+            return Err(refuse(format!(
+                "{} and {} were split by different sequences ({} and {})",
+                first_path.display(),
+                path.display(),
+                first.sequence,
+                shard.sequence
+            )));
+        }
+        if let Some((other, other_path)) = segments.iter().find(|(s, _)| s.overlaps(&segment)) {
+            return Err(refuse(format!(
+                "segments overlap: {other} ({}) and {segment} ({})",
+                other_path.display(),
+                path.display()
+            )));
+        }
+        segments.push((segment, path));
+    }
+    let mut segments: Vec<Segment> = segments.into_iter().map(|(s, _)| s).collect();
+    segments.sort_by_key(|s| s.from);
+    Ok(segments)
+}
+
+/// None when the segments cover 0..1, else which parts they cover.
+fn coverage_gap(segments: &[Segment]) -> Option<String> {
+    let mut at = Ratio::ZERO;
+    for segment in segments {
+        if segment.from != at {
+            break;
+        }
+        at = segment.to;
+    }
+    (at != Ratio::ONE).then(|| {
+        segments
+            .iter()
+            .map(Segment::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+}
+
+/// Sums step series: at each second, every series' last value so far.
+fn sum_series(all: &[Vec<(i64, f64)>]) -> Vec<(i64, f64)> {
+    let mut seconds: Vec<i64> = all.iter().flatten().map(|(s, _)| *s).collect();
+    seconds.sort_unstable();
+    seconds.dedup();
+    seconds
+        .into_iter()
+        .map(|second| {
+            let total = all
+                .iter()
+                .filter_map(|series| series.iter().take_while(|(s, _)| *s <= second).last())
+                .map(|(_, v)| v)
+                .sum();
+            (second, total)
+        })
+        .collect()
+}
+
+fn values_of(name: &str, values: &ShardValues) -> Result<Values, String> {
+    Ok(match values {
+        ShardValues::Counter { count } => Values::Counter { count: *count },
+        ShardValues::Rate { passes, fails } => Values::Rate {
+            passes: *passes,
+            fails: *fails,
+        },
+        ShardValues::Trend {
+            count,
+            sum,
+            min,
+            max,
+            histogram,
+        } => {
+            let mut trend = shard::empty_trend();
+            let histogram = shard::decode_histogram(histogram)?;
+            if histogram.len() != *count {
+                return Err(format!(
+                    "{name}: the histogram holds {} values, the count says {count}",
+                    histogram.len()
+                ));
+            }
+            if *count > 0 {
+                trend.histogram = histogram;
+                trend.sum = *sum;
+                trend.min = *min;
+                trend.max = *max;
+            }
+            Values::Trend(trend)
+        }
+        ShardValues::Gauge {
+            value, min, max, ..
+        } => Values::Gauge {
+            value: *value,
+            min: *min,
+            max: *max,
+        },
+    })
+}
+
+fn add(total: &mut Values, part: &Values) {
+    match (total, part) {
+        (Values::Counter { count }, Values::Counter { count: more }) => *count += more,
+        (
+            Values::Rate { passes, fails },
+            Values::Rate {
+                passes: p,
+                fails: f,
+            },
+        ) => {
+            *passes += p;
+            *fails += f;
+        }
+        (Values::Trend(total), Values::Trend(part)) => total.merge(part),
+        // Gauges are rebuilt from their summed series.
+        _ => {}
+    }
+}
+
+fn type_of(values: &ShardValues) -> MetricType {
+    match values {
+        ShardValues::Counter { .. } => MetricType::Counter,
+        ShardValues::Rate { .. } => MetricType::Rate,
+        ShardValues::Trend { .. } => MetricType::Trend,
+        ShardValues::Gauge { .. } => MetricType::Gauge,
+    }
+}
+
+type MetricKey = (String, BTreeMap<String, String>);
+
+/// Adds the shards up. `shards` are (file, contents), at least one.
+pub fn merge(shards: &[(PathBuf, Shard)]) -> Result<Merged, MergeError> {
+    if shards.is_empty() {
+        return Err(refuse("no shard to merge"));
+    }
+    let segments = segments_of(shards)?;
+    let first = &shards[0].1;
+    if let Some((path, _)) = shards
+        .iter()
+        .find(|(_, s)| s.thresholds != first.thresholds)
+    {
+        return Err(refuse(format!(
+            "{} names other thresholds than {}; give them with --threshold",
+            path.display(),
+            shards[0].0.display()
+        )));
+    }
+    let mut totals: BTreeMap<MetricKey, Values> = BTreeMap::new();
+    let mut gauges: BTreeMap<MetricKey, Vec<Vec<(i64, f64)>>> = BTreeMap::new();
+    let mut checks: Vec<CheckTally> = Vec::new();
+    let mut seconds: BTreeMap<i64, SeriesPoint> = BTreeMap::new();
+    for (path, shard) in shards {
+        for metric in &shard.metrics {
+            let bad = |why: String| refuse(format!("{}: {why}", path.display()));
+            let (_, metric_type, _) = definition(&metric.name)
+                .ok_or_else(|| bad(format!("no metric named {:?} in this test", metric.name)))?;
+            if metric_type != type_of(&metric.values) {
+                return Err(bad(format!("{} is not a {metric_type:?}", metric.name)));
+            }
+            let values = values_of(&metric.name, &metric.values).map_err(bad)?;
+            let key = (metric.name.clone(), metric.tags.clone());
+            if let ShardValues::Gauge { series, .. } = &metric.values {
+                gauges.entry(key.clone()).or_default().push(series.clone());
+            }
+            match totals.get_mut(&key) {
+                Some(total) => add(total, &values),
+                None => {
+                    totals.insert(key, values);
+                }
+            }
+        }
+        for check in &shard.checks {
+            match checks.iter_mut().find(|c| c.name == check.name) {
+                Some(c) => {
+                    c.passes += check.passes;
+                    c.fails += check.fails;
+                }
+                None => checks.push(CheckTally {
+                    name: check.name.clone(),
+                    passes: check.passes,
+                    fails: check.fails,
+                }),
+            }
+        }
+        for second in &shard.seconds {
+            let point = seconds.entry(second.unix).or_default();
+            point.requests += second.requests;
+            point.failed_requests += second.failed_requests;
+            point.credit_errors += second.credit_errors;
+            point.provider_errors += second.provider_errors;
+            point.timeouts += second.timeouts;
+            point.connection_errors += second.connection_errors;
+        }
+    }
+    let mut vus_series = Vec::new();
+    for (key, series) in gauges {
+        let summed = sum_series(&series);
+        if key.0 == "vus" && key.1.is_empty() {
+            vus_series = summed.clone();
+        }
+        let value = summed.last().map_or(0.0, |(_, v)| *v);
+        let (min, max) = summed
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (_, v)| {
+                (lo.min(*v), hi.max(*v))
+            });
+        totals.insert(
+            key,
+            Values::Gauge {
+                value,
+                min: if summed.is_empty() { 0.0 } else { min },
+                max: if summed.is_empty() { 0.0 } else { max },
+            },
+        );
+    }
+    let start = shards.iter().map(|(_, s)| s.start).min().expect("shards");
+    let end = shards.iter().map(|(_, s)| s.end).max().expect("shards");
+    let mut metrics: Vec<MetricSnapshot> = totals
+        .into_iter()
+        .map(|((name, tags), values)| {
+            let (_, metric_type, contains) = definition(&name).expect("checked above");
+            MetricSnapshot {
+                name,
+                tags,
+                metric_type,
+                contains,
+                values,
+            }
+        })
+        .collect();
+    metrics.sort_by_key(|m| m.key());
+    let start_second = start.timestamp();
+    let series = seconds
+        .into_iter()
+        .map(|(unix, point)| SeriesPoint {
+            second: u32::try_from(unix - start_second).unwrap_or(0),
+            vus: vus_series
+                .iter()
+                .take_while(|(s, _)| *s <= unix)
+                .last()
+                .map_or(0, |(_, v)| *v as u64),
+            ..point
+        })
+        .collect();
+    Ok(Merged {
+        snapshot: Snapshot {
+            elapsed: (end - start).to_std().unwrap_or_default(),
+            metrics,
+            checks,
+            thresholds: Vec::new(),
+        },
+        series,
+        test_hash: first.test_hash.clone(),
+        uncovered: coverage_gap(&segments),
+        segments,
+        thresholds: first.thresholds.clone(),
+        completed_iterations: shards.iter().map(|(_, s)| s.completed_iterations).sum(),
+        interrupted_iterations: shards.iter().map(|(_, s)| s.interrupted_iterations).sum(),
+        start,
+        end,
+    })
+}
+
+/// k6 JSON lines of the whole: each counter as one point carrying its
+/// total at the end, each gauge as its merged per-second series. Rates and
+/// trends have no raw samples in a shard (their totals are in
+/// `--summary-export`).
+fn write_json(path: &PathBuf, merged: &Merged, specs: &[ThresholdSpec]) -> std::io::Result<()> {
+    let file = std::fs::File::create(path)?;
+    let mut writer = NdjsonWriter::new(std::io::BufWriter::new(file)).with_thresholds(specs);
+    let at = |unix: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
+    let end: SystemTime = merged.end.into();
+    for metric in merged.snapshot.metrics.iter().filter(|m| m.tags.is_empty()) {
+        let Some((name, metric_type, contains)) = definition(&metric.name) else {
+            continue;
+        };
+        let sample = |time, value| Sample {
+            metric: name,
+            metric_type,
+            contains,
+            time,
+            value,
+            tags: Vec::new(),
+        };
+        match &metric.values {
+            Values::Counter { count } => writer.write(&sample(end, *count))?,
+            Values::Gauge { value, .. } if name == "vus" => {
+                for point in &merged.series {
+                    let unix = merged.start.timestamp() + i64::from(point.second);
+                    writer.write(&sample(at(unix), point.vus as f64))?;
+                }
+                if merged.series.is_empty() {
+                    writer.write(&sample(end, *value))?;
+                }
+            }
+            Values::Gauge { value, .. } => writer.write(&sample(end, *value))?,
+            Values::Rate { .. } | Values::Trend(_) => {}
+        }
+    }
+    writer.finish().map(drop)
+}
+
+fn write_outputs(args: &MergeArgs, merged: &Merged, specs: &[ThresholdSpec]) -> Result<(), String> {
+    let targets = plan::output_targets(&args.outputs_to).map_err(|e| e.to_string())?;
+    let cannot =
+        |path: &PathBuf, e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    for target in &targets {
+        match target {
+            OutputTarget::Json(path) => {
+                write_json(path, merged, specs).map_err(|e| cannot(path, e))?
+            }
+            OutputTarget::Csv(path) => {
+                return Err(format!(
+                    "invalid --out: csv={}: merge writes json= only (a shard keeps no raw samples)",
+                    path.display()
+                ))
+            }
+        }
+    }
+    if let Some(path) = &args.summary_export {
+        std::fs::File::create(path)
+            .and_then(|f| export::write(&merged.snapshot, std::io::BufWriter::new(f)))
+            .map_err(|e| cannot(path, e))?;
+    }
+    if let Some(path) = &args.report {
+        let segments: Vec<String> = merged.segments.iter().map(Segment::to_string).collect();
+        let html = report::render(&report::Report {
+            title: format!("loadgen report — merge of {} shards", merged.segments.len()),
+            snapshot: &merged.snapshot,
+            charts: report::charts(&merged.series),
+            audit: None,
+            config: vec![
+                ("test_hash".to_string(), merged.test_hash.clone()),
+                ("segments".to_string(), segments.join(", ")),
+                ("start".to_string(), merged.start.to_rfc3339()),
+                ("end".to_string(), merged.end.to_rfc3339()),
+                (
+                    "thresholds".to_string(),
+                    specs
+                        .iter()
+                        .map(|t| t.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+            ],
+        });
+        std::fs::write(path, html).map_err(|e| cannot(path, e))?;
+    }
+    Ok(())
+}
+
+/// `loadgen merge`: 0, 99 when a threshold fails on the whole, 104 (a
+/// [`Failure`]) when the shards or options are refused.
+pub fn command(args: MergeArgs) -> Result<i32, Failure> {
+    let refused = |e: &dyn std::fmt::Display| Failure::invalid_config(e.to_string());
+    let shards = args
+        .shards
+        .iter()
+        .map(|path| Shard::read(path).map(|shard| (path.clone(), shard)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| refused(&e))?;
+    let mut merged = merge(&shards).map_err(|e| refused(&e))?;
+    let texts = if args.thresholds.is_empty() {
+        &merged.thresholds
+    } else {
+        &args.thresholds
+    };
+    let specs = plan::threshold_specs(args.no_thresholds, texts)?;
+    if let Some(covered) = &merged.uncovered {
+        eprintln!(
+            "loadgen: warning: the shards cover {covered}, not all of 0..1: this is part of the test"
+        );
+    }
+    merged.snapshot.thresholds = thresholds::evaluate(&specs, &merged.snapshot);
+    let style = SummaryStyle {
+        color: !args.no_color
+            && std::env::var_os("NO_COLOR").is_none()
+            && std::io::stdout().is_terminal(),
+        ..SummaryStyle::default()
+    };
+    println!(
+        "\n     merged: {} shards ({}), {} complete and {} interrupted iterations",
+        merged.segments.len(),
+        merged
+            .segments
+            .iter()
+            .map(Segment::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        merged.completed_iterations,
+        merged.interrupted_iterations
+    );
+    print!("{}", summary::render(&merged.snapshot, &style));
+    write_outputs(&args, &merged, &specs).map_err(|e| refused(&e))?;
+    if merged.snapshot.thresholds.iter().any(|t| !t.ok) {
+        Ok(exit::THRESHOLDS_FAILED)
+    } else {
+        Ok(exit::OK)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::{ShardCheck, ShardMetric, ShardSecond};
+    use crate::snapshot::TrendValues;
+    use rand::{Rng, SeedableRng};
+
+    fn shard(segment: &str, sequence: &str, trend: &TrendValues, requests: f64) -> Shard {
+        let start: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        Shard {
+            format: shard::FORMAT.to_string(),
+            test_hash: "abc".to_string(),
+            segment: segment.to_string(),
+            sequence: sequence.to_string(),
+            start,
+            end: start + chrono::Duration::seconds(10),
+            completed_iterations: requests as u64,
+            interrupted_iterations: 0,
+            thresholds: vec!["http_req_duration:p(95)<500".to_string()],
+            metrics: vec![
+                ShardMetric {
+                    name: "http_reqs".to_string(),
+                    tags: BTreeMap::new(),
+                    values: ShardValues::Counter { count: requests },
+                },
+                ShardMetric {
+                    name: "http_req_duration".to_string(),
+                    tags: BTreeMap::new(),
+                    values: ShardValues::Trend {
+                        count: trend.count(),
+                        sum: trend.sum,
+                        min: trend.min_or_zero(),
+                        max: trend.max_or_zero(),
+                        histogram: shard::encode_histogram(&trend.histogram),
+                    },
+                },
+                ShardMetric {
+                    name: "vus".to_string(),
+                    tags: BTreeMap::new(),
+                    values: ShardValues::Gauge {
+                        value: 0.0,
+                        min: 0.0,
+                        max: 2.0,
+                        series: vec![
+                            (start.timestamp(), 1.0),
+                            (start.timestamp() + 1, 2.0),
+                            (start.timestamp() + 2, 0.0),
+                        ],
+                    },
+                },
+            ],
+            checks: vec![ShardCheck {
+                name: "status is 202".to_string(),
+                passes: requests as u64,
+                fails: 1,
+            }],
+            seconds: vec![ShardSecond {
+                unix: start.timestamp(),
+                requests: requests as u64,
+                ..ShardSecond::default()
+            }],
+        }
+    }
+
+    fn files(shards: Vec<Shard>) -> Vec<(PathBuf, Shard)> {
+        shards
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (PathBuf::from(format!("shard{i}.json")), s))
+            .collect()
+    }
+
+    /// The same samples split into three shards and merged give the
+    /// histogram of all of them, bucket for bucket, and its percentiles.
+    #[test]
+    fn hdr_merge_equals_one_histogram_of_all_samples() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2026);
+        let mut whole = TrendValues::new();
+        let mut parts = [TrendValues::new(), TrendValues::new(), TrendValues::new()];
+        for i in 0..30_000 {
+            // Long-tailed, as latencies are, from 0 to minutes.
+            let value = rng.gen_range(0.0f64..1.0).powi(6) * 120_000.0;
+            whole.record(value);
+            parts[i % 3].record(value);
+        }
+        let shards = files(vec![
+            shard("0:1/3", "0,1/3,2/3,1", &parts[0], 10.0),
+            shard("1/3:2/3", "0,1/3,2/3,1", &parts[1], 11.0),
+            shard("2/3:1", "0,1/3,2/3,1", &parts[2], 12.0),
+        ]);
+        let merged = merge(&shards).unwrap();
+        let Values::Trend(trend) = &merged.snapshot.metric("http_req_duration").unwrap().values
+        else {
+            panic!("not a trend")
+        };
+        assert_eq!(trend.histogram, whole.histogram);
+        let buckets = |t: &TrendValues| {
+            t.histogram
+                .iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(buckets(trend), buckets(&whole));
+        for p in [0.0, 50.0, 90.0, 95.0, 99.0, 99.9, 100.0] {
+            assert_eq!(trend.percentile(p), whole.percentile(p), "p({p})");
+        }
+        assert_eq!(
+            (trend.min, trend.max, trend.count()),
+            (whole.min, whole.max, whole.count())
+        );
+        assert!((trend.sum - whole.sum).abs() < 1e-6 * whole.sum);
+        let Values::Counter { count } = merged.snapshot.metric("http_reqs").unwrap().values else {
+            panic!("not a counter")
+        };
+        assert_eq!(count, 33.0);
+        assert_eq!(merged.snapshot.checks[0].passes, 33);
+        assert_eq!(merged.snapshot.checks[0].fails, 3);
+        // The vus gauges add second by second.
+        let Values::Gauge { max, value, .. } = merged.snapshot.metric("vus").unwrap().values else {
+            panic!("not a gauge")
+        };
+        assert_eq!((max, value), (6.0, 0.0));
+        assert_eq!(merged.series[0].requests, 33);
+        assert!(merged.uncovered.is_none());
+    }
+
+    #[test]
+    fn refuses_mixed_tests_overlaps_and_sequences_and_warns_on_gaps() {
+        let t = TrendValues::new();
+        let mut other = shard("1/3:2/3", "0,1/3,2/3,1", &t, 1.0);
+        other.test_hash = "def".to_string();
+        let cases = [
+            (
+                vec![shard("0:1/3", "0,1/3,2/3,1", &t, 1.0), other],
+                "different tests",
+            ),
+            (
+                vec![
+                    shard("0:1/2", "0,1/2,1", &t, 1.0),
+                    shard("0:1/2", "0,1/2,1", &t, 1.0),
+                ],
+                "overlap",
+            ),
+            (
+                vec![
+                    shard("0:1/3", "0,1/3,1", &t, 1.0),
+                    shard("1/3:2/3", "0,1/3,2/3,1", &t, 1.0),
+                ],
+                "different sequences",
+            ),
+        ];
+        for (shards, why) in cases {
+            let err = merge(&files(shards)).err().expect("refused").to_string();
+            assert!(err.contains(why), "{err}");
+            assert_eq!(err.lines().count(), 1);
+        }
+        let part = merge(&files(vec![
+            shard("0:1/3", "0,1/3,2/3,1", &t, 1.0),
+            shard("2/3:1", "0,1/3,2/3,1", &t, 1.0),
+        ]))
+        .unwrap();
+        assert_eq!(part.uncovered.as_deref(), Some("0:1/3, 2/3:1"));
+    }
+
+    #[test]
+    fn thresholds_are_evaluated_on_the_whole() {
+        let mut fast = TrendValues::new();
+        let mut slow = TrendValues::new();
+        for _ in 0..96 {
+            fast.record(100.0);
+        }
+        for _ in 0..4 {
+            slow.record(900.0);
+        }
+        let shards = files(vec![
+            shard("0:1/2", "0,1/2,1", &fast, 1.0),
+            shard("1/2:1", "0,1/2,1", &slow, 1.0),
+        ]);
+        let mut merged = merge(&shards).unwrap();
+        let specs = plan::threshold_specs(false, &merged.thresholds.clone()).unwrap();
+        merged.snapshot.thresholds = thresholds::evaluate(&specs, &merged.snapshot);
+        // p(95) of the whole is 100 ms: the slow shard alone would fail.
+        assert!(merged.snapshot.thresholds.iter().all(|t| t.ok));
+        let strict =
+            plan::threshold_specs(false, &["http_req_duration:p(99)<500".to_string()]).unwrap();
+        merged.snapshot.thresholds = thresholds::evaluate(&strict, &merged.snapshot);
+        assert!(!merged.snapshot.thresholds[0].ok);
+    }
+}

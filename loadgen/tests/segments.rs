@@ -1,0 +1,228 @@
+//! One shared-iterations test split over three loadgen processes by
+//! execution segments, merged, against one unsegmented run of the same
+//! test; and the exit codes of the segment options and of `loadgen merge`.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{start, Behaviour};
+
+/// Every child gets this long before it is killed and the test fails.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn loadgen() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_loadgen"));
+    command
+        .env_remove("JOB_COMPLETION_INDEX")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+fn run_args(base: &str) -> Vec<String> {
+    [
+        "run",
+        "--quiet",
+        "--no-color",
+        "--think-time",
+        "0",
+        "--api-base",
+        base,
+        "--vus",
+        "4",
+        "--iterations",
+        "30",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Waits for `child` until the deadline (then kills it and panics).
+fn finish(mut child: Child) -> Output {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if child.try_wait().expect("child status").is_some() {
+            return child.wait_with_output().expect("child output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("loadgen did not finish within {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn output(command: &mut Command) -> Output {
+    finish(command.spawn().expect("loadgen starts"))
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn count(export: &Path, metric: &str) -> f64 {
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(export).unwrap()).unwrap();
+    json["metrics"][metric]["count"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{metric} in {json}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_segments_merged_equal_one_unsegmented_run() {
+    let server = start(Behaviour::Accept).await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = server.base.clone();
+    let dir_path = dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let whole = dir_path.join("whole.json");
+        let out = output(
+            loadgen()
+                .args(run_args(&base))
+                .arg("--summary-export")
+                .arg(&whole),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(count(&whole, "iterations"), 30.0);
+
+        // Three instances at once, two by index, one from the variable a
+        // Kubernetes Indexed Job sets.
+        let children: Vec<Child> = (0..3)
+            .map(|i| {
+                let mut command = loadgen();
+                command
+                    .args(run_args(&base))
+                    .args(["--no-thresholds", "--instance-count", "3", "--shard-out"])
+                    .arg(dir_path.join(format!("shard{i}.json")));
+                if i == 2 {
+                    command.env("JOB_COMPLETION_INDEX", "2");
+                } else {
+                    command.args(["--instance-index", &i.to_string()]);
+                }
+                command.spawn().expect("loadgen starts")
+            })
+            .collect();
+        for child in children {
+            let out = finish(child);
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        }
+        let shards: Vec<_> = (0..3)
+            .map(|i| dir_path.join(format!("shard{i}.json")))
+            .collect();
+        let shard2: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&shards[2]).unwrap()).unwrap();
+        assert_eq!(shard2["segment"], "2/3:1");
+        assert_eq!(shard2["sequence"], "0,1/3,2/3,1");
+
+        let merged = dir_path.join("merged.json");
+        let report = dir_path.join("merged.html");
+        let json = dir_path.join("merged.ndjson");
+        let out = output(
+            loadgen()
+                .arg("merge")
+                .args(&shards)
+                .arg("--summary-export")
+                .arg(&merged)
+                .arg("--report")
+                .arg(&report)
+                .arg("--out")
+                .arg(format!("json={}", json.display())),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("30 complete"), "{stdout}");
+        assert!(stdout.contains("http_req_duration"), "{stdout}");
+        for metric in ["iterations", "http_reqs"] {
+            assert_eq!(count(&merged, metric), count(&whole, metric), "{metric}");
+        }
+        assert!(std::fs::read_to_string(&report)
+            .unwrap()
+            .contains("0:1/3, 1/3:2/3, 2/3:1"));
+        let lines = std::fs::read_to_string(&json).unwrap();
+        assert!(
+            lines.contains(r#""metric":"iterations""#) && lines.contains(r#""value":30.0"#),
+            "{lines}"
+        );
+
+        // The thresholds are evaluated on the whole: 99 when one fails.
+        let out = output(
+            loadgen()
+                .arg("merge")
+                .args(&shards)
+                .args(["--threshold", "iterations:count<30"]),
+        );
+        assert_eq!(out.status.code(), Some(99), "{}", stderr(&out));
+
+        // Part of the test: a warning, still merged.
+        let out = output(loadgen().arg("merge").args(&shards[..2]));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(stderr(&out).contains("not all of 0..1"), "{}", stderr(&out));
+
+        // The same shard twice overlaps itself: 104, one line.
+        let out = output(loadgen().arg("merge").arg(&shards[0]).arg(&shards[0]));
+        assert_eq!(out.status.code(), Some(104), "{}", stderr(&out));
+        assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+    })
+    .await
+    .unwrap();
+    // Every iteration's generate reached the mock once: 30 + 30.
+    assert_eq!(
+        server.generates.load(std::sync::atomic::Ordering::Relaxed),
+        60
+    );
+}
+
+#[test]
+fn one_hundred_four_for_invalid_segments() {
+    for bad in [
+        &["--execution-segment", "2/3:1/3"][..],
+        &["--execution-segment", "0:1.5"][..],
+        &["--execution-segment", "half"][..],
+        &[
+            "--execution-segment",
+            "0:1/2",
+            "--execution-segment-sequence",
+            "0,1/3,1",
+        ][..],
+        &["--execution-segment-sequence", "0,2/3,1/3,1"][..],
+        &["--instance-count", "3", "--instance-index", "3"][..],
+        &["--instance-count", "3"][..],
+        &["--instance-index", "1"][..],
+        &[
+            "--instance-count",
+            "2",
+            "--instance-index",
+            "0",
+            "--execution-segment",
+            "0:1/2",
+        ][..],
+    ] {
+        let out = output(
+            loadgen()
+                .args(["run", "--quiet", "--api-base", "http://127.0.0.1:9"])
+                .args(bad),
+        );
+        assert_eq!(out.status.code(), Some(104), "{bad:?}: {}", stderr(&out));
+        assert_eq!(
+            stderr(&out).trim().lines().count(),
+            1,
+            "{bad:?}: {}",
+            stderr(&out)
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_shard = dir.path().join("x.json");
+    std::fs::write(&not_a_shard, "{}").unwrap();
+    for args in [
+        vec![not_a_shard.display().to_string()],
+        vec![dir.path().join("missing.json").display().to_string()],
+    ] {
+        let out = output(loadgen().arg("merge").args(&args));
+        assert_eq!(out.status.code(), Some(104), "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+    }
+}
