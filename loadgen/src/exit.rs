@@ -1,9 +1,5 @@
 //! The process's exit codes (k6's, plus the audit's) and [`Failure`], the
 //! one error that carries a code and its one-line message up to `main`.
-
-use crate::plan::PlanError;
-use crate::run::RunError;
-
 pub const OK: i32 = 0;
 pub const THRESHOLDS_FAILED: i32 = 99;
 pub const INVALID_CONFIG: i32 = 104;
@@ -52,18 +48,6 @@ impl std::fmt::Display for Failure {
     }
 }
 
-impl From<PlanError> for Failure {
-    fn from(e: PlanError) -> Failure {
-        Failure::invalid_config(e.to_string())
-    }
-}
-
-impl From<RunError> for Failure {
-    fn from(e: RunError) -> Failure {
-        Failure::new(e.exit_code(), e.to_string())
-    }
-}
-
 /// A finished run's `code` after a step that may have failed (writing the
 /// files): the failure keeps its line and takes the larger of the codes.
 pub fn after(code: i32, step: Result<(), Failure>) -> Result<i32, Failure> {
@@ -76,6 +60,8 @@ pub fn after(code: i32, step: Result<(), Failure>) -> Result<i32, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::PlanError;
+    use crate::run::RunError;
 
     #[test]
     fn a_failed_step_keeps_its_line_and_the_larger_code() {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::cli::{RunArgs, SplitArgs};
 use crate::executor::{Executor, Stage};
+use crate::exit::Failure;
 use crate::http::tls::TlsOptions;
 use crate::metrics::{definition, SubMetric};
 use crate::output::summary::{SummaryMode, SummaryStyle, TimeUnit, TrendStat};
@@ -607,6 +608,12 @@ pub fn segment_of(split: &SplitArgs) -> Result<Tuple, PlanError> {
         .transpose()
         .map_err(|e| bad("execution-segment-sequence", e.to_string()))?;
     Tuple::new(segment, sequence.as_ref()).map_err(|e| bad("execution-segment", e.to_string()))
+}
+
+impl From<PlanError> for Failure {
+    fn from(e: PlanError) -> Failure {
+        Failure::invalid_config(e.to_string())
+    }
 }
 
 #[cfg(test)]

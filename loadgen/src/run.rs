@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::executor::{self, RunContext};
-use crate::exit;
+use crate::exit::{self, Failure};
 use crate::http::proxy::ProxyEnv;
 use crate::http::{BaseUrl, RouteError};
 use crate::metrics::{Collector, SeriesPoint};
@@ -244,4 +244,10 @@ pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcom
         interrupted_iterations: ctx.interrupted.load(Ordering::Relaxed),
         accepted_generations: scenario.accepted.load(Ordering::Relaxed),
     })
+}
+
+impl From<RunError> for Failure {
+    fn from(e: RunError) -> Failure {
+        Failure::new(e.exit_code(), e.to_string())
+    }
 }
