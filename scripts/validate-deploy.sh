@@ -5,9 +5,13 @@
 #    version, from the schemas the package bundles;
 #  - every kustomization.yaml there: each resource it lists exists, and
 #    every manifest is listed by exactly one kustomization;
-#  - docker-compose.yml with Debian's docker-compose `config -q`
-#    (apt-get installs it when missing, after apt-get update if need be), with a dummy POSTGRES_PASSWORD in
-#    its environment only: the file requires one, the check needs no real one.
+#  - every variable set on a container that runs a workspace binary is one
+#    the binary reads (or one another value references as $(NAME)), and no
+#    PASSWORD/SECRET/TOKEN variable has its value written down;
+#  - docker-compose.yml with Debian's docker-compose `config -q` (apt-get
+#    installs it when missing, after apt-get update if need be), with a
+#    dummy POSTGRES_PASSWORD in its environment only: the file requires
+#    one, the check needs no real one.
 # Exit 0 when all pass, 1 on the first failure (its output says which).
 #
 # VALIDATE_VENV=DIR reuses (or creates) a virtualenv there instead of a
@@ -36,7 +40,7 @@ fi
 echo "kubernetes-validate $KUBERNETES_VALIDATE_VERSION --strict, Kubernetes $k8s_version: ${#manifests[@]} files"
 "$venv/bin/kubernetes-validate" --strict --quiet -k "$k8s_version" "${manifests[@]}"
 
-echo "kustomizations: resources exist, every manifest listed once"
+echo "kustomizations list every manifest once; workspace binaries read every variable set; no secret written down"
 "$venv/bin/python" - "$deploy_dir" <<'PY'
 import pathlib
 import sys
@@ -61,6 +65,48 @@ for manifest in sorted(root.rglob("*.yaml")):
     owners = listed.get(manifest.resolve(), [])
     if len(owners) != 1:
         errors.append(f"{manifest}: listed by {len(owners)} kustomizations, expected 1")
+
+# Every variable set on a container running a workspace binary is one that
+# binary reads (as mock-api/tests/compose.rs checks docker-compose.yml), or
+# one another value of it references as $(NAME); a secret's value comes
+# from a Secret, never from the manifest.
+repo = pathlib.Path.cwd()
+binaries = {p.parent.parent.name for p in repo.glob("*/src/main.rs")}
+markers = ('env = "', 'env::var("', 'env::var_os("')
+def read_by(binary):
+    names = set()
+    for source in (repo / binary / "src").rglob("*.rs"):
+        code = source.read_text()
+        for marker in markers:
+            for part in code.split(marker)[1:]:
+                names.add(part.split('"', 1)[0])
+    return names
+secret_words = ("PASSWORD", "SECRET", "TOKEN")
+checked = 0
+for manifest in sorted(root.rglob("*.yaml")):
+    if manifest.name == "kustomization.yaml":
+        continue
+    for doc in yaml.safe_load_all(manifest.read_text()):
+        pod = (doc.get("spec") or {}).get("template", {}).get("spec")
+        if not pod:
+            continue
+        for container in pod.get("initContainers", []) + pod.get("containers", []):
+            env = container.get("env", [])
+            where = f"{manifest}: {doc['kind']} {doc['metadata']['name']}, container {container['name']}"
+            for var in env:
+                if "value" in var and any(word in var["name"] for word in secret_words):
+                    errors.append(f"{where}: {var['name']} is written down; take it from a Secret")
+            command = container.get("command") or []
+            if not command or command[0] not in binaries:
+                continue
+            read = read_by(command[0])
+            referenced = {v["name"] for v in env for w in env if f"$({v['name']})" in str(w.get("value", ""))}
+            unread = [v["name"] for v in env if v["name"] not in read | referenced]
+            if unread:
+                errors.append(f"{where}: {command[0]} reads none of {unread}")
+            checked += 1
+if checked < 3:
+    errors.append(f"only {checked} containers run a workspace binary; expected mock-api, seed and loadgen")
 for error in errors:
     print(error, file=sys.stderr)
 sys.exit(1 if errors else 0)
