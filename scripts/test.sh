@@ -2,8 +2,7 @@
 # The test command of the README: installs what the tests need and is
 # missing (Redis, Chromium for the report test, k6 for the compatibility
 # test; PostgreSQL's binaries are expected from the system), then runs the
-# whole workspace's tests (they start their own throwaway servers), then
-# fuzzes the mock's contract with schemathesis (scripts/fuzz-contract.sh).
+# whole workspace's tests. Tests start their own throwaway servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,10 +23,3 @@ if ! command -v k6 >/dev/null; then
 fi
 
 cargo test --workspace --locked "$@"
-
-# The contract, fuzzed: schemathesis against a fresh mock's /openapi.json,
-# as the test user and as an admin (credentials made up for this run only).
-ADMIN_EMAIL="fuzz-admin@example.test" \
-ADMIN_PASSWORD="$(python3 -c 'import secrets; print(secrets.token_hex(16))')" \
-FUZZ_MAX_TIME="${FUZZ_MAX_TIME:-60}" \
-  ./scripts/fuzz-contract.sh
