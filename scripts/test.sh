@@ -2,7 +2,8 @@
 # The test command of the README: installs what the tests need and is
 # missing (Redis, Chromium for the report test, k6 for the compatibility
 # test; PostgreSQL's binaries are expected from the system), then runs the
-# whole workspace's tests. Tests start their own throwaway servers.
+# whole workspace's tests (they start their own throwaway servers), then
+# validates the deploy files (scripts/validate-deploy.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,3 +24,7 @@ if ! command -v k6 >/dev/null; then
 fi
 
 cargo test --workspace --locked "$@"
+
+# The deploy files, offline: every Kubernetes manifest (kubernetes-validate,
+# strict, pinned) and docker-compose.yml (docker-compose config -q).
+./scripts/validate-deploy.sh
