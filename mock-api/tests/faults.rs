@@ -15,7 +15,7 @@ use mock_api::faults::{FaultSettings, Faults, Plan};
 use mock_api::jobs::{Jobs, JobsConfig};
 use mock_api::provider::{GenerationRequest, Planned, Provider, ProviderConfig};
 use mock_api::queue::embedded::EmbeddedQueue;
-use mock_api::testing::{self, Api, TestServer};
+use mock_api::testing::{self, assert_binomial, Api, TestServer};
 use reqwest::header::{AUTHORIZATION, COOKIE};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
@@ -30,18 +30,6 @@ use tokio_util::sync::CancellationToken;
 const EMAIL: &str = "faults@example.com";
 const PASSWORD: &str = "faultspassword";
 const TOKEN: &str = "control-token-for-tests";
-/// z of a two-sided 99.9 % interval.
-const Z999: f64 = 3.2905;
-
-/// Whether `k` successes out of `n` are inside the 99.9 % interval of `p`.
-fn assert_binomial(what: &str, k: u64, n: u64, p: f64) {
-    let mean = n as f64 * p;
-    let half = Z999 * (n as f64 * p * (1.0 - p)).sqrt();
-    assert!(
-        (k as f64) >= mean - half && (k as f64) <= mean + half,
-        "{what}: {k} of {n}, expected {mean:.1} ± {half:.1} (p = {p})"
-    );
-}
 
 fn faults(plan: &str, seed: u64) -> Arc<Faults> {
     Arc::new(Faults::new(
