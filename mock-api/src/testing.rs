@@ -1,6 +1,7 @@
 //! Test support for the tests and benches of every crate (feature
 //! `testing`): a throwaway Redis server, a test configuration, a mock served
-//! in-process and an HTTP client for it. The throwaway PostgreSQL server and
+//! in-process, an HTTP client for it and the 99.9 % binomial check of a
+//! drawn rate. The throwaway PostgreSQL server and
 //! SQLite files are in `store::testing`.
 //!
 //! One Redis server per test process, started on a free loopback port in a
