@@ -24,7 +24,8 @@
 //! - `testing` (feature `testing`): a throwaway Redis server (also as a
 //!   handle a crash test can stop and start again), the test
 //!   configuration, an in-process server and the `Api` client tests drive
-//!   it with (the throwaway PostgreSQL server is `store::testing`).
+//!   it with, and the 99.9 % binomial check of a drawn rate (the
+//!   throwaway PostgreSQL server is `store::testing`).
 
 pub mod config;
 pub mod draws;

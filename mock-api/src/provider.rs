@@ -430,7 +430,7 @@ mod tests {
                 )
             })
             .count();
-        assert!((2500..3500).contains(&failed), "{failed}");
+        crate::testing::assert_binomial("failed attempts", failed as u64, 10_000, 0.3);
     }
 
     #[tokio::test]

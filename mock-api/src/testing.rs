@@ -1,6 +1,7 @@
 //! Test support for the tests and benches of every crate (feature
 //! `testing`): a throwaway Redis server, a test configuration, a mock served
-//! in-process and an HTTP client for it. The throwaway PostgreSQL server and
+//! in-process, an HTTP client for it and the 99.9 % binomial check of a
+//! drawn rate. The throwaway PostgreSQL server and
 //! SQLite files are in `store::testing`.
 //!
 //! One Redis server per test process, started on a free loopback port in a
@@ -39,6 +40,21 @@ pub async fn redis_url() -> Option<String> {
         Ok(url) => Some(url.clone()),
         Err(why) => unavailable("Redis", why),
     }
+}
+
+/// z for a two-sided 99.9 % interval.
+const Z999: f64 = 3.2905;
+
+/// Asserts that `k` successes of `n` draws at rate `p` lie in the 99.9 %
+/// binomial interval (normal approximation): a correct draw fails this one
+/// run in a thousand, a wrong rate almost always.
+pub fn assert_binomial(what: &str, k: u64, n: u64, p: f64) {
+    let mean = n as f64 * p;
+    let half = Z999 * (n as f64 * p * (1.0 - p)).sqrt();
+    assert!(
+        (k as f64) >= mean - half && (k as f64) <= mean + half,
+        "{what}: {k} of {n}, expected {mean:.1} ± {half:.1} (p = {p})"
+    );
 }
 
 /// A configuration for tests: loopback port 0, the given database, a

@@ -676,9 +676,31 @@ async fn direct_path_answers_200_with_the_real_body() {
     api.server.stop().await.unwrap();
 }
 
+/// What each documented operation answers to a bare `{}` (no token), from
+/// the contract's rows: status and exact body (`None`: not JSON, checked by
+/// status only).
+fn contract_answer_to_empty(method: &str, path: &str) -> (u16, Option<Value>) {
+    let no_token = json!({"error": "No token, authorization denied"});
+    match (method, path) {
+        ("post", "/api/auth/login") => (401, Some(json!({"error": "Invalid credentials"}))),
+        ("post", "/api/auth/register") => (400, None),
+        ("get", "/api/auth/me") => (401, Some(json!({"error": "Not authenticated"}))),
+        ("post", "/api/auth/logout") => (200, Some(json!({"message": "Logged out successfully"}))),
+        ("get", "/api/user/credits")
+        | ("post", "/api/images/seedream4/generate")
+        | ("get", "/api/images/seedream4/history")
+        | ("get", "/api/images/seedream4/sessions/{id}")
+        | ("post", "/api/admin/users/{id}/credits") => (401, Some(no_token)),
+        ("post", "/api/admin/login") => (400, None),
+        ("get", "/healthz" | "/readyz" | "/metrics" | "/openapi.json") => (200, None),
+        other => panic!("no contract row for {other:?}"),
+    }
+}
+
 /// `/openapi.json` and the router agree: every documented operation is
-/// routed (it never reaches the JSON 404 fallback), with the documented
-/// status for an unauthenticated or empty request.
+/// routed (it never reaches the JSON 404 fallback) and answers an
+/// unauthenticated `{}` as its contract row says, with a status the
+/// document lists.
 #[tokio::test]
 async fn every_documented_operation_is_routed() {
     let dir = tempfile::tempdir().unwrap();
@@ -698,18 +720,238 @@ async fn every_documented_operation_is_routed() {
                 other => panic!("undocumented method {other}"),
             };
             let r = request.send().await.unwrap();
-            let status = r.status().as_u16().to_string();
+            let status = r.status().as_u16();
             let body = r.text().await.unwrap();
-            assert_ne!(
-                body, r#"{"error":"Not found"}"#,
-                "{method} {path} is not routed"
-            );
+            let (expected_status, expected_body) = contract_answer_to_empty(method, path);
+            assert_eq!(status, expected_status, "{method} {path}: {body}");
+            match expected_body {
+                Some(expected) => {
+                    let got: Value = serde_json::from_str(&body)
+                        .unwrap_or_else(|e| panic!("{method} {path} not JSON ({e}): {body}"));
+                    assert_eq!(got, expected, "{method} {path}");
+                }
+                None if status >= 400 => {
+                    let got: Value = serde_json::from_str(&body)
+                        .unwrap_or_else(|e| panic!("{method} {path} not JSON ({e}): {body}"));
+                    assert_eq!(keys(&got), set(&["error"]), "{method} {path}");
+                }
+                None => {}
+            }
             assert!(
-                operation["responses"].get(&status).is_some(),
+                operation["responses"].get(status.to_string()).is_some(),
                 "{method} {path} answered {status}, which the document does not list: {body}"
             );
         }
     }
+    api.server.stop().await.unwrap();
+}
+
+/// Contract §1 rows beyond the happy path: an expired token is `Token is
+/// not valid`; login sets `users.last_login_at`; a soft-deleted user cannot
+/// log in, even one who logged in before.
+#[tokio::test]
+async fn expired_tokens_last_login_and_deleted_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = testing::test_config(&store::testing::sqlite_url(dir.path()));
+    let tokens = mock_api::http::auth::Tokens::new(config.jwt_secret.as_deref());
+    let db = store::db::Db::open(&config.database_url).await.unwrap();
+    let api = Api::start(config).await;
+    let token = api.login(EMAIL, PASSWORD).await;
+    let (_, me) = json_of(
+        api.get("/api/auth/me")
+            .header(COOKIE, format!("token={token}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let id = store::db::Id(uuid::Uuid::parse_str(me["id"].as_str().unwrap()).unwrap());
+
+    // Signed with the server's own secret, expired a day ago.
+    let expired = tokens
+        .issue(
+            id,
+            EMAIL,
+            None,
+            chrono::Utc::now() - chrono::Duration::days(8),
+        )
+        .unwrap();
+    for request in [
+        api.get("/api/user/credits")
+            .header(COOKIE, format!("token={expired}")),
+        api.get("/api/user/credits")
+            .header(AUTHORIZATION, format!("Bearer {expired}")),
+        api.get("/api/images/seedream4/history")
+            .header(COOKIE, format!("token={expired}")),
+    ] {
+        expect_error(
+            request.send().await.unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "Token is not valid",
+        )
+        .await;
+    }
+    // The same claims, not expired, pass: the expiry is what was refused.
+    let fresh = tokens.issue(id, EMAIL, None, chrono::Utc::now()).unwrap();
+    let r = api
+        .get("/api/user/credits")
+        .header(COOKIE, format!("token={fresh}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // last_login_at: cleared, then set by a login to its time.
+    let updated = store::with_pool!(&db, pool => sqlx::query("UPDATE users SET last_login_at = NULL WHERE email = $1")
+        .bind(EMAIL)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()));
+    assert_eq!(updated.unwrap(), 1);
+    let before = chrono::Utc::now();
+    api.login(EMAIL, PASSWORD).await;
+    let after = chrono::Utc::now();
+    let (last_login,): (Option<String>,) = store::with_pool!(&db, pool => sqlx::query_as(
+        "SELECT CAST(last_login_at AS TEXT) FROM users WHERE email = $1"
+    )
+    .bind(EMAIL)
+    .fetch_one(pool)
+    .await)
+    .unwrap();
+    let last_login = last_login.expect("login sets users.last_login_at");
+    let at = chrono::DateTime::parse_from_rfc3339(&last_login)
+        .unwrap_or_else(|e| panic!("last_login_at {last_login:?}: {e}"));
+    let slack = chrono::Duration::milliseconds(1);
+    assert!(
+        before - slack <= at && at <= after + slack,
+        "last_login_at {at} is not between {before} and {after}"
+    );
+
+    // Soft-deleted: the same credentials no longer log in.
+    let updated = store::with_pool!(&db, pool => sqlx::query("UPDATE users SET deleted_at = $2 WHERE email = $1")
+        .bind(EMAIL)
+        .bind(chrono::Utc::now())
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()));
+    assert_eq!(updated.unwrap(), 1);
+    for _ in 0..2 {
+        let r = api
+            .post("/api/auth/login")
+            .json(&json!({"email": EMAIL, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, StatusCode::UNAUTHORIZED, "Invalid credentials").await;
+    }
+    api.server.stop().await.unwrap();
+    db.close().await;
+}
+
+/// Polls `path` until it answers `status` with `text`; panics after 60 s.
+async fn until_answers(api: &Api, path: &str, status: StatusCode, text: &str) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let last = match api.get(path).send().await {
+            Ok(r) => {
+                let got = r.status();
+                let body = r.text().await.unwrap_or_default();
+                if got == status && body == text {
+                    return;
+                }
+                format!("{got} {body}")
+            }
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path} never answered {status} {text}; last: {last}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// `/readyz` is 503 `not-ready` while Redis (the queue) or PostgreSQL is
+/// down, and `ready` again once each returns. While Redis is down generate
+/// still answers 202 (enqueue-first: the outbox holds the job, README
+/// "Recovery"), and the job completes once Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_while_the_database_or_the_queue_is_down() {
+    let Some(redis) = testing::RedisServer::start()
+        .map_or_else(|why| store::testing::unavailable("Redis", &why), Some)
+    else {
+        return;
+    };
+    let Some(postgres) = tokio::task::spawn_blocking(store::testing::PostgresServer::start)
+        .await
+        .unwrap()
+        .map_or_else(|why| store::testing::unavailable("PostgreSQL", &why), Some)
+    else {
+        return;
+    };
+    let mut config = testing::test_config(&postgres.url);
+    config.redis_url = Some(redis.url.clone());
+    config.queue_name = store::testing::unique_name("readyz");
+    config.reconcile_every_ms = 500;
+    let api = Api::start(config).await;
+    until_answers(&api, "/readyz", StatusCode::OK, "ready").await;
+    let token = api.login(EMAIL, PASSWORD).await;
+
+    redis.kill().unwrap();
+    until_answers(
+        &api,
+        "/readyz",
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not-ready",
+    )
+    .await;
+    let (status, accepted) = json_of(api.generate(&token, json!({"prompt": "p"})).await).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    assert_eq!(accepted["status"], "queued");
+    redis.start_again().unwrap();
+    until_answers(&api, "/readyz", StatusCode::OK, "ready").await;
+    let session = format!(
+        "/api/images/seedream4/sessions/{}",
+        accepted["sessionId"].as_str().unwrap()
+    );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let r = api
+            .get(&session)
+            .header(COOKIE, format!("token={token}"))
+            .send()
+            .await
+            .unwrap();
+        let (_, body) = json_of(r).await;
+        if body["status"] == "completed" {
+            break;
+        }
+        assert_eq!(body["status"], "processing", "{body}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job accepted while Redis was down never completed: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let handle = postgres.clone();
+    tokio::task::spawn_blocking(move || handle.stop_immediate())
+        .await
+        .unwrap()
+        .unwrap();
+    until_answers(
+        &api,
+        "/readyz",
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not-ready",
+    )
+    .await;
+    let handle = postgres.clone();
+    tokio::task::spawn_blocking(move || handle.start_again())
+        .await
+        .unwrap()
+        .unwrap();
+    until_answers(&api, "/readyz", StatusCode::OK, "ready").await;
     api.server.stop().await.unwrap();
 }
 

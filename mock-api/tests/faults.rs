@@ -15,7 +15,7 @@ use mock_api::faults::{FaultSettings, Faults, Plan};
 use mock_api::jobs::{Jobs, JobsConfig};
 use mock_api::provider::{GenerationRequest, Planned, Provider, ProviderConfig};
 use mock_api::queue::embedded::EmbeddedQueue;
-use mock_api::testing::{self, Api, TestServer};
+use mock_api::testing::{self, assert_binomial, Api, TestServer};
 use reqwest::header::{AUTHORIZATION, COOKIE};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
@@ -30,18 +30,6 @@ use tokio_util::sync::CancellationToken;
 const EMAIL: &str = "faults@example.com";
 const PASSWORD: &str = "faultspassword";
 const TOKEN: &str = "control-token-for-tests";
-/// z of a two-sided 99.9 % interval.
-const Z999: f64 = 3.2905;
-
-/// Whether `k` successes out of `n` are inside the 99.9 % interval of `p`.
-fn assert_binomial(what: &str, k: u64, n: u64, p: f64) {
-    let mean = n as f64 * p;
-    let half = Z999 * (n as f64 * p * (1.0 - p)).sqrt();
-    assert!(
-        (k as f64) >= mean - half && (k as f64) <= mean + half,
-        "{what}: {k} of {n}, expected {mean:.1} ± {half:.1} (p = {p})"
-    );
-}
 
 fn faults(plan: &str, seed: u64) -> Arc<Faults> {
     Arc::new(Faults::new(
@@ -494,7 +482,7 @@ route = "GET /openapi.json"
 name = "tslow"
 kind = "slow_body"
 route = "GET /api/images/seedream4/history"
-bytes_per_second = 400
+bytes_per_second = 100
 "#,
     ))
     .await;
@@ -524,15 +512,26 @@ bytes_per_second = 400
         .unwrap_err();
     assert!(hang.is_timeout(), "{hang:?}");
 
-    // A slowed body arrives whole (the 401 of an anonymous history call).
-    let r = http
+    // A slowed body arrives whole (the 401 of an anonymous history call),
+    // in chunks of at most a tenth of a second's bytes (10 at 100 B/s): the
+    // client reads it as that many pieces, where an unslowed one is one.
+    let mut r = http
         .get(server.url("/api/images/seedream4/history"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let body: Value = r.json().await.unwrap();
-    assert!(body["error"].is_string(), "{body}");
+    assert!(r.headers().get("content-length").is_none(), "{r:?}");
+    let mut whole = Vec::new();
+    let mut pieces = 0;
+    while let Some(piece) = r.chunk().await.unwrap() {
+        assert!(piece.len() <= 10, "a piece of {} bytes", piece.len());
+        pieces += 1;
+        whole.extend_from_slice(&piece);
+    }
+    let body: Value = serde_json::from_slice(&whole).unwrap();
+    assert_eq!(body, json!({"error": "No token, authorization denied"}));
+    assert!(pieces >= whole.len().div_ceil(10), "{pieces} pieces");
 
     let (_, snapshot) = control(&http, &server, reqwest::Method::GET, "/__mock/faults", None).await;
     let counters = snapshot["counters"].as_array().unwrap();
@@ -549,8 +548,11 @@ bytes_per_second = 400
             "{rule}: {snapshot}"
         );
     }
-    // The hang ends with the server.
-    server.stop().await.unwrap();
+    // The hang ends with the server, within a deadline.
+    tokio::time::timeout(Duration::from_secs(60), server.stop())
+        .await
+        .expect("the server stops despite the hang rule")
+        .unwrap();
 }
 
 #[tokio::test]
@@ -886,10 +888,10 @@ rate = 0.2
         .json()
         .await
         .unwrap();
-    let credits = body.to_string();
-    assert!(
-        credits.contains(&(initial as u64 - 2 * completed).to_string()),
-        "{credits}"
+    let left = initial as u64 - 2 * completed;
+    assert_eq!(
+        body,
+        json!({"credits": left, "available": left, "reserved": 0})
     );
     let mut counters: HashMap<String, u64> = HashMap::new();
     let metrics = api

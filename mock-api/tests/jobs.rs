@@ -592,11 +592,17 @@ async fn the_direct_path_runs_the_provider_once_and_records_it() {
     assert_eq!(details["attempts"], 1);
     assert_eq!(fx.credits().await, INITIAL_CREDITS - 3);
 
-    // The relay never queues a direct-path generation.
+    // The relay never queues a direct-path generation: an enqueue-first one
+    // accepted after them is dispatched and run, so the relay has looked at
+    // the outbox since, and the direct-path rows are still untouched.
     let queue = Arc::new(EmbeddedQueue::new());
     let running = Running::start(&fx.db, queue.clone(), provider(1, 5, 0.0), fast_config());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let later = fx.accept(1).await;
+    running.jobs.wake();
+    fx.wait_settled().await;
     running.stop().await;
+    fx.assert_all_completed(&[ok, later]).await;
+    assert_eq!(fx.dispatch_attempts(later.reservation).await, 1);
     assert_eq!(queue.depth().await.unwrap(), Default::default());
     let mut attempts = HashMap::new();
     for a in [ok, failing] {
@@ -686,13 +692,20 @@ async fn rows_stay_in_the_outbox_while_the_queue_refuses_them() {
     });
     let accepted = vec![fx.accept(1).await, fx.accept(2).await];
     let running = Running::start(&fx.db, queue.clone(), provider(1, 5, 0.0), fast_config());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Two relay rounds have tried the first row and failed.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while fx.dispatch_attempts(accepted[0].reservation).await < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay did not retry the refused row within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for a in &accepted {
         assert_eq!(fx.session_status(a.session).await, "processing");
     }
     // A failed push ends the round: the first row is tried at every poll,
     // the rows behind it wait for the queue to come back.
-    assert!(fx.dispatch_attempts(accepted[0].reservation).await >= 2);
     let undispatched = with_pool!(&fx.db, pool => {
         let (n,): (i64,) = sqlx::query_as(
             "SELECT CAST(COUNT(*) AS BIGINT) FROM outbox WHERE dispatched_at IS NULL",

@@ -254,8 +254,28 @@ async fn a_held_job_is_not_recovered_while_its_worker_lives() {
     worker.push(job.clone()).await.unwrap();
     let held = worker.take(PATIENCE).await.unwrap().unwrap();
 
-    // Several lock lifetimes pass while the other instance looks for work.
-    assert_eq!(other.take(options.lock_ttl * 4).await.unwrap(), None);
+    // The other instance keeps looking for work while the worker renews its
+    // lock: each time the lock's remaining life goes up is a renewal. Eight
+    // renewals span several lock lifetimes; the lock never lapses and the
+    // job is never taken from its worker.
+    let lock = fx.key(&format!("{}:lock", job.id));
+    let mut redis = fx.redis.clone();
+    let mut renewals = 0;
+    let mut last_ttl: i64 = redis.pttl(&lock).await.unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while renewals < 8 {
+        assert_eq!(other.take(Duration::from_millis(20)).await.unwrap(), None);
+        let ttl: i64 = redis.pttl(&lock).await.unwrap();
+        assert!(ttl > 0, "the held job's lock lapsed ({ttl})");
+        if ttl > last_ttl {
+            renewals += 1;
+        }
+        last_ttl = ttl;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {renewals} lock renewals within {PATIENCE:?}"
+        );
+    }
     worker.complete(&held).await.unwrap();
     assert!(fx.zscore("completed", job.id).await.is_some());
 }
