@@ -215,7 +215,10 @@ async fn seeds_the_real_schema_without_migrating() {
     };
     let before = tables(&pool).await;
     let created = ok(&seed(&url, &[]));
-    assert!(created.contains("existing schema, not migrated"), "{created}");
+    assert!(
+        created.contains("existing schema, not migrated"),
+        "{created}"
+    );
     assert!(
         created.contains("created test@example.com with 1000 credits"),
         "{created}"
@@ -226,16 +229,18 @@ async fn seeds_the_real_schema_without_migrating() {
         "{topped}"
     );
     assert_eq!(tables(&pool).await, before, "no table created");
-    assert!(!before.iter().any(|t| t == "_sqlx_migrations"), "{before:?}");
+    assert!(
+        !before.iter().any(|t| t == "_sqlx_migrations"),
+        "{before:?}"
+    );
 
     // The rows the real seed writes: a $2b$ hash, adjustment lots,
     // users.credits = the lot sum.
-    let (hash, credits): (String, i32) = sqlx::query_as(
-        "SELECT password_hash, credits FROM users WHERE email = 'test@example.com'",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let (hash, credits): (String, i32) =
+        sqlx::query_as("SELECT password_hash, credits FROM users WHERE email = 'test@example.com'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert!(hash.starts_with("$2b$04$"), "{hash}");
     assert!(users::verify_password("testpassword123", &hash));
     let lots: Vec<(String, i32)> =
@@ -245,7 +250,10 @@ async fn seeds_the_real_schema_without_migrating() {
             .unwrap();
     assert_eq!(
         lots,
-        vec![("adjustment".to_string(), 1000), ("adjustment".to_string(), 500)]
+        vec![
+            ("adjustment".to_string(), 1000),
+            ("adjustment".to_string(), 500)
+        ]
     );
     assert_eq!(credits, 1500);
 
@@ -281,12 +289,13 @@ async fn a_missing_column_is_named_and_nothing_is_written() {
     .unwrap();
     let tables_before = tables(&pool).await;
     let rows_before = row_counts(&pool).await;
-    for args in [&[][..], &["--email", "old@example.com"][..], &["--no-migrate"][..]] {
+    for args in [
+        &[][..],
+        &["--email", "old@example.com"][..],
+        &["--no-migrate"][..],
+    ] {
         let line = runtime_error(&seed(&url, args));
-        assert!(
-            line.contains("credit_transactions.balance_after"),
-            "{line}"
-        );
+        assert!(line.contains("credit_transactions.balance_after"), "{line}");
     }
     assert_eq!(tables(&pool).await, tables_before, "no table created");
     assert_eq!(row_counts(&pool).await, rows_before, "no row written");
