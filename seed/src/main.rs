@@ -3,8 +3,14 @@
 //!
 //! ```text
 //! seed [--database-url URL] [--email E] [--password P] [--credits N]
-//!      [--bcrypt-cost C] [--users N] [--users-file FILE]
+//!      [--bcrypt-cost C] [--users N] [--users-file FILE] [--no-migrate]
 //! ```
+//!
+//! The database is migrated only when it is empty or carries our
+//! migrations table. One that holds the Cooly schema without it (the real
+//! backend's, built by its own migrations) is used as it is: seed creates
+//! nothing but the rows an account needs. `--no-migrate` forces that mode.
+//! Either way the columns seeding touches are checked before any write.
 //!
 //! Without `--users` it ensures one account (`--email`, default
 //! `test@example.com`). With `--users N` it ensures the N accounts
@@ -19,7 +25,9 @@
 //!
 //! Exit codes:
 //! - 0: done;
-//! - 1: runtime error (database unreachable or failing, file not writable);
+//! - 1: runtime error (database unreachable or failing, a table or column
+//!   seeding needs missing — named in the message, nothing written —, file
+//!   not writable);
 //! - 2: usage error (bad flag or value, bcrypt cost outside 4..=31, credits
 //!   outside 0..=2147483647, unknown database URL scheme, a password the
 //!   users file cannot hold). clap's own usage errors exit 2 as well.
@@ -31,7 +39,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use store::db::{redact_url, Db, DbError, DEFAULT_DATABASE_URL};
+use store::db::{redact_url, Db, DbError, Migrations, SchemaOwner, DEFAULT_DATABASE_URL};
 use store::seeding::{self, SeedError, SeedUser, DEFAULT_CREDITS, DEFAULT_EMAIL, DEFAULT_PASSWORD};
 
 const DEFAULT_USERS_FILE: &str = "loadtest-users.csv";
@@ -74,6 +82,11 @@ struct Args {
     /// [default with --users: loadtest-users.csv].
     #[arg(long, value_name = "FILE")]
     users_file: Option<PathBuf>,
+
+    /// Never migrate: the database must hold the Cooly schema already
+    /// (the real backend's).
+    #[arg(long)]
+    no_migrate: bool,
 }
 
 /// A failure, with the exit code it earns.
@@ -156,18 +169,34 @@ async fn run(args: &Args) -> Result<(), Failure> {
         check_csv_safe(&args.password)?;
     }
 
-    let db = Db::open(&args.database_url).await.map_err(|e| match e {
-        DbError::UnknownScheme(_) => Failure::usage(e.to_string()),
-        other => Failure::runtime(other.to_string()),
-    })?;
-    println!("database {}", redact_url(&args.database_url));
-    let outcome = seeding::ensure_users(
-        &db,
-        &accounts,
-        args.credits,
-        args.bcrypt_cost,
-        chrono::Utc::now(),
-    )
+    let migrations = if args.no_migrate {
+        Migrations::Never
+    } else {
+        Migrations::Auto
+    };
+    let (db, owner) = Db::open_with(&args.database_url, migrations)
+        .await
+        .map_err(|e| match e {
+            DbError::UnknownScheme(_) => Failure::usage(e.to_string()),
+            other => Failure::runtime(other.to_string()),
+        })?;
+    let schema = match owner {
+        SchemaOwner::Migrated => "migrated",
+        SchemaOwner::Foreign => "existing schema, not migrated",
+    };
+    println!("database {} ({schema})", redact_url(&args.database_url));
+    let outcome = async {
+        // Checked before any write, whoever migrated the schema.
+        seeding::check_schema(&db).await?;
+        seeding::ensure_users(
+            &db,
+            &accounts,
+            args.credits,
+            args.bcrypt_cost,
+            chrono::Utc::now(),
+        )
+        .await
+    }
     .await;
     db.close().await;
     let actions = outcome?;

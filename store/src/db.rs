@@ -114,19 +114,91 @@ impl BeginWrite for PgPool {
     }
 }
 
+/// Whether [`Db::open_with`] may migrate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Migrations {
+    /// Migrate an empty database or one that carries our migrations table;
+    /// leave alone one that holds a `users` table without it (the real
+    /// backend's database, built by its own migrations).
+    Auto,
+    /// Never migrate: the schema must be there already.
+    Never,
+}
+
+/// Whose schema [`Db::open_with`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchemaOwner {
+    /// Ours: migrated up to date by this open.
+    Migrated,
+    /// Not migrated by us; used as found.
+    Foreign,
+}
+
+/// sqlx's bookkeeping table: its presence marks a database we migrated.
+const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
+
 impl Db {
     /// Connects and brings the schema up to date.
     pub async fn open(url: &str) -> Result<Db, DbError> {
         let db = Db::connect(url).await?;
-        let outcome = match &db {
+        db.migrate(url).await?;
+        Ok(db)
+    }
+
+    /// Connects and migrates as `migrations` says; see [`Migrations`].
+    pub async fn open_with(
+        url: &str,
+        migrations: Migrations,
+    ) -> Result<(Db, SchemaOwner), DbError> {
+        let db = Db::connect(url).await?;
+        let migrate = migrations == Migrations::Auto
+            && (db.has_table(MIGRATIONS_TABLE).await? || !db.has_table("users").await?);
+        if !migrate {
+            return Ok((db, SchemaOwner::Foreign));
+        }
+        db.migrate(url).await?;
+        Ok((db, SchemaOwner::Migrated))
+    }
+
+    async fn migrate(&self, url: &str) -> Result<(), DbError> {
+        let outcome = match self {
             Db::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
             Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
         };
         outcome.map_err(|source| DbError::Migrate {
             url: redact_url(url),
             source,
-        })?;
-        Ok(db)
+        })
+    }
+
+    /// Whether the table exists (on PostgreSQL: in the current schema).
+    pub async fn has_table(&self, table: &str) -> Result<bool, sqlx::Error> {
+        let sql = match self.dialect() {
+            Dialect::Sqlite => {
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1)"
+            }
+            Dialect::Postgres => {
+                "SELECT EXISTS (SELECT 1 FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = $1)"
+            }
+        };
+        let (exists,): (bool,) =
+            with_pool!(self, pool => sqlx::query_as(sql).bind(table).fetch_one(pool).await)?;
+        Ok(exists)
+    }
+
+    /// The column names of `table` (none when it does not exist).
+    pub async fn columns(&self, table: &str) -> Result<Vec<String>, sqlx::Error> {
+        let sql = match self.dialect() {
+            Dialect::Sqlite => "SELECT name FROM pragma_table_info($1)",
+            Dialect::Postgres => {
+                "SELECT CAST(column_name AS text) FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = $1"
+            }
+        };
+        let rows: Vec<(String,)> =
+            with_pool!(self, pool => sqlx::query_as(sql).bind(table).fetch_all(pool).await)?;
+        Ok(rows.into_iter().map(|(name,)| name).collect())
     }
 
     /// Connects without touching the schema: for auditing a database this

@@ -5,14 +5,16 @@
 //!
 //! # Layout
 //!
-//! - [`db`]: the pool (SQLite or PostgreSQL), migrations, the `Id` type and
-//!   the few dialect differences.
+//! - [`db`]: the pool (SQLite or PostgreSQL), migrations (skipped by
+//!   `Db::open_with` on a foreign Cooly schema), table and column lookup,
+//!   the `Id` type and the few dialect differences.
 //! - [`users`]: accounts and password hashes.
 //! - [`ledger`]: reserve / capture / release / expire / add credits — the
 //!   only code that moves credits.
 //! - [`seeding`]: the default account of contract §4; creates the test
 //!   user(s) and tops up their credits (the `seed` binary, the mock's first
-//!   start and `loadgen --spawn-mock`).
+//!   start and `loadgen --spawn-mock`); `check_schema` checks the columns
+//!   it touches on a database that is not ours.
 //! - [`drain`]: waits until no generation session is `processing`.
 //! - [`audit`]: invariants I1–I7 of the contract, checked by SQL on any
 //!   database with the contract's schema; its `fixture` (feature

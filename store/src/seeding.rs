@@ -6,6 +6,12 @@
 //! §4): a user with a `$2b$` bcrypt hash and one `adjustment` lot expiring
 //! in 365 days, so `users.credits` equals the lot sum.
 //!
+//! On a database whose schema is not ours (the real backend's, opened with
+//! [`Db::open_with`](crate::db::Db::open_with) and not migrated),
+//! [`check_schema`] first makes sure every column seeding touches exists,
+//! so a different schema fails with the table and column named and
+//! nothing written.
+//!
 //! Everything here is idempotent. An existing user keeps its password; its
 //! *available* credits (credits − live reservations) are topped up to the
 //! wanted amount with a new `adjustment` lot, and never lowered. (Two
@@ -131,6 +137,13 @@ pub enum SeedError {
     },
     #[error("seeding {email}: {why}")]
     Conflict { email: String, why: String },
+    #[error("the database has no table {0}, so no Cooly schema to seed; nothing was written")]
+    MissingTable(&'static str),
+    #[error("the database lacks column {table}.{column}, which seeding writes or reads; nothing was written")]
+    MissingColumn {
+        table: &'static str,
+        column: &'static str,
+    },
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("ledger: {0}")]
@@ -157,6 +170,69 @@ impl From<UserError> for SeedError {
             UserError::EmailTaken => SeedError::Hash("unexpected duplicate e-mail".to_string()),
         }
     }
+}
+
+/// Every column seeding writes or reads, per table: the rows the real
+/// backend's seed writes (a user, a lot, its ledger row, `users.credits`)
+/// and the live reservations the available balance subtracts.
+pub const COLUMNS_USED: [(&str, &[&str]); 4] = [
+    (
+        "users",
+        &[
+            "id",
+            "email",
+            "password_hash",
+            "credits",
+            "provider",
+            "role",
+            "created_at",
+            "deleted_at",
+        ],
+    ),
+    (
+        "credit_lots",
+        &[
+            "id",
+            "user_id",
+            "source",
+            "amount",
+            "remaining",
+            "expires_at",
+            "created_at",
+        ],
+    ),
+    (
+        "credit_transactions",
+        &[
+            "id",
+            "user_id",
+            "description",
+            "amount",
+            "balance_after",
+            "lot_id",
+            "created_at",
+        ],
+    ),
+    (
+        "credit_reservations",
+        &["user_id", "amount", "status", "expires_at"],
+    ),
+];
+
+/// Checks that the database has every table and column of
+/// [`COLUMNS_USED`], so a schema that differs fails before anything is
+/// written. The first one missing is the error.
+pub async fn check_schema(db: &Db) -> Result<(), SeedError> {
+    for (table, needed) in COLUMNS_USED {
+        let present = db.columns(table).await?;
+        if present.is_empty() {
+            return Err(SeedError::MissingTable(table));
+        }
+        if let Some(column) = needed.iter().find(|c| !present.iter().any(|p| p == *c)) {
+            return Err(SeedError::MissingColumn { table, column });
+        }
+    }
+    Ok(())
 }
 
 /// `n` load-test accounts `loadtest+0001@example.com`, … (at least four
