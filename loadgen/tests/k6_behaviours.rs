@@ -58,7 +58,10 @@ async fn login(State(b): State<Arc<Backend>>, Json(body): Json<Value>) -> Respon
     let email = body["email"].as_str().unwrap_or_default().to_string();
     *b.logins.lock().unwrap().entry(email.clone()).or_default() += 1;
     let token = format!("tok{}", b.issued.fetch_add(1, Ordering::Relaxed));
-    b.tokens.lock().unwrap().insert(token.clone(), email.clone());
+    b.tokens
+        .lock()
+        .unwrap()
+        .insert(token.clone(), email.clone());
     (
         StatusCode::OK,
         [(

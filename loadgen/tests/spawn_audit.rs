@@ -94,9 +94,15 @@ fn a_broken_ledger_exits_113_naming_the_invariant_and_still_writes_the_summary()
     assert!(stdout.contains("✓ status is 202"), "{stdout}");
     assert!(stdout.contains("iterations"), "{stdout}");
     let summary: Value = serde_json::from_slice(&std::fs::read(&export).unwrap()).unwrap();
-    assert_eq!(summary["metrics"]["iterations"]["count"].as_f64(), Some(4.0));
+    assert_eq!(
+        summary["metrics"]["iterations"]["count"].as_f64(),
+        Some(4.0)
+    );
     let html = std::fs::read_to_string(&report).unwrap();
-    assert!(html.contains(&broken_user), "the report's audit names the user");
+    assert!(
+        html.contains(&broken_user),
+        "the report's audit names the user"
+    );
 }
 
 /// Generate answers whose body trickles at 4 bytes/s: the session is
@@ -148,6 +154,9 @@ fn interrupted_iterations_widen_the_i5_window() {
     });
     assert_eq!(sessions, 2, "the server stored both generations");
     // 0 answers seen, 2 sessions stored: within 0 + 2 interrupted.
-    assert!(stdout.contains("AUDIT ✓ all 7 ledger invariants hold"), "{stdout}");
+    assert!(
+        stdout.contains("AUDIT ✓ all 7 ledger invariants hold"),
+        "{stdout}"
+    );
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
 }
