@@ -99,10 +99,14 @@ fn a_broken_ledger_exits_113_naming_the_invariant_and_still_writes_the_summary()
         Some(4.0)
     );
     let html = std::fs::read_to_string(&report).unwrap();
-    assert!(
-        html.contains(&broken_user),
-        "the report's audit names the user"
-    );
+    let i6_row = html
+        .split("<tr class=\"bad\"><td>✗</td><td><b>I6</b>")
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .expect("the report's audit table has a failing I6 row");
+    assert!(i6_row.contains(&broken_user), "{i6_row}");
+    assert_eq!(html.matches("<tr class=\"bad\">").count(), 1, "only I6");
+    assert!(html.contains("audit ✗"), "the verdict badge");
 }
 
 /// Generate answers whose body trickles at 4 bytes/s: the session is
