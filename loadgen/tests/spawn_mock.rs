@@ -143,10 +143,40 @@ fn few_credits_fail_the_thresholds_with_credit_errors_but_keep_the_ledger_clean(
 
 #[test]
 fn one_account_per_vu_with_users() {
-    let out = spawn_run(&["--users", "5"]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("users.db").display());
+    let out = common::child::output_within(
+        Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args(["run", "--spawn-mock", "--quiet", "--no-color"])
+            .args(["--executor", "per-vu-iterations", "--vus", "5"])
+            .args(["--iterations", "2", "--think-time", "0"])
+            .args(["--users", "5", "--credits", "50"])
+            .args(["--mock-latency", "5ms..20ms", "--mock-database-url", &url]),
+        Duration::from_secs(120),
+    );
     let (stdout, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert!(stdout.contains("users=5 "), "{stdout}");
+    // From the database: each of the five accounts paid for exactly its
+    // VU's two generations (one output each), so each VU had its own.
+    let credits: Vec<i32> = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let db = store::db::Db::open(&url).await.unwrap();
+            let mut credits = Vec::new();
+            for n in 1..=5 {
+                let email = format!("loadtest+{n:04}@example.com");
+                let user = store::users::find_by_email(&db, &email)
+                    .await
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("{email} was seeded"));
+                credits.push(user.credits);
+            }
+            db.close().await;
+            credits
+        });
+    assert_eq!(credits, vec![48; 5], "{stdout}");
 }
 
 #[test]
