@@ -132,17 +132,27 @@ async fn a_kept_alive_connection_closed_while_idle_is_replaced_once() {
 
 #[tokio::test]
 async fn a_fresh_connection_that_closes_is_a_failure_not_a_retry() {
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = BaseUrl::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
-    let accepted = tokio::spawn(async move {
-        let mut count = 0;
-        while let Ok(Ok((mut stream, _))) =
-            tokio::time::timeout(Duration::from_millis(500), listener.accept()).await
-        {
-            count += 1;
-            let _ = read_request(&mut stream).await;
+    // Every request's first line, with its connection's index. The first
+    // connection is closed after its request, unanswered.
+    let (tx, mut requests) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut index = 0;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let request = read_request(&mut stream).await.unwrap_or_default();
+            let line = String::from_utf8_lossy(&request)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let _ = tx.send((index, line));
+            if index > 0 {
+                let _ = stream.write_all(OK).await;
+            }
+            index += 1;
         }
-        count
     });
     let mut client = Client::new(Arc::new(base), false);
     let r = post(&mut client, "{}").await;
@@ -150,9 +160,25 @@ async fn a_fresh_connection_that_closes_is_a_failure_not_a_retry() {
         (r.status, r.failure),
         (0, Some(FailureKind::ConnectionReset))
     );
+    // The next request proves the client moved on: a resent POST would
+    // reach the server before it.
+    let r = client
+        .send(Method::GET, "/marker", None, &[], Duration::from_secs(5))
+        .await;
+    assert_eq!(r.status, 200);
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let next = tokio::time::timeout(Duration::from_secs(10), requests.recv())
+            .await
+            .expect("the server reports each request");
+        seen.push(next.expect("the server runs"));
+    }
     assert_eq!(
-        accepted.await.unwrap(),
-        1,
+        seen,
+        vec![
+            (0, "POST /api/x HTTP/1.1".to_string()),
+            (1, "GET /marker HTTP/1.1".to_string()),
+        ],
         "a POST is not resent on a fresh connection"
     );
 }

@@ -2,12 +2,17 @@
 //! console errors and every chart is drawn; one test leaves a screenshot
 //! (`target/report-screenshot.png`) for a person to look at.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use loadgen::output::report::{render, AuditRow, Chart, Line, Report};
 use loadgen::snapshot::{CheckTally, Snapshot, ThresholdOutcome};
+
+/// A browser that has not rendered a local page by then is hung.
+const BROWSER_DEADLINE: Duration = Duration::from_secs(90);
 
 fn chromium() -> Option<PathBuf> {
     let found = ["chromium", "chromium-browser", "google-chrome"]
@@ -116,29 +121,29 @@ fn headless(browser: &Path, dir: &Path) -> Command {
     cmd
 }
 
-#[test]
-fn report_loads_without_console_errors_and_draws_every_chart() {
-    let Some(browser) = chromium() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let page = sample_page(dir.path());
-    let out = headless(&browser, dir.path())
-        .arg("--dump-dom")
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .unwrap();
+/// The page's DOM as headless Chromium parsed it, after checking it logged
+/// no console error.
+fn rendered_dom(browser: &Path, dir: &Path, page: &Path) -> String {
+    let out = common::child::output_within(
+        headless(browser, dir)
+            .arg("--dump-dom")
+            .arg(format!("file://{}", page.display())),
+        BROWSER_DEADLINE,
+    );
     assert!(out.status.success(), "chromium failed: {out:?}");
-    let dom = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let console_errors: Vec<&str> = stderr
         .lines()
         .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught"))
         .collect();
     assert!(console_errors.is_empty(), "{console_errors:?}");
-    // The DOM as the browser parsed it: every chart holds an SVG with a
-    // non-empty polyline.
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every chart holds an SVG with a non-empty polyline; returns how many.
+fn drawn_charts(dom: &str) -> usize {
     let figures: Vec<&str> = dom.split("<figure class=\"chart\"").skip(1).collect();
-    assert_eq!(figures.len(), 3, "{dom}");
-    for figure in figures {
+    for figure in &figures {
         let figure = figure.split("</figure>").next().unwrap();
         assert!(figure.contains("<svg"), "{figure}");
         let points = figure
@@ -149,6 +154,47 @@ fn report_loads_without_console_errors_and_draws_every_chart() {
             .unwrap_or("");
         assert!(points.split(' ').count() >= 2, "chart not drawn: {figure}");
     }
+    figures.len()
+}
+
+#[test]
+fn report_loads_without_console_errors_and_draws_every_chart() {
+    let Some(browser) = chromium() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let page = sample_page(dir.path());
+    let dom = rendered_dom(&browser, dir.path(), &page);
+    assert_eq!(drawn_charts(&dom), 3, "{dom}");
+}
+
+#[test]
+fn a_spawn_mock_runs_report_renders_in_the_browser() {
+    let Some(browser) = chromium() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("run.html");
+    let run = common::child::output_within(
+        Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args(["run", "--spawn-mock", "--quiet", "--no-color"])
+            .args(["--stages", "1s:3,2s:3,1s:0", "--think-time", "100ms"])
+            .args(["--mock-latency", "20ms..50ms", "--report"])
+            .arg(&page),
+        Duration::from_secs(120),
+    );
+    assert_eq!(run.status.code(), Some(0), "{run:?}");
+    let dom = rendered_dom(&browser, dir.path(), &page);
+    // VUs, requests, login and generate response times, errors, and the
+    // tracked generations end to end.
+    assert_eq!(drawn_charts(&dom), 6, "{dom}");
+    let audit = dom
+        .split("<h2>Ledger audit</h2>")
+        .nth(1)
+        .and_then(|rest| rest.split("</table>").next())
+        .expect("the audit table");
+    for id in ["I1", "I2", "I3", "I4", "I5", "I6", "I7"] {
+        assert!(
+            audit.contains(&format!("<td>✓</td><td><b>{id}</b>")),
+            "{id}: {audit}"
+        );
+    }
 }
 
 #[test]
@@ -158,12 +204,13 @@ fn report_screenshot_for_a_person_to_look_at() {
     let page = sample_page(dir.path());
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-screenshot.png");
     let _ = std::fs::remove_file(&shot);
-    let out = headless(&browser, dir.path())
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg("--window-size=1100,1600")
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .unwrap();
+    let out = common::child::output_within(
+        headless(&browser, dir.path())
+            .arg(format!("--screenshot={}", shot.display()))
+            .arg("--window-size=1100,1600")
+            .arg(format!("file://{}", page.display())),
+        BROWSER_DEADLINE,
+    );
     assert!(out.status.success(), "chromium failed: {out:?}");
     let png = std::fs::read(&shot).unwrap();
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");

@@ -1,28 +1,31 @@
 //! `loadgen run --spawn-mock`, end to end with the binary: the hermetic run
 //! from mock start to audit verdict.
 
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde_json::Value;
 
 fn spawn_run(extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args([
-            "run",
-            "--spawn-mock",
-            "--quiet",
-            "--no-color",
-            "--stages",
-            "2s:5,3s:5,1s:0",
-            "--think-time",
-            "100ms..200ms",
-            "--mock-latency",
-            "20ms..80ms",
-        ])
-        .args(extra)
-        .stdin(Stdio::null())
-        .output()
-        .expect("loadgen runs")
+    common::child::output_within(
+        Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args([
+                "run",
+                "--spawn-mock",
+                "--quiet",
+                "--no-color",
+                "--stages",
+                "2s:5,3s:5,1s:0",
+                "--think-time",
+                "100ms..200ms",
+                "--mock-latency",
+                "20ms..80ms",
+            ])
+            .args(extra),
+        Duration::from_secs(120),
+    )
 }
 
 fn texts(out: &Output) -> (String, String) {
@@ -69,10 +72,45 @@ fn hermetic_run_passes_its_checks_and_its_audit() {
         "{stdout}"
     );
     let html = std::fs::read_to_string(&report).unwrap();
-    assert!(
-        html.contains("I6") && html.contains("<svg"),
-        "the report has the audit and charts"
-    );
+    // Every chart, each drawn from points, in the order of the page.
+    let captions = [
+        "Active VUs",
+        "Requests per second",
+        "Response time: /api/auth/login",
+        "Response time: seedream4",
+        "Errors by kind",
+        "Generation end to end (202 → completed)",
+    ];
+    let figures: Vec<&str> = html.split("<figure class=\"chart\"").skip(1).collect();
+    assert_eq!(figures.len(), captions.len(), "{html}");
+    for (figure, caption) in figures.iter().zip(captions) {
+        assert!(
+            figure.contains(&format!("<figcaption>{caption} ")),
+            "{caption}: {figure}"
+        );
+        let points: usize = figure
+            .strip_prefix(" data-points=\"")
+            .and_then(|rest| rest.split('"').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{caption}: no data-points"));
+        assert!(points > 0, "{caption} has no points");
+        assert!(
+            figure.contains("<svg") && figure.contains("<polyline class=\"series\""),
+            "{caption} is drawn"
+        );
+    }
+    for section in ["Thresholds", "Checks", "Ledger audit", "Configuration"] {
+        assert!(html.contains(&format!("<h2>{section}</h2>")), "{section}");
+    }
+    // The audit table: one passing row per invariant, in order.
+    let mut at = 0;
+    for id in ["I1", "I2", "I3", "I4", "I5", "I6", "I7"] {
+        let row = format!("<tr class=\"ok\"><td>✓</td><td><b>{id}</b>");
+        at += html[at..]
+            .find(&row)
+            .unwrap_or_else(|| panic!("no passing {id} row after the previous one"));
+    }
+    assert!(!html.contains("<tr class=\"bad\">"), "no failing row");
     let summary: Value = serde_json::from_slice(&std::fs::read(&export).unwrap()).unwrap();
     let completed = metric(&summary, "generation_completed", "count");
     assert!(completed > 0.0);
@@ -105,10 +143,40 @@ fn few_credits_fail_the_thresholds_with_credit_errors_but_keep_the_ledger_clean(
 
 #[test]
 fn one_account_per_vu_with_users() {
-    let out = spawn_run(&["--users", "5"]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("users.db").display());
+    let out = common::child::output_within(
+        Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args(["run", "--spawn-mock", "--quiet", "--no-color"])
+            .args(["--executor", "per-vu-iterations", "--vus", "5"])
+            .args(["--iterations", "2", "--think-time", "0"])
+            .args(["--users", "5", "--credits", "50"])
+            .args(["--mock-latency", "5ms..20ms", "--mock-database-url", &url]),
+        Duration::from_secs(120),
+    );
     let (stdout, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert!(stdout.contains("users=5 "), "{stdout}");
+    // From the database: each of the five accounts paid for exactly its
+    // VU's two generations (one output each), so each VU had its own.
+    let credits: Vec<i32> = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let db = store::db::Db::open(&url).await.unwrap();
+            let mut credits = Vec::new();
+            for n in 1..=5 {
+                let email = format!("loadtest+{n:04}@example.com");
+                let user = store::users::find_by_email(&db, &email)
+                    .await
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("{email} was seeded"));
+                credits.push(user.credits);
+            }
+            db.close().await;
+            credits
+        });
+    assert_eq!(credits, vec![48; 5], "{stdout}");
 }
 
 #[test]
@@ -122,11 +190,12 @@ fn bad_mock_options_are_one_line_errors() {
             "unsupported database URL",
         ),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-            .args(["run", "--spawn-mock", "--quiet", "--iterations", "1"])
-            .args(&args)
-            .output()
-            .unwrap();
+        let out = common::child::output_within(
+            Command::new(env!("CARGO_BIN_EXE_loadgen"))
+                .args(["run", "--spawn-mock", "--quiet", "--iterations", "1"])
+                .args(&args),
+            Duration::from_secs(60),
+        );
         let (_, stderr) = texts(&out);
         assert_ne!(out.status.code(), Some(0), "{args:?}");
         assert!(stderr.contains(wanted), "{args:?}: {stderr}");

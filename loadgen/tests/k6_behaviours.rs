@@ -1,0 +1,378 @@
+//! The k6 test's behaviours the README promises, checked from the server's
+//! side with a small in-test server in the real backend's shapes: the
+//! login body carries no token (only `Set-Cookie: token=`), the 202 names
+//! `sessionId` only, and generate needs the cookie of a token it issued.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use clap::Parser;
+use loadgen::plan::Plan;
+use loadgen::run::{execute, RunOutcome};
+use loadgen::snapshot::Values;
+use serde_json::{json, Value};
+
+#[derive(Default)]
+struct Backend {
+    /// Generate answers this status (a provider failure) instead of 202.
+    generate_status: Option<StatusCode>,
+    /// Generate answers only after this long.
+    generate_delay: Option<Duration>,
+    /// Logins per email.
+    logins: Mutex<HashMap<String, u64>>,
+    /// Tokens issued, to whom.
+    tokens: Mutex<HashMap<String, String>>,
+    /// Accepted-or-failed generates in arrival order: (email, prompt).
+    generates: Mutex<Vec<(String, String)>>,
+    /// Generates without a valid token cookie.
+    unauthorised: AtomicU64,
+    issued: AtomicU64,
+}
+
+struct Server {
+    base: String,
+    backend: Arc<Backend>,
+}
+
+async fn start(backend: Backend) -> Server {
+    let backend = Arc::new(backend);
+    let app = Router::new()
+        .route("/api/auth/login", post(login))
+        .route("/api/images/seedream4/generate", post(generate))
+        .with_state(backend.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Server { base, backend }
+}
+
+/// The real backend's login: the user in the body, the token in a cookie.
+async fn login(State(b): State<Arc<Backend>>, Json(body): Json<Value>) -> Response {
+    let email = body["email"].as_str().unwrap_or_default().to_string();
+    *b.logins.lock().unwrap().entry(email.clone()).or_default() += 1;
+    let token = format!("tok{}", b.issued.fetch_add(1, Ordering::Relaxed));
+    b.tokens
+        .lock()
+        .unwrap()
+        .insert(token.clone(), email.clone());
+    (
+        StatusCode::OK,
+        [(
+            header::SET_COOKIE,
+            format!("token={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=604800"),
+        )],
+        Json(json!({"id": "u1", "email": email, "credits": 100})),
+    )
+        .into_response()
+}
+
+async fn generate(
+    State(b): State<Arc<Backend>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let cookie = headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let email = cookie
+        .split(';')
+        .filter_map(|pair| pair.trim().strip_prefix("token="))
+        .find_map(|token| b.tokens.lock().unwrap().get(token).cloned());
+    let Some(email) = email else {
+        b.unauthorised.fetch_add(1, Ordering::Relaxed);
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "Token is not valid"})),
+        )
+            .into_response();
+    };
+    let prompt = body["prompt"].as_str().unwrap_or_default().to_string();
+    b.generates.lock().unwrap().push((email, prompt));
+    if let Some(delay) = b.generate_delay {
+        tokio::time::sleep(delay).await;
+    }
+    match b.generate_status {
+        Some(status) => (status, Json(json!({"error": "Provider request failed"}))).into_response(),
+        None => (
+            StatusCode::ACCEPTED,
+            Json(json!({"accepted": true, "clientKey": "k", "sessionId": "s", "status": "queued"})),
+        )
+            .into_response(),
+    }
+}
+
+async fn run(base: &str, extra: &[&str]) -> RunOutcome {
+    let mut argv = vec!["loadgen", "run", "--quiet", "--api-base", base];
+    argv.extend_from_slice(extra);
+    let loadgen::cli::Command::Run(args) = loadgen::cli::Cli::parse_from(argv).command else {
+        unreachable!("run was given")
+    };
+    let plan = Plan::from_args(&args).expect("valid plan");
+    execute(plan, Arc::new(AtomicBool::new(false)))
+        .await
+        .expect("run")
+}
+
+fn counter(outcome: &RunOutcome, key: &str) -> f64 {
+    match outcome.snapshot.metric(key).map(|m| &m.values) {
+        Some(Values::Counter { count }) => *count,
+        _ => 0.0,
+    }
+}
+
+fn rate(outcome: &RunOutcome, key: &str) -> (u64, u64) {
+    match outcome.snapshot.metric(key).map(|m| &m.values) {
+        Some(Values::Rate { passes, fails }) => (*passes, *fails),
+        other => panic!("{key} is not a rate: {}", other.is_some()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_is_taken_from_set_cookie_when_the_body_has_none() {
+    let server = start(Backend::default()).await;
+    let outcome = run(
+        &server.base,
+        &["--vus", "1", "--iterations", "3", "--think-time", "0"],
+    )
+    .await;
+    let b = &server.backend;
+    assert_eq!(b.unauthorised.load(Ordering::Relaxed), 0);
+    assert_eq!(b.generates.lock().unwrap().len(), 3, "each with its cookie");
+    // Five checks per iteration, all passing: `has session_id` on `sessionId`.
+    assert_eq!(rate(&outcome, "checks"), (15, 0));
+    assert_eq!(rate(&outcome, "generation_success"), (3, 0));
+    assert_eq!(outcome.accepted_generations, 3);
+    assert_eq!(outcome.exit_code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_5xx_answer_to_generate_counts_as_a_provider_error() {
+    let server = start(Backend {
+        generate_status: Some(StatusCode::BAD_GATEWAY),
+        ..Backend::default()
+    })
+    .await;
+    let outcome = run(
+        &server.base,
+        &["--vus", "2", "--iterations", "6", "--think-time", "0"],
+    )
+    .await;
+    assert_eq!(server.backend.generates.lock().unwrap().len(), 6);
+    assert_eq!(counter(&outcome, "provider_errors"), 6.0);
+    assert_eq!(counter(&outcome, "credit_errors"), 0.0);
+    assert_eq!(rate(&outcome, "errors"), (6, 0), "errors is a rate of 1s");
+    assert_eq!(outcome.accepted_generations, 0);
+    assert_eq!(outcome.exit_code, 99, "the default thresholds fail");
+}
+
+async fn prompts_with_seed(seed: &str) -> Vec<String> {
+    let server = start(Backend::default()).await;
+    run(
+        &server.base,
+        &[
+            "--vus",
+            "1",
+            "--iterations",
+            "12",
+            "--think-time",
+            "1ms..3ms",
+            "--seed",
+            seed,
+        ],
+    )
+    .await;
+    let generates = server.backend.generates.lock().unwrap();
+    generates.iter().map(|(_, prompt)| prompt.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_seed_sends_the_same_prompts() {
+    let first = prompts_with_seed("42").await;
+    let second = prompts_with_seed("42").await;
+    let other = prompts_with_seed("43").await;
+    assert_eq!(first.len(), 12);
+    assert_eq!(first, second);
+    // Prompts and think times come from the VU's one generator: a think
+    // time drawn differently would shift every prompt after it. Another
+    // seed draws another sequence (8¹² possibilities).
+    assert_ne!(first, other);
+    let distinct: std::collections::HashSet<_> = first.iter().collect();
+    assert!(distinct.len() > 1, "{first:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_once_logs_in_once_per_vu() {
+    for (mode, logins) in [("once", 3), ("per-iteration", 12)] {
+        let server = start(Backend::default()).await;
+        run(
+            &server.base,
+            &[
+                "--executor",
+                "per-vu-iterations",
+                "--vus",
+                "3",
+                "--iterations",
+                "4",
+                "--think-time",
+                "0",
+                "--login",
+                mode,
+            ],
+        )
+        .await;
+        let b = &server.backend;
+        let counted: u64 = b.logins.lock().unwrap().values().sum();
+        // One more for the setup login, as the k6 test's setup().
+        assert_eq!(counted, logins + 1, "--login {mode}");
+        assert_eq!(b.generates.lock().unwrap().len(), 12);
+        assert_eq!(b.unauthorised.load(Ordering::Relaxed), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_file_gives_vu_n_account_n_mod_count() {
+    let server = start(Backend::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users.csv");
+    std::fs::write(
+        &file,
+        "a@example.com,pa\nb@example.com,pb\nc@example.com,pc\n",
+    )
+    .unwrap();
+    run(
+        &server.base,
+        &[
+            "--executor",
+            "per-vu-iterations",
+            "--vus",
+            "5",
+            "--iterations",
+            "2",
+            "--think-time",
+            "0",
+            "--users-file",
+            file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let mut per_user: HashMap<String, u64> = HashMap::new();
+    for (email, _) in server.backend.generates.lock().unwrap().iter() {
+        *per_user.entry(email.clone()).or_default() += 1;
+    }
+    // VUs 1..5 use accounts 0,1,2,0,1: two iterations each.
+    let wanted: HashMap<String, u64> = [
+        ("a@example.com".to_string(), 4),
+        ("b@example.com".to_string(), 4),
+        ("c@example.com".to_string(), 2),
+    ]
+    .into();
+    assert_eq!(per_user, wanted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_counts_a_cut_iteration_as_interrupted_not_complete() {
+    let server = start(Backend {
+        generate_delay: Some(Duration::from_secs(30)),
+        ..Backend::default()
+    })
+    .await;
+    let outcome = run(
+        &server.base,
+        &[
+            "--vus",
+            "2",
+            "--duration",
+            "2s",
+            "--graceful-stop",
+            "0s",
+            "--think-time",
+            "0",
+            "--no-thresholds",
+        ],
+    )
+    .await;
+    // Both VUs are inside generate (a 30 s answer, long past the 2 s of the
+    // test, which leaves each time to log in) when the stop comes: as
+    // k6, they are interrupted, and `iterations` does not count them.
+    assert_eq!(server.backend.generates.lock().unwrap().len(), 2);
+    assert_eq!(outcome.interrupted_iterations, 2);
+    assert_eq!(outcome.completed_iterations, 0);
+    assert_eq!(counter(&outcome, "iterations"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_lets_an_iteration_finish_within_it() {
+    let server = start(Backend {
+        generate_delay: Some(Duration::from_millis(1500)),
+        ..Backend::default()
+    })
+    .await;
+    let outcome = run(
+        &server.base,
+        &[
+            "--vus",
+            "2",
+            "--duration",
+            "1s",
+            "--graceful-stop",
+            "30s",
+            "--think-time",
+            "0",
+            "--no-thresholds",
+        ],
+    )
+    .await;
+    // Each VU's first generate outlives the 1 s test but not the 30 s grace:
+    // it completes and counts.
+    assert_eq!(server.backend.generates.lock().unwrap().len(), 2);
+    assert_eq!(outcome.interrupted_iterations, 0);
+    assert_eq!(outcome.completed_iterations, 2);
+    assert_eq!(counter(&outcome, "iterations"), 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ramping_arrival_rate_starts_the_iterations_its_stages_integrate_to() {
+    // Iterations started = ∫ rate dt over the stages (k6 starts iteration i
+    // when the integral reaches i), whatever the machine's speed: late
+    // starts are dropped and counted, not lost. Areas here are not whole
+    // numbers, so no iteration falls due at the very end of the test.
+    for (stages, started) in [
+        ("1s:20,1s:21", 30.0),
+        ("2s:15,1s:2", 23.0),
+        ("1s:0,1s:9", 4.0),
+    ] {
+        let server = start(Backend::default()).await;
+        let outcome = run(
+            &server.base,
+            &[
+                "--executor",
+                "ramping-arrival-rate",
+                "--rate",
+                "0",
+                "--stages",
+                stages,
+                "--pre-allocated-vus",
+                "5",
+                "--think-time",
+                "0",
+            ],
+        )
+        .await;
+        let iterations = counter(&outcome, "iterations");
+        let dropped = counter(&outcome, "dropped_iterations");
+        assert_eq!(iterations + dropped, started, "{stages}");
+        assert_eq!(
+            server.backend.generates.lock().unwrap().len() as f64,
+            iterations,
+            "{stages}"
+        );
+    }
+}
