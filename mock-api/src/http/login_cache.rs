@@ -60,10 +60,9 @@ impl LoginCache {
         metrics::counter!("mock_login_bcrypt_total").increment(1);
         // bcrypt is slow on purpose; it runs off the async workers so a
         // login storm does not stall every other request.
-        let matches =
-            tokio::task::spawn_blocking(move || users::verify_password(&password, &hash))
-                .await
-                .unwrap_or(false);
+        let matches = tokio::task::spawn_blocking(move || users::verify_password(&password, &hash))
+            .await
+            .unwrap_or(false);
         if let (true, Some(digest)) = (matches, digest) {
             self.remember(digest);
         }
