@@ -45,6 +45,10 @@ pub struct Config {
     /// bcrypt cost of passwords set by register and the first-start seed.
     #[arg(long, env = "BCRYPT_COST", default_value_t = store::users::DEFAULT_BCRYPT_COST)]
     pub bcrypt_cost: u32,
+    /// Serve a repeated login with an already verified password from a cache of keyed digests
+    /// (false: every login pays bcrypt, as the real backend).
+    #[arg(long, env = "LOGIN_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub login_cache: bool,
     /// Credits per generated image.
     #[arg(long, env = "CREDIT_COST_PER_OUTPUT", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
     pub credit_cost_per_output: i32,
@@ -227,6 +231,7 @@ impl Config {
                 reservation_ttl: self.reservation_ttl(),
                 enqueue_first: self.enqueue_first,
                 bcrypt_cost: self.bcrypt_cost,
+                login_cache: self.login_cache,
             },
         })
     }
@@ -303,7 +308,7 @@ impl Config {
         format!(
             "listen={} database={} queue={} queue_name={} jwt_secret={} admin={} seed_on_first_start={} \
              enqueue_first={} workers={} outbox_poll_ms={} outbox_batch={} reconcile_every_ms={} queue_lock_ms={} cost_per_output={} max_outputs={} \
-             reservation_ttl_s={} provider_latency_ms={}..{} mock_seed={} bcrypt_cost={} shutdown_grace_ms={} \
+             reservation_ttl_s={} provider_latency_ms={}..{} mock_seed={} bcrypt_cost={} login_cache={} shutdown_grace_ms={} \
              faults={} provider_error_rate={} provider_error_statuses={} provider_latency={} provider_timeout={} \
              control_api={} rate_limit={}",
             self.listen_addr(),
@@ -326,6 +331,7 @@ impl Config {
             self.mock_max_ms,
             self.mock_seed.map_or("(random)".to_string(), |s| s.to_string()),
             self.bcrypt_cost,
+            self.login_cache,
             self.shutdown_grace_ms,
             self.faults
                 .as_ref()

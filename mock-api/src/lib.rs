@@ -18,8 +18,8 @@
 //!   once (fault plan read) into the settings the server starts from.
 //! - [`server`]: builds the app from those settings and serves it on a bound
 //!   listener until shutdown.
-//! - [`http`]: the routes, per area, with their state, auth and errors;
-//!   and what applies the fault decisions: the edge middleware, the rate
+//! - [`http`]: the routes, per area, with their state, auth (and the login
+//!   cache that keeps repeated logins off bcrypt) and errors; and what applies the fault decisions: the edge middleware, the rate
 //!   limiter's answers and the `/__mock/*` control API.
 //! - `testing` (feature `testing`): a throwaway Redis server (also as a
 //!   handle a crash test can stop and start again), the test

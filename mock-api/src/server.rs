@@ -21,6 +21,7 @@ use crate::config::ServerSettings;
 use crate::faults::Faults;
 use crate::http::admin::AdminAccount;
 use crate::http::auth::Tokens;
+use crate::http::login_cache::LoginCache;
 use crate::http::{self, AppState};
 use crate::jobs::Jobs;
 use crate::provider::Provider;
@@ -113,6 +114,7 @@ pub async fn run(
             password,
         })
     });
+    let login_cache = Arc::new(LoginCache::new(settings.http.login_cache));
     let state = AppState {
         db: db.clone(),
         queue,
@@ -122,6 +124,7 @@ pub async fn run(
         relay_wake: jobs.waker(),
         admin,
         faults,
+        login_cache,
     };
     tracing::info!(addr = %listener.local_addr()?, "mock-api listening");
     let app = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();

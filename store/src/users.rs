@@ -109,6 +109,20 @@ pub async fn create(
     })
 }
 
+/// Replaces a user's password hash (a password change). Returns whether
+/// such an active user exists.
+pub async fn set_password_hash(db: &Db, id: Id, password_hash: &str) -> Result<bool, UserError> {
+    let changed = with_pool!(db, pool => sqlx::query(
+        "UPDATE users SET password_hash = $2 WHERE id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .bind(password_hash)
+    .execute(pool)
+    .await
+    .map(|done| done.rows_affected()))?;
+    Ok(changed == 1)
+}
+
 pub async fn record_login(db: &Db, id: Id, now: Timestamp) -> Result<(), UserError> {
     with_pool!(db, pool => sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
         .bind(id)

@@ -46,15 +46,6 @@ fn login_credentials(body: &JsonObject) -> Result<(String, String), ApiError> {
     Ok((email.trim().to_string(), password))
 }
 
-/// bcrypt is slow on purpose; it runs off the async workers so a login
-/// storm does not stall every other request.
-pub async fn password_matches(password: String, hash: Option<String>) -> bool {
-    let Some(hash) = hash else { return false };
-    tokio::task::spawn_blocking(move || users::verify_password(&password, &hash))
-        .await
-        .unwrap_or(false)
-}
-
 fn with_login_cookie(token: &str, now: Timestamp, body: serde_json::Value) -> Response {
     ([(SET_COOKIE, login_cookie(token, now))], Json(body)).into_response()
 }
@@ -65,7 +56,11 @@ async fn login(State(state): State<AppState>, body: JsonObject) -> Result<Respon
     let Some(user) = user else {
         return Err(ApiError::Unauthorized("Invalid credentials"));
     };
-    if !password_matches(password, user.password_hash.clone()).await {
+    if !state
+        .login_cache
+        .password_matches(password, user.password_hash.clone())
+        .await
+    {
         return Err(ApiError::Unauthorized("Invalid credentials"));
     }
     let now = chrono::Utc::now();

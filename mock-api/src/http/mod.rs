@@ -22,6 +22,7 @@ pub mod error;
 pub mod extract;
 pub mod generation;
 pub mod health;
+pub mod login_cache;
 pub mod observe;
 pub mod openapi;
 pub mod rate_limit;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub admin: Option<Arc<admin::AdminAccount>>,
     /// Fault injection: the plan, the epoch, the counters.
     pub faults: Arc<crate::faults::Faults>,
+    /// Passwords bcrypt already verified, as keyed digests.
+    pub login_cache: Arc<login_cache::LoginCache>,
 }
 
 /// The request-handling part of the configuration.
@@ -52,6 +55,8 @@ pub struct Settings {
     pub reservation_ttl: Duration,
     pub enqueue_first: bool,
     pub bcrypt_cost: u32,
+    /// Serve repeated logins with a verified password from the login cache.
+    pub login_cache: bool,
 }
 
 pub fn router(state: AppState) -> Router {
