@@ -9,17 +9,7 @@ use common::{start, Behaviour};
 
 fn loadgen(base: &str, extra: &[&str]) -> Output {
     common::child::output_within(
-        Command::new(env!("CARGO_BIN_EXE_loadgen"))
-            .args([
-                "run",
-                "--quiet",
-                "--no-color",
-                "--think-time",
-                "0",
-                "--api-base",
-                base,
-            ])
-            .args(extra),
+        common::child::loadgen_run(base).args(extra),
         Duration::from_secs(60),
     )
 }

@@ -5,59 +5,37 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Output};
+use std::time::Duration;
 
 use common::{start, Behaviour};
 
 /// Every child gets this long before it is killed and the test fails.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn loadgen() -> Command {
+/// `loadgen run` against `base`, blind to the variable of a Kubernetes
+/// Indexed Job unless the test sets it.
+fn loadgen_run(base: &str) -> Command {
+    let mut command = common::child::loadgen_run(base);
+    command.env_remove("JOB_COMPLETION_INDEX");
+    command
+}
+
+/// The test every instance splits: 30 shared iterations over 4 VUs.
+fn shared_iterations(base: &str) -> Command {
+    let mut command = loadgen_run(base);
+    command.args(["--vus", "4", "--iterations", "30"]);
+    command
+}
+
+fn merge() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_loadgen"));
+    command.arg("merge");
     command
-        .env_remove("JOB_COMPLETION_INDEX")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
-
-fn run_args(base: &str) -> Vec<String> {
-    [
-        "run",
-        "--quiet",
-        "--no-color",
-        "--think-time",
-        "0",
-        "--api-base",
-        base,
-        "--vus",
-        "4",
-        "--iterations",
-        "30",
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-/// Waits for `child` until the deadline (then kills it and panics).
-fn finish(mut child: Child) -> Output {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if child.try_wait().expect("child status").is_some() {
-            return child.wait_with_output().expect("child output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("loadgen did not finish within {DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn output(command: &mut Command) -> Output {
-    finish(command.spawn().expect("loadgen starts"))
+    common::child::output_within(command, DEADLINE)
 }
 
 fn stderr(out: &Output) -> String {
@@ -80,12 +58,7 @@ async fn three_segments_merged_equal_one_unsegmented_run() {
     let dir_path = dir.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
         let whole = dir_path.join("whole.json");
-        let out = output(
-            loadgen()
-                .args(run_args(&base))
-                .arg("--summary-export")
-                .arg(&whole),
-        );
+        let out = output(shared_iterations(&base).arg("--summary-export").arg(&whole));
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         assert_eq!(count(&whole, "iterations"), 30.0);
 
@@ -93,9 +66,8 @@ async fn three_segments_merged_equal_one_unsegmented_run() {
         // Kubernetes Indexed Job sets.
         let children: Vec<Child> = (0..3)
             .map(|i| {
-                let mut command = loadgen();
+                let mut command = shared_iterations(&base);
                 command
-                    .args(run_args(&base))
                     .args(["--no-thresholds", "--instance-count", "3", "--shard-out"])
                     .arg(dir_path.join(format!("shard{i}.json")));
                 if i == 2 {
@@ -103,11 +75,11 @@ async fn three_segments_merged_equal_one_unsegmented_run() {
                 } else {
                     command.args(["--instance-index", &i.to_string()]);
                 }
-                command.spawn().expect("loadgen starts")
+                common::child::spawn_piped(&mut command)
             })
             .collect();
         for child in children {
-            let out = finish(child);
+            let out = common::child::wait_within(child, DEADLINE);
             assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         }
         let shards: Vec<_> = (0..3)
@@ -122,8 +94,7 @@ async fn three_segments_merged_equal_one_unsegmented_run() {
         let report = dir_path.join("merged.html");
         let json = dir_path.join("merged.ndjson");
         let out = output(
-            loadgen()
-                .arg("merge")
+            merge()
                 .args(&shards)
                 .arg("--summary-export")
                 .arg(&merged)
@@ -150,20 +121,19 @@ async fn three_segments_merged_equal_one_unsegmented_run() {
 
         // The thresholds are evaluated on the whole: 99 when one fails.
         let out = output(
-            loadgen()
-                .arg("merge")
+            merge()
                 .args(&shards)
                 .args(["--threshold", "iterations:count<30"]),
         );
         assert_eq!(out.status.code(), Some(99), "{}", stderr(&out));
 
         // Part of the test: a warning, still merged.
-        let out = output(loadgen().arg("merge").args(&shards[..2]));
+        let out = output(merge().args(&shards[..2]));
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         assert!(stderr(&out).contains("not all of 0..1"), "{}", stderr(&out));
 
         // The same shard twice overlaps itself: 104, one line.
-        let out = output(loadgen().arg("merge").arg(&shards[0]).arg(&shards[0]));
+        let out = output(merge().arg(&shards[0]).arg(&shards[0]));
         assert_eq!(out.status.code(), Some(104), "{}", stderr(&out));
         assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
     })
@@ -201,11 +171,7 @@ fn one_hundred_four_for_invalid_segments() {
             "0:1/2",
         ][..],
     ] {
-        let out = output(
-            loadgen()
-                .args(["run", "--quiet", "--api-base", "http://127.0.0.1:9"])
-                .args(bad),
-        );
+        let out = output(loadgen_run("http://127.0.0.1:9").args(bad));
         assert_eq!(out.status.code(), Some(104), "{bad:?}: {}", stderr(&out));
         assert_eq!(
             stderr(&out).trim().lines().count(),
@@ -221,7 +187,7 @@ fn one_hundred_four_for_invalid_segments() {
         vec![not_a_shard.display().to_string()],
         vec![dir.path().join("missing.json").display().to_string()],
     ] {
-        let out = output(loadgen().arg("merge").args(&args));
+        let out = output(merge().args(&args));
         assert_eq!(out.status.code(), Some(104), "{args:?}: {}", stderr(&out));
         assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
     }

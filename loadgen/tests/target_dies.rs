@@ -3,7 +3,8 @@
 //! the summary and the exports are written, and the exit code follows the
 //! thresholds.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
 use mock_api::testing::{self, TestServer};
@@ -11,25 +12,6 @@ use store::seeding::SeedUser;
 
 const EMAIL: &str = "dies@example.com";
 const PASSWORD: &str = "dies-password-1";
-
-/// Waits for the child up to `deadline`, killing it past that.
-fn wait_with_deadline(mut child: Child, deadline: Duration) -> std::process::Output {
-    let start = Instant::now();
-    loop {
-        if child.try_wait().expect("poll loadgen").is_some() {
-            return child.wait_with_output().expect("loadgen's output");
-        }
-        if start.elapsed() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("loadgen's output");
-            panic!(
-                "loadgen still running {deadline:?} after start: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// `mock_credits_reserved_total` from the mock's `/metrics`.
 async fn reserved_credits(base: &str) -> f64 {
@@ -56,27 +38,16 @@ async fn a_target_that_dies_mid_run_fails_requests_and_the_run_finishes() {
         TestServer::start_with_user(config, &SeedUser::new(EMAIL, PASSWORD), 100_000).await;
     let export = dir.path().join("summary.json");
     let stream = dir.path().join("samples.json");
-    let child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["run", "--quiet", "--no-color", "--think-time", "0"])
-        .args([
-            "--api-base",
-            &server.base,
-            "--email",
-            EMAIL,
-            "--password",
-            PASSWORD,
-        ])
+    let mut command = common::child::loadgen_run(&server.base);
+    command
+        .args(["--email", EMAIL, "--password", PASSWORD])
         .args(["--vus", "2", "--duration", "4s", "--generate-timeout", "5s"])
         .arg("--summary-export")
         .arg(&export)
         .arg("--out")
         .arg(format!("json={}", stream.display()))
-        .args(["--tag", "testid=target-dies"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("loadgen starts");
+        .args(["--tag", "testid=target-dies"]);
+    let child = common::child::spawn_piped(&mut command);
 
     // The signal that the run is under way: the mock has accepted
     // generations (its Prometheus counter of reserved credits).
@@ -88,10 +59,11 @@ async fn a_target_that_dies_mid_run_fails_requests_and_the_run_finishes() {
     server.stop().await.expect("the mock stops cleanly");
     db.close().await;
 
-    let out =
-        tokio::task::spawn_blocking(move || wait_with_deadline(child, Duration::from_secs(60)))
-            .await
-            .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        common::child::wait_within(child, Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");

@@ -2,6 +2,8 @@
 //! made here with rcgen) before an in-process mock-api, all on loopback;
 //! and the proxies of `HTTP_PROXY`/`HTTPS_PROXY`, one small proxy here.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -236,20 +238,8 @@ async fn start_proxy() -> (String, Seen) {
 /// `loadgen run` with a deadline, no proxy from the test's environment
 /// unless `env` sets one.
 async fn loadgen(base: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_loadgen"));
-    command
-        .args([
-            "run",
-            "--quiet",
-            "--no-color",
-            "--think-time",
-            "0",
-            "--api-base",
-            base,
-        ])
-        .args(extra)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+    let mut command = tokio::process::Command::from(common::child::loadgen_run(base));
+    command.args(extra).stdin(Stdio::null()).kill_on_drop(true);
     for name in [
         "HTTP_PROXY",
         "http_proxy",

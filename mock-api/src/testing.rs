@@ -274,6 +274,17 @@ impl Api {
         body["token"].as_str().expect("a token").to_string()
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics")
+            .send()
+            .await
+            .expect("/metrics answers")
+            .text()
+            .await
+            .expect("a /metrics body")
+    }
+
     /// Posts `body` to the generate route with `token` as the cookie.
     pub async fn generate(&self, token: &str, body: serde_json::Value) -> reqwest::Response {
         self.post("/api/images/seedream4/generate")

@@ -21,11 +21,7 @@ use store::seeding::{DEFAULT_EMAIL as EMAIL, DEFAULT_PASSWORD as PASSWORD};
 const PATIENCE: Duration = Duration::from_secs(60);
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    store::testing::free_port().expect("a free loopback port")
 }
 
 fn mock_api() -> Command {

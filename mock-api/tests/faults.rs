@@ -894,14 +894,7 @@ rate = 0.2
         json!({"credits": left, "available": left, "reserved": 0})
     );
     let mut counters: HashMap<String, u64> = HashMap::new();
-    let metrics = api
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics().await;
     for line in metrics
         .lines()
         .filter(|l| l.starts_with("mock_faults_injected_total"))

@@ -24,14 +24,7 @@ struct Counts {
 }
 
 async fn counts(api: &Api) -> Counts {
-    let text = api
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = api.metrics().await;
     let value = |name: &str| {
         text.lines()
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))

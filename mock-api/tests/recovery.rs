@@ -53,11 +53,7 @@ where
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    store::testing::free_port().expect("a free loopback port")
 }
 
 /// The `mock-api` binary as a child process, SIGKILLed when dropped.

@@ -2,18 +2,46 @@
 //! when it runs too long instead of hanging the suite.
 
 use std::io::Read;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+/// `loadgen run` against `base` with no think time, quiet and colourless:
+/// the start of every test's command line.
+pub fn loadgen_run(base: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_loadgen"));
+    command.args([
+        "run",
+        "--quiet",
+        "--no-color",
+        "--think-time",
+        "0",
+        "--api-base",
+        base,
+    ]);
+    command
+}
 
 /// Runs `command` (no stdin) to its end and collects its output; kills it
 /// and panics when it is still running after `deadline`.
 pub fn output_within(command: &mut Command, deadline: Duration) -> Output {
-    let mut child = command
+    let child = spawn_piped(command);
+    wait_within(child, deadline)
+}
+
+/// Starts `command` with no stdin and its output piped, for [`wait_within`].
+pub fn spawn_piped(command: &mut Command) -> Child {
+    command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("the binary starts");
+        .expect("the binary starts")
+}
+
+/// Waits for a child started with piped output (read as it comes, so a
+/// full pipe cannot stall it) and collects that output; kills it and
+/// panics when it is still running after `deadline`.
+pub fn wait_within(mut child: Child, deadline: Duration) -> Output {
     let stdout = read_all(child.stdout.take().expect("piped stdout"));
     let stderr = read_all(child.stderr.take().expect("piped stderr"));
     let started = Instant::now();
@@ -24,7 +52,7 @@ pub fn output_within(command: &mut Command, deadline: Duration) -> Output {
         if started.elapsed() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{command:?} still running after {deadline:?}: killed");
+            panic!("the child was still running after {deadline:?}: killed");
         }
         std::thread::sleep(Duration::from_millis(20));
     };

@@ -60,6 +60,19 @@ struct State {
 pub const FINISHED_KEPT: usize = 200_000;
 
 impl State {
+    /// Queues `job` as new (no attempt made), ready at the back of `wait`.
+    fn enqueue(&mut self, job: NewJob) {
+        self.jobs.insert(
+            job.id,
+            Entry {
+                name: job.name,
+                payload: job.payload,
+                attempts_made: 0,
+            },
+        );
+        self.wait.push_back(job.id);
+    }
+
     /// Moves the retries that fell due to the back of `wait`.
     fn promote_due(&mut self, now: Instant) {
         while let Some(&(due, id)) = self.delayed.first() {
@@ -142,15 +155,7 @@ impl Queue for EmbeddedQueue {
             if state.jobs.contains_key(&job.id) || state.finished.contains(&job.id) {
                 return Ok(());
             }
-            state.jobs.insert(
-                job.id,
-                Entry {
-                    name: job.name,
-                    payload: job.payload,
-                    attempts_made: 0,
-                },
-            );
-            state.wait.push_back(job.id);
+            state.enqueue(job);
         }
         self.ready.notify_one();
         Ok(())
@@ -166,15 +171,7 @@ impl Queue for EmbeddedQueue {
                 }
                 // Forgotten as finished, so `finish` remembers it again.
                 state.finished.remove(&job.id);
-                state.jobs.insert(
-                    job.id,
-                    Entry {
-                        name: job.name,
-                        payload: job.payload,
-                        attempts_made: 0,
-                    },
-                );
-                state.wait.push_back(job.id);
+                state.enqueue(job);
                 queued += 1;
             }
         }
