@@ -535,9 +535,13 @@ impl Plan {
         })
     }
 
-    /// The sub-metrics the thresholds refer to.
+    /// k6's built-in `http_req_duration{expected_response:true}`, then the
+    /// sub-metrics the thresholds refer to.
     pub fn sub_metrics(&self) -> Vec<SubMetric> {
-        let mut subs: Vec<SubMetric> = Vec::new();
+        let mut subs: Vec<SubMetric> = vec![SubMetric {
+            metric: "http_req_duration".into(),
+            tags: [("expected_response".to_string(), "true".to_string())].into(),
+        }];
         for spec in self.thresholds.iter().chain(&self.shard_thresholds) {
             let sub = SubMetric {
                 metric: spec.metric.clone(),

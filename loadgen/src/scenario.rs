@@ -476,14 +476,17 @@ pub fn record_http(
 ) {
     let code = http::StatusCode::from_u16(response.status).ok();
     let status = code.as_ref().map_or("0", http::StatusCode::as_str);
-    let mut tags: [(&'static str, &str); 5] = [
+    // k6's default expected statuses: 200..=399.
+    let failed = !(200..400).contains(&response.status);
+    let mut tags: [(&'static str, &str); 6] = [
         ("method", method),
         ("name", name),
         ("status", status),
+        ("expected_response", if failed { "false" } else { "true" }),
         ("", ""),
         ("", ""),
     ];
-    let mut len = 3;
+    let mut len = 4;
     for tag in [
         endpoint.map(|e| ("endpoint", e)),
         response.failure.map(|f| ("error", f.as_tag())),
@@ -496,12 +499,17 @@ pub fn record_http(
     }
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let t = &response.timings;
-    let failed = !(200..400).contains(&response.status);
+    // As k6 (Go's httptrace GetConn → GotConn): blocked is the time to get
+    // a connection, so the connect and the TLS handshake of a new one; a
+    // plain http:// request has a TLS handshake of 0.
+    let handshake = t.tls_handshaking.unwrap_or_default();
     collector.add_all(
         &[
             ("http_reqs", 1.0),
             ("http_req_duration", ms(t.duration)),
+            ("http_req_blocked", ms(t.connecting + handshake)),
             ("http_req_connecting", ms(t.connecting)),
+            ("http_req_tls_handshaking", ms(handshake)),
             ("http_req_sending", ms(t.sending)),
             ("http_req_waiting", ms(t.waiting)),
             ("http_req_receiving", ms(t.receiving)),
@@ -511,9 +519,6 @@ pub fn record_http(
         ],
         &tags[..len],
     );
-    if let Some(handshake) = t.tls_handshaking {
-        collector.add("http_req_tls_handshaking", ms(handshake), &tags[..len]);
-    }
 }
 
 #[cfg(test)]

@@ -943,6 +943,8 @@ mod tests {
         }
     }
 
+    /// The values' formatting, pinned; the layout itself is k6's, checked
+    /// against k6's own `--summary-mode legacy` by tests/summary_layout.rs.
     #[test]
     fn classic_summary_layout() {
         let expected = include_str!("../../tests/snapshots/summary.txt");
