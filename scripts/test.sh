@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command of the README: installs what the tests need and is
 # missing (Redis, Chromium for the report test, k6 for the compatibility
-# test; PostgreSQL's binaries are expected from the system), then runs the
+# and summary layout tests, Python's venv for the fuzzer; PostgreSQL's
+# binaries are expected from the system), then runs the
 # whole workspace's tests (they start their own throwaway servers), then
 # fuzzes the mock's contract (scripts/fuzz-contract.sh: schemathesis,
 # pinned, in a virtualenv it makes; user and admin passes, fixed seed),
@@ -13,6 +14,9 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v chromium >/dev/null || missing+=(chromium)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+# The contract fuzzer's virtualenv (scripts/fuzz-contract.sh) is made from
+# the system's Python.
+/usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
