@@ -21,8 +21,12 @@
 #     (an internal error, a Python traceback) or could not run, which says
 #     nothing about the API.
 #
-# The virtualenv uses FUZZ_PYTHON (default: the system's /usr/bin/python3
-# when there is one, else python3 on PATH). FUZZ_VENV=DIR reuses (or
+# One worker: the "SystemError: AST constructor recursion depth mismatch"
+# seen once on GET history is CPython's (gh-106905, a race in building
+# ASTs from several threads in 3.11 before 3.11.8), not the API's; a single
+# worker thread keeps out of it, and should it come back it is a TOOL
+# FAILURE. The virtualenv uses FUZZ_PYTHON (default: the system's
+# /usr/bin/python3 when there is one, else python3 on PATH). FUZZ_VENV=DIR reuses (or
 # creates) a virtualenv there instead of a temporary one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
