@@ -22,8 +22,8 @@
 #     nothing about the API.
 #
 # One worker: the "SystemError: AST constructor recursion depth mismatch"
-# seen once on GET history is CPython's (gh-106905, a race in building
-# ASTs from several threads in 3.11 before 3.11.8), not the API's; a single
+# seen once on GET history (CPython 3.11.7) is CPython's, not the API's
+# (reported as gh-106905: building ASTs from several threads); a single
 # worker thread keeps out of it, and should it come back it is a TOOL
 # FAILURE. The virtualenv uses FUZZ_PYTHON (default: the system's
 # /usr/bin/python3 when there is one, else python3 on PATH). FUZZ_VENV=DIR reuses (or
