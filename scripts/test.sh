@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The test command of the README: installs what the tests need and is
 # missing (Redis, Chromium for the report test, k6 for the compatibility
-# test; PostgreSQL's binaries are expected from the system), then runs the
+# and summary layout tests, Python's venv for the fuzzer; PostgreSQL's
+# binaries are expected from the system), then runs the
 # whole workspace's tests (they start their own throwaway servers), then
-# validates the deploy files (scripts/validate-deploy.sh).
+# fuzzes the mock's contract (scripts/fuzz-contract.sh: schemathesis,
+# pinned, in a virtualenv it makes; user and admin passes, fixed seed),
+# then validates the deploy files (scripts/validate-deploy.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +14,9 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v chromium >/dev/null || missing+=(chromium)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+# The contract fuzzer's virtualenv (scripts/fuzz-contract.sh) is made from
+# the system's Python.
+/usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -24,6 +30,13 @@ if ! command -v k6 >/dev/null; then
 fi
 
 cargo test --workspace --locked "$@"
+
+# The contract fuzzed: a fresh mock on loopback, an admin made up for this
+# run so the admin routes are fuzzed too. Fails on a contract failure and
+# on a crash of the fuzzer alike (the last line says which).
+ADMIN_EMAIL=fuzz-admin@example.com \
+ADMIN_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_hex(16))') \
+  ./scripts/fuzz-contract.sh
 
 # The deploy files, offline: every Kubernetes manifest (kubernetes-validate,
 # strict, pinned) and docker-compose.yml (docker-compose config -q).

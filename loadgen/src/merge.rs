@@ -19,7 +19,7 @@ use crate::cli::MergeArgs;
 use crate::exit::{self, Failure};
 use crate::metrics::{definition, SeriesPoint};
 use crate::output::ndjson::NdjsonWriter;
-use crate::output::summary::{self, SummaryStyle};
+use crate::output::summary::{self, SummaryStyle, DEFAULT_TREND_STATS};
 use crate::output::{export, report};
 use crate::plan::{self, OutputTarget};
 use crate::sample::Sample;
@@ -405,7 +405,13 @@ fn write_outputs(args: &MergeArgs, merged: &Merged, specs: &[ThresholdSpec]) -> 
     }
     if let Some(path) = &args.summary_export {
         std::fs::File::create(path)
-            .and_then(|f| export::write(&merged.snapshot, std::io::BufWriter::new(f)))
+            .and_then(|f| {
+                export::write(
+                    &merged.snapshot,
+                    &DEFAULT_TREND_STATS,
+                    std::io::BufWriter::new(f),
+                )
+            })
             .map_err(|e| cannot(path, e))?;
     }
     if let Some(path) = &args.report {

@@ -32,12 +32,13 @@ pub const METRICS: &[(&str, MetricType, ValueType)] = &[
         MetricType::Counter,
         ValueType::Default,
     ),
+    ("http_req_blocked", MetricType::Trend, ValueType::Time),
     ("http_req_connecting", MetricType::Trend, ValueType::Time),
     ("http_req_duration", MetricType::Trend, ValueType::Time),
     ("http_req_failed", MetricType::Rate, ValueType::Default),
     ("http_req_receiving", MetricType::Trend, ValueType::Time),
     ("http_req_sending", MetricType::Trend, ValueType::Time),
-    // Only for https:// targets.
+    // 0 for http:// targets, as k6.
     (
         "http_req_tls_handshaking",
         MetricType::Trend,
@@ -51,7 +52,9 @@ pub const METRICS: &[(&str, MetricType, ValueType)] = &[
     ("vus_max", MetricType::Gauge, ValueType::Default),
     // The scenario's custom metrics (shared/scenario.md).
     ("errors", MetricType::Rate, ValueType::Default),
-    ("response_time", MetricType::Trend, ValueType::Time),
+    // The k6 script's `new Trend('response_time')`: not a time trend in k6,
+    // so its values (milliseconds) print as plain numbers.
+    ("response_time", MetricType::Trend, ValueType::Default),
     ("generation_success", MetricType::Rate, ValueType::Default),
     ("credit_errors", MetricType::Counter, ValueType::Default),
     ("provider_errors", MetricType::Counter, ValueType::Default),

@@ -53,6 +53,9 @@ pub struct Plan {
     pub thresholds: Vec<ThresholdSpec>,
     pub outputs: Vec<OutputTarget>,
     pub summary_export: Option<PathBuf>,
+    /// `--summary-trend-stats`: the trends' stats in the summary and, as k6
+    /// writes them, in the summary export.
+    pub trend_stats: Vec<TrendStat>,
     pub report: Option<PathBuf>,
     pub seed: Option<u64>,
     pub quiet: bool,
@@ -400,11 +403,14 @@ fn think_time(args: &RunArgs) -> Result<(Duration, Duration), PlanError> {
     Ok((min, max))
 }
 
-fn summary_of(args: &RunArgs, color: bool) -> Result<Option<SummaryStyle>, PlanError> {
+fn summary_of(
+    args: &RunArgs,
+    color: bool,
+    trend_stats: Vec<TrendStat>,
+) -> Result<Option<SummaryStyle>, PlanError> {
     let style = SummaryStyle {
         mode: SummaryMode::parse(&args.summary_mode).map_err(|why| bad("summary-mode", why))?,
-        trend_stats: TrendStat::parse_list(&args.summary_trend_stats)
-            .map_err(|why| bad("summary-trend-stats", why))?,
+        trend_stats,
         time_unit: args
             .summary_time_unit
             .as_deref()
@@ -490,6 +496,8 @@ impl Plan {
         let color = !args.no_color
             && std::env::var_os("NO_COLOR").is_none()
             && std::io::stdout().is_terminal();
+        let trend_stats = TrendStat::parse_list(&args.summary_trend_stats)
+            .map_err(|why| bad("summary-trend-stats", why))?;
         Ok(Plan {
             api_base: api_base.to_string(),
             executor: executor(args)?,
@@ -508,10 +516,11 @@ impl Plan {
             thresholds: thresholds_of(args)?,
             outputs: outputs_of(args)?,
             summary_export: args.summary_export.clone(),
+            trend_stats: trend_stats.clone(),
             report: args.report.clone(),
             seed: args.seed,
             quiet: args.quiet,
-            summary: summary_of(args, color)?,
+            summary: summary_of(args, color, trend_stats)?,
             tags: tags_of(args)?,
             http_debug: args.http_debug,
             threads,
@@ -526,9 +535,13 @@ impl Plan {
         })
     }
 
-    /// The sub-metrics the thresholds refer to.
+    /// k6's built-in `http_req_duration{expected_response:true}`, then the
+    /// sub-metrics the thresholds refer to.
     pub fn sub_metrics(&self) -> Vec<SubMetric> {
-        let mut subs: Vec<SubMetric> = Vec::new();
+        let mut subs: Vec<SubMetric> = vec![SubMetric {
+            metric: "http_req_duration".into(),
+            tags: [("expected_response".to_string(), "true".to_string())].into(),
+        }];
         for spec in self.thresholds.iter().chain(&self.shard_thresholds) {
             let sub = SubMetric {
                 metric: spec.metric.clone(),

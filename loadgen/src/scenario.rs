@@ -1,7 +1,11 @@
 //! The users' k6 generation test (`shared/scenario.md`): the setup login,
 //! one iteration (login, random prompt, generate, checks, custom metrics,
 //! think time) and, with `--track-sessions`, the end-to-end follow-up of
-//! each accepted generation.
+//! each accepted generation: polling only detects that a session ended;
+//! `generation_e2e` is the session's own `completed_at − created_at`
+//! (tagged `source:timestamps`), or the time from the generate request to
+//! the poll that saw it completed when the server gives no timestamps
+//! (`source:polling`).
 //!
 //! Two real-backend shapes are handled where the k6 test is not: the token
 //! is taken from the login body or, when absent, from `Set-Cookie: token=`;
@@ -273,7 +277,7 @@ impl Scenario {
                     collector.add("generation_timeout", 1.0, &[]);
                     return;
                 }
-                let status = if use_history {
+                let session = if use_history {
                     let response = client
                         .send(
                             Method::GET,
@@ -289,10 +293,8 @@ impl Scenario {
                             .iter()
                             .find(|i| {
                                 i.get("session_id").and_then(Value::as_str) == Some(&session_id)
-                            })?
-                            .get("status")?
-                            .as_str()
-                            .map(str::to_string)
+                            })
+                            .cloned()
                     })
                 } else {
                     let response = client
@@ -309,21 +311,23 @@ impl Scenario {
                         use_history = true;
                         continue;
                     }
-                    response.json().and_then(|j| {
-                        j.get("status")
-                            .or_else(|| j.get("session").and_then(|s| s.get("status")))
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
+                    response.json().map(|j| match j.get("session") {
+                        Some(inner) if inner.is_object() => inner.clone(),
+                        _ => j,
                     })
                 };
-                match status.as_deref() {
+                let status = session
+                    .as_ref()
+                    .and_then(|s| s.get("status"))
+                    .and_then(Value::as_str);
+                match status {
                     Some("completed") => {
+                        let (e2e_ms, source) = match session.as_ref().and_then(server_duration_ms) {
+                            Some(ms) => (ms, "timestamps"),
+                            None => (accepted_at.elapsed().as_secs_f64() * 1000.0, "polling"),
+                        };
                         collector.add("generation_completed", 1.0, &[]);
-                        collector.add(
-                            "generation_e2e",
-                            accepted_at.elapsed().as_secs_f64() * 1000.0,
-                            &[],
-                        );
+                        collector.add("generation_e2e", e2e_ms, &[("source", source)]);
                         return;
                     }
                     Some("failed") => {
@@ -347,6 +351,29 @@ impl Scenario {
         };
         while trackers.join_next().await.is_some() {}
     }
+}
+
+/// `completed_at − created_at` of a session (the mock's session route or a
+/// history item of the real backend), in milliseconds: the generation's end
+/// to end as the server stamped it, free of the polling step. RFC 3339
+/// (`…Z`, `…+00:00`) or, for a timestamp without a zone, UTC.
+fn server_duration_ms(session: &Value) -> Option<f64> {
+    let at = |key: &str| -> Option<chrono::DateTime<chrono::Utc>> {
+        let text = session.get(key)?.as_str()?;
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| t.to_utc())
+            .or_else(|_| {
+                chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+                    .or_else(|_| {
+                        chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+                    })
+                    .map(|t| t.and_utc())
+            })
+            .ok()
+    };
+    let elapsed = at("completed_at")? - at("created_at")?;
+    let ms = elapsed.num_microseconds()? as f64 / 1000.0;
+    (ms >= 0.0).then_some(ms)
 }
 
 /// The body of a generate request; fields in the order `json!` sorted them.
@@ -449,14 +476,17 @@ pub fn record_http(
 ) {
     let code = http::StatusCode::from_u16(response.status).ok();
     let status = code.as_ref().map_or("0", http::StatusCode::as_str);
-    let mut tags: [(&'static str, &str); 5] = [
+    // k6's default expected statuses: 200..=399.
+    let failed = !(200..400).contains(&response.status);
+    let mut tags: [(&'static str, &str); 6] = [
         ("method", method),
         ("name", name),
         ("status", status),
+        ("expected_response", if failed { "false" } else { "true" }),
         ("", ""),
         ("", ""),
     ];
-    let mut len = 3;
+    let mut len = 4;
     for tag in [
         endpoint.map(|e| ("endpoint", e)),
         response.failure.map(|f| ("error", f.as_tag())),
@@ -469,12 +499,17 @@ pub fn record_http(
     }
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let t = &response.timings;
-    let failed = !(200..400).contains(&response.status);
+    // As k6 (Go's httptrace GetConn → GotConn): blocked is the time to get
+    // a connection, so the connect and the TLS handshake of a new one; a
+    // plain http:// request has a TLS handshake of 0.
+    let handshake = t.tls_handshaking.unwrap_or_default();
     collector.add_all(
         &[
             ("http_reqs", 1.0),
             ("http_req_duration", ms(t.duration)),
+            ("http_req_blocked", ms(t.connecting + handshake)),
             ("http_req_connecting", ms(t.connecting)),
+            ("http_req_tls_handshaking", ms(handshake)),
             ("http_req_sending", ms(t.sending)),
             ("http_req_waiting", ms(t.waiting)),
             ("http_req_receiving", ms(t.receiving)),
@@ -484,9 +519,6 @@ pub fn record_http(
         ],
         &tags[..len],
     );
-    if let Some(handshake) = t.tls_handshaking {
-        collector.add("http_req_tls_handshaking", ms(handshake), &tags[..len]);
-    }
 }
 
 #[cfg(test)]
@@ -495,6 +527,42 @@ mod tests {
 
     fn answer(body: &str) -> GenerateAnswer {
         serde_json::from_str(body).unwrap_or_default()
+    }
+
+    #[test]
+    fn server_durations_read_every_timestamp_shape() {
+        let of = |created: &str, completed: &str| {
+            server_duration_ms(&json!({"created_at": created, "completed_at": completed}))
+        };
+        // The mock (chrono, nanoseconds), the real backend (JS Date, ms).
+        assert_eq!(
+            of(
+                "2026-01-01T00:00:00.100000000Z",
+                "2026-01-01T00:00:01.437250Z"
+            ),
+            Some(1337.25)
+        );
+        assert_eq!(
+            of("2026-01-01T00:00:59.999Z", "2026-01-01T00:01:00.012Z"),
+            Some(13.0)
+        );
+        assert_eq!(
+            of("2026-01-01T01:00:00+01:00", "2026-01-01T00:00:00.5Z"),
+            Some(500.0)
+        );
+        // Without a zone, both read as UTC.
+        assert_eq!(
+            of("2026-01-01 00:00:00.25", "2026-01-01T00:00:01"),
+            Some(750.0)
+        );
+        assert_eq!(of("2026-01-01T00:00:01Z", "2026-01-01T00:00:00Z"), None);
+        assert_eq!(of("yesterday", "2026-01-01T00:00:00Z"), None);
+        assert_eq!(
+            server_duration_ms(
+                &json!({"created_at": "2026-01-01T00:00:00Z", "completed_at": null})
+            ),
+            None
+        );
     }
 
     #[test]

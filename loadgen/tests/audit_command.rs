@@ -1,8 +1,11 @@
 //! `loadgen audit` as a user runs it: the built binary against SQLite
 //! databases built with the mock's ledger, clean or broken on purpose.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde_json::json;
 use store::audit::fixture::{self, Fixture};
@@ -13,13 +16,13 @@ const AUDIT_FAILED: i32 = 113;
 const INVALID_CONFIG: i32 = 104;
 
 fn loadgen(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .arg("audit")
-        .args(args)
-        .env_remove("DATABASE_URL")
-        .stdin(Stdio::null())
-        .output()
-        .expect("loadgen runs")
+    common::child::output_within(
+        Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .arg("audit")
+            .args(args)
+            .env_remove("DATABASE_URL"),
+        Duration::from_secs(60),
+    )
 }
 
 fn stdout(out: &Output) -> String {

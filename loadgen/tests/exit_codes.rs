@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::{start, Behaviour};
@@ -32,14 +32,14 @@ async fn zero_when_thresholds_pass() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn summary_into_a_pipe_has_no_colour_codes() {
     let server = start(Behaviour::Accept).await;
-    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["run", "--quiet", "--think-time", "0", "--api-base"])
-        .arg(&server.base)
-        .args(["--vus", "1", "--iterations", "2"])
-        .env_remove("NO_COLOR")
-        .stdin(Stdio::null())
-        .output()
-        .expect("loadgen runs");
+    let out = common::child::output_within(
+        Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args(["run", "--quiet", "--think-time", "0", "--api-base"])
+            .arg(&server.base)
+            .args(["--vus", "1", "--iterations", "2"])
+            .env_remove("NO_COLOR"),
+        Duration::from_secs(60),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("✓ status is 202"), "{stdout}");
@@ -111,22 +111,22 @@ async fn no_summary_prints_no_summary_and_keeps_the_exit_code() {
 async fn env_sets_the_k6_scripts_variables() {
     let server = start(Behaviour::Accept).await;
     // API_BASE from -e reaches the server (the flag is not given here).
-    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args([
-            "run",
-            "--quiet",
-            "--no-color",
-            "-e",
-            "THINK_MIN_S=0",
-            "-e",
-            "THINK_MAX_S=0",
-        ])
-        .args(["-e", &format!("API_BASE={}", server.base)])
-        .args(["--vus", "1", "--iterations", "2"])
-        .env_remove("API_BASE")
-        .stdin(Stdio::null())
-        .output()
-        .expect("loadgen runs");
+    let out = common::child::output_within(
+        Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args([
+                "run",
+                "--quiet",
+                "--no-color",
+                "-e",
+                "THINK_MIN_S=0",
+                "-e",
+                "THINK_MAX_S=0",
+            ])
+            .args(["-e", &format!("API_BASE={}", server.base)])
+            .args(["--vus", "1", "--iterations", "2"])
+            .env_remove("API_BASE"),
+        Duration::from_secs(60),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("✓ status is 202"));
 }
@@ -134,31 +134,36 @@ async fn env_sets_the_k6_scripts_variables() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_hundred_five_when_interrupted() {
     let server = start(Behaviour::Accept).await;
-    let child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args([
-            "run",
-            "--quiet",
-            "--no-color",
-            "--think-time",
-            "50ms",
-            "--api-base",
-        ])
-        .arg(&server.base)
-        .args(["--vus", "2", "--duration", "60s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = common::child::spawn_piped(
+        Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args([
+                "run",
+                "--quiet",
+                "--no-color",
+                "--think-time",
+                "50ms",
+                "--api-base",
+            ])
+            .arg(&server.base)
+            .args(["--vus", "2", "--duration", "60s"]),
+    );
     // Interrupt once it has sent load: the server's counter is the signal.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while server.generates.load(std::sync::atomic::Ordering::Relaxed) == 0 {
         assert!(std::time::Instant::now() < deadline, "no load arrived");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
-    let out = child.wait_with_output().unwrap();
+    let interrupt = common::child::output_within(
+        Command::new("kill").args(["-INT", &child.id().to_string()]),
+        Duration::from_secs(10),
+    );
+    assert!(interrupt.status.success(), "kill -INT failed");
+    // Well before the 60 s of the test: the interrupt ends it.
+    let out = tokio::task::spawn_blocking(move || {
+        common::child::wait_within(child, Duration::from_secs(30))
+    })
+    .await
+    .unwrap();
     assert_eq!(out.status.code(), Some(105), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("status is 202"));
 }

@@ -11,12 +11,12 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use clap::Parser;
 use loadgen::plan::Plan;
 use loadgen::run::{execute, RunOutcome};
-use loadgen::snapshot::Values;
+use loadgen::snapshot::{TrendValues, Values};
 use serde_json::{json, Value};
 
 #[derive(Default)]
@@ -34,6 +34,50 @@ struct Backend {
     /// Generates without a valid token cookie.
     unauthorised: AtomicU64,
     issued: AtomicU64,
+    /// How the accepted session `s` is followed up (`--track-sessions`).
+    session: Option<SessionScript>,
+}
+
+/// The session `s`: `processing` for two polls, then `completed` with these
+/// timestamps, on the mock's single-session route or, without it (a 404
+/// there, as the real backend), on the history.
+struct SessionScript {
+    single_route: bool,
+    created_at: Option<&'static str>,
+    completed_at: Option<&'static str>,
+    polls: AtomicU64,
+}
+
+impl SessionScript {
+    fn new(single_route: bool, times: Option<(&'static str, &'static str)>) -> SessionScript {
+        SessionScript {
+            single_route,
+            created_at: times.map(|t| t.0),
+            completed_at: times.map(|t| t.1),
+            polls: AtomicU64::new(0),
+        }
+    }
+
+    /// The session as the next poll sees it.
+    fn poll(&self) -> Value {
+        let poll = self.polls.fetch_add(1, Ordering::Relaxed);
+        // Two polls per session see it still processing.
+        let status = if poll % 3 < 2 {
+            "processing"
+        } else {
+            "completed"
+        };
+        let mut session = json!({"session_id": "s", "status": status});
+        if let (Some(created), Some(completed)) = (self.created_at, self.completed_at) {
+            session["created_at"] = json!(created);
+            session["completed_at"] = json!(if status == "completed" {
+                Value::from(completed)
+            } else {
+                Value::Null
+            });
+        }
+        session
+    }
 }
 
 struct Server {
@@ -46,6 +90,8 @@ async fn start(backend: Backend) -> Server {
     let app = Router::new()
         .route("/api/auth/login", post(login))
         .route("/api/images/seedream4/generate", post(generate))
+        .route("/api/images/seedream4/sessions/{id}", get(single_session))
+        .route("/api/images/seedream4/history", get(history))
         .with_state(backend.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -107,6 +153,19 @@ async fn generate(
         )
             .into_response(),
     }
+}
+
+async fn single_session(State(b): State<Arc<Backend>>) -> Response {
+    match &b.session {
+        Some(script) if script.single_route => Json(script.poll()).into_response(),
+        _ => (StatusCode::NOT_FOUND, Json(json!({"error": "Cannot GET"}))).into_response(),
+    }
+}
+
+async fn history(State(b): State<Arc<Backend>>) -> Response {
+    let items: Vec<Value> = b.session.iter().map(SessionScript::poll).collect();
+    Json(json!({"items": items, "pagination": {"total": items.len(), "limit": 50, "offset": 0, "hasMore": false}}))
+        .into_response()
 }
 
 async fn run(base: &str, extra: &[&str]) -> RunOutcome {
@@ -173,7 +232,7 @@ async fn a_5xx_answer_to_generate_counts_as_a_provider_error() {
     assert_eq!(outcome.exit_code, 99, "the default thresholds fail");
 }
 
-async fn prompts_with_seed(seed: &str) -> Vec<String> {
+async fn prompts_with_seed(seed: &str, think_time: &str) -> Vec<String> {
     let server = start(Backend::default()).await;
     run(
         &server.base,
@@ -183,7 +242,7 @@ async fn prompts_with_seed(seed: &str) -> Vec<String> {
             "--iterations",
             "12",
             "--think-time",
-            "1ms..3ms",
+            think_time,
             "--seed",
             seed,
         ],
@@ -194,16 +253,20 @@ async fn prompts_with_seed(seed: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_seed_sends_the_same_prompts() {
-    let first = prompts_with_seed("42").await;
-    let second = prompts_with_seed("42").await;
-    let other = prompts_with_seed("43").await;
+async fn the_same_seed_sends_the_same_prompts_and_think_times() {
+    let first = prompts_with_seed("42", "1ms..3ms").await;
+    let second = prompts_with_seed("42", "1ms..3ms").await;
+    let other = prompts_with_seed("43", "1ms..3ms").await;
+    let without_think = prompts_with_seed("42", "0").await;
     assert_eq!(first.len(), 12);
     assert_eq!(first, second);
-    // Prompts and think times come from the VU's one generator: a think
-    // time drawn differently would shift every prompt after it. Another
-    // seed draws another sequence (8¹² possibilities).
+    // Another seed draws another sequence (8¹² possibilities).
     assert_ne!(first, other);
+    // Think times are drawn from the same seeded generator, between the
+    // prompts: without them (no draw) the same seed sends other prompts.
+    // So a seed that repeats its prompts repeats its think times too (a
+    // think time drawn from elsewhere would leave the prompts unchanged).
+    assert_ne!(first, without_think);
     let distinct: std::collections::HashSet<_> = first.iter().collect();
     assert!(distinct.len() > 1, "{first:?}");
 }
@@ -375,4 +438,95 @@ async fn ramping_arrival_rate_starts_the_iterations_its_stages_integrate_to() {
             "{stages}"
         );
     }
+}
+
+/// `generation_e2e` of `sessions` tracked sessions scripted by `script`:
+/// the trend of the `source` sub-metric, and the polls the server answered.
+async fn tracked_e2e(script: SessionScript, sessions: u64, source: &str) -> (TrendValues, u64) {
+    let server = start(Backend {
+        session: Some(script),
+        ..Backend::default()
+    })
+    .await;
+    let sub = format!("generation_e2e{{source:{source}}}");
+    let outcome = run(
+        &server.base,
+        &[
+            "--vus",
+            "1",
+            "--iterations",
+            &sessions.to_string(),
+            "--think-time",
+            "0",
+            "--track-sessions",
+            "--poll-interval",
+            "250ms",
+            "--threshold",
+            &format!("{sub}:max<600000"),
+        ],
+    )
+    .await;
+    assert_eq!(counter(&outcome, "generation_completed"), sessions as f64);
+    let polls = server
+        .backend
+        .session
+        .as_ref()
+        .unwrap()
+        .polls
+        .load(Ordering::Relaxed);
+    let whole = match outcome.snapshot.metric("generation_e2e").map(|m| &m.values) {
+        Some(Values::Trend(trend)) => trend.count(),
+        _ => panic!("no generation_e2e"),
+    };
+    match outcome.snapshot.metric(&sub).map(|m| &m.values) {
+        Some(Values::Trend(trend)) => {
+            assert_eq!(trend.count(), whole, "every sample from {source}");
+            (trend.clone(), polls)
+        }
+        _ => panic!("no {sub}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generation_e2e_is_the_sessions_own_completed_at_minus_created_at() {
+    // The mock's single-session route, chrono's nanosecond timestamps: the
+    // value is not a multiple of the 250 ms polling step. Completions are
+    // seen on every third poll: four polls saw a session processing.
+    let (trend, polls) = tracked_e2e(
+        SessionScript::new(
+            true,
+            Some((
+                "2026-01-01T00:00:00.100000000Z",
+                "2026-01-01T00:00:01.437250Z",
+            )),
+        ),
+        2,
+        "timestamps",
+    )
+    .await;
+    assert_eq!(polls, 6);
+    assert_eq!((trend.count(), trend.min, trend.max), (2, 1337.25, 1337.25));
+
+    // The real backend: no single-session route (404), the history's items
+    // with JavaScript's millisecond timestamps.
+    let (trend, polls) = tracked_e2e(
+        SessionScript::new(
+            false,
+            Some(("2026-01-01T00:00:59.999Z", "2026-01-01T00:01:00.986Z")),
+        ),
+        2,
+        "timestamps",
+    )
+    .await;
+    assert_eq!(polls, 6);
+    assert_eq!((trend.count(), trend.min, trend.max), (2, 987.0, 987.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generation_e2e_falls_back_to_polling_without_timestamps() {
+    // Completion seen on the third poll, two 250 ms steps after the 202.
+    let (trend, polls) = tracked_e2e(SessionScript::new(true, None), 1, "polling").await;
+    assert_eq!(polls, 3);
+    assert_eq!(trend.count(), 1);
+    assert!(trend.min >= 500.0, "{}", trend.min);
 }

@@ -5,9 +5,13 @@
 //! failures of accepted generations are not request errors, so the
 //! default thresholds pass).
 
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use mock_api::faults::{FaultSettings, Faults, Plan};
+use mock_api::testing::assert_binomial;
 use serde_json::Value;
 
 const PLAN: &str = r#"
@@ -24,18 +28,18 @@ const ITERATIONS: u64 = 120;
 const SEED: u64 = 7;
 
 fn run(plan: &std::path::Path, export: &std::path::Path, seed: u64) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["run", "--spawn-mock", "--quiet", "--no-color"])
-        .args(["--vus", "4", "--iterations", &ITERATIONS.to_string()])
-        .args(["--think-time", "0", "--mock-latency", "5ms..20ms"])
-        .args(["--mock-seed", &seed.to_string()])
-        .arg("--mock-faults")
-        .arg(plan)
-        .arg("--summary-export")
-        .arg(export)
-        .stdin(Stdio::null())
-        .output()
-        .expect("loadgen runs")
+    common::child::output_within(
+        Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args(["run", "--spawn-mock", "--quiet", "--no-color"])
+            .args(["--vus", "4", "--iterations", &ITERATIONS.to_string()])
+            .args(["--think-time", "0", "--mock-latency", "5ms..20ms"])
+            .args(["--mock-seed", &seed.to_string()])
+            .arg("--mock-faults")
+            .arg(plan)
+            .arg("--summary-export")
+            .arg(export),
+        Duration::from_secs(120),
+    )
 }
 
 fn count(summary: &Value, name: &str) -> u64 {
@@ -70,10 +74,7 @@ fn provider_failures_are_counted_reproducible_and_audited() {
     let plan = dir.path().join("plan.toml");
     std::fs::write(&plan, PLAN).unwrap();
     let expected = expected_failures(SEED);
-    // 99.9 % binomial interval of 30 % of the jobs.
-    let (n, p) = (ITERATIONS as f64, 0.3);
-    let half = 3.2905 * (n * p * (1.0 - p)).sqrt();
-    assert!((expected as f64 - n * p).abs() <= half, "{expected}");
+    assert_binomial("jobs the plan fails", expected, ITERATIONS, 0.3);
     let mut seen = Vec::new();
     for round in 0..2 {
         let export = dir.path().join(format!("summary-{round}.json"));

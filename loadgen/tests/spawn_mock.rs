@@ -51,6 +51,8 @@ fn hermetic_run_passes_its_checks_and_its_audit() {
         report.to_str().unwrap(),
         "--summary-export",
         export.to_str().unwrap(),
+        "--summary-trend-stats",
+        "avg,p(99),count",
     ]);
     let (stdout, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
@@ -79,7 +81,7 @@ fn hermetic_run_passes_its_checks_and_its_audit() {
         "Response time: /api/auth/login",
         "Response time: seedream4",
         "Errors by kind",
-        "Generation end to end (202 → completed)",
+        "Generation end to end (created_at → completed_at)",
     ];
     let figures: Vec<&str> = html.split("<figure class=\"chart\"").skip(1).collect();
     assert_eq!(figures.len(), captions.len(), "{html}");
@@ -115,6 +117,16 @@ fn hermetic_run_passes_its_checks_and_its_audit() {
     let completed = metric(&summary, "generation_completed", "count");
     assert!(completed > 0.0);
     assert_eq!(metric(&summary, "checks", "fails"), 0.0);
+    // The trends carry the --summary-trend-stats, as k6 writes them.
+    assert_eq!(metric(&summary, "generation_e2e", "count"), completed);
+    let trend = summary["metrics"]["http_req_duration"].as_object().unwrap();
+    let mut stats: Vec<&str> = trend
+        .keys()
+        .map(String::as_str)
+        .filter(|key| *key != "thresholds")
+        .collect();
+    stats.sort_unstable();
+    assert_eq!(stats, ["avg", "count", "p(99)"], "{trend:?}");
 }
 
 #[test]

@@ -198,6 +198,19 @@ impl Fixture {
         })
     }
 
+    /// Waits (bounded) until fewer than `count` sessions are `processing`:
+    /// the signal that workers are running generations.
+    async fn wait_processing_below(&self, count: i64) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.count_processing().await >= count {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no generation finished within {PATIENCE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits (bounded) until no session is `processing`.
     async fn wait_settled(&self) {
         let polled = tokio::time::timeout(PATIENCE, async {
@@ -447,7 +460,8 @@ async fn a_restart_runs_every_accepted_generation_exactly_once() {
         ..fast_config()
     };
     let first = Running::start(&fx.db, fast_queue(), provider(50, 400, 0.0), config);
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    // Stopped once the workers are under way: a first generation finished.
+    fx.wait_processing_below(accepted.len() as i64).await;
     first.stop().await;
     let unfinished = fx.count_processing().await;
     assert!(unfinished > 0, "the first life should leave work behind");
@@ -750,7 +764,8 @@ async fn redis_jobs_handed_back_at_shutdown_complete_after_a_restart() {
         .await
         .unwrap();
     let first = Running::start(&fx.db, Arc::new(queue), provider(100, 400, 0.0), config);
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    // Stopped once the workers are under way: a first generation finished.
+    fx.wait_processing_below(accepted.len() as i64).await;
     first.stop().await;
     assert!(fx.count_processing().await > 0);
     let queue = BullQueue::connect_with(&redis, &name, "bull", options)

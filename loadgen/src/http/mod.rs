@@ -162,7 +162,7 @@ impl FailureKind {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Timings {
     pub connecting: Duration,
-    /// The TLS handshake; `None` for `http://` (no such metric then).
+    /// The TLS handshake; `None` for `http://` (recorded as 0, as k6 does).
     pub tls_handshaking: Option<Duration>,
     pub sending: Duration,
     pub waiting: Duration,

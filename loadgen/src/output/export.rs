@@ -5,7 +5,8 @@
 //! - `metrics`: one object per metric or sub-metric key, holding its values
 //!   directly: counters `count`, `rate` (per second); gauges `value`, `min`,
 //!   `max`; rates `passes`, `fails`, `value` (the ratio); trends `avg`,
-//!   `min`, `med`, `max`, `p(90)`, `p(95)`.
+//!   `min`, `med`, `max`, `p(90)`, `p(95)` or, as k6 does, the stats of
+//!   `--summary-trend-stats` (`count` included).
 //! - `thresholds` inside a metric: expression → **`true` when the threshold
 //!   FAILED**. That inversion is k6's documented legacy quirk
 //!   (grafana/k6#1498), kept for compatibility with existing tooling.
@@ -20,6 +21,7 @@ use std::io::{self, Write};
 
 use serde::{Deserialize, Serialize};
 
+use crate::output::summary::TrendStat;
 use crate::snapshot::{Snapshot, Values};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -55,7 +57,8 @@ pub struct ExportedMetric {
 }
 
 impl SummaryExport {
-    pub fn from_snapshot(snapshot: &Snapshot) -> Self {
+    /// The export of `snapshot`, each trend with the stats `trend_stats`.
+    pub fn from_snapshot(snapshot: &Snapshot, trend_stats: &[TrendStat]) -> Self {
         let metrics = snapshot
             .metrics
             .iter()
@@ -68,7 +71,7 @@ impl SummaryExport {
                     .map(|outcome| (outcome.expression.clone(), !outcome.ok))
                     .collect();
                 let exported = ExportedMetric {
-                    values: values(&metric.values, snapshot),
+                    values: values(&metric.values, snapshot, trend_stats),
                     thresholds,
                 };
                 (key, exported)
@@ -99,8 +102,18 @@ impl SummaryExport {
     }
 }
 
-fn values(values: &Values, snapshot: &Snapshot) -> BTreeMap<String, f64> {
+fn values(
+    values: &Values,
+    snapshot: &Snapshot,
+    trend_stats: &[TrendStat],
+) -> BTreeMap<String, f64> {
     let pairs: Vec<(&str, f64)> = match values {
+        Values::Trend(trend) => {
+            return trend_stats
+                .iter()
+                .map(|stat| (stat.label(), stat.value(trend)))
+                .collect()
+        }
         Values::Counter { count } => vec![("count", *count), ("rate", snapshot.per_second(*count))],
         Values::Gauge { value, min, max } => vec![("value", *value), ("min", *min), ("max", *max)],
         Values::Rate { passes, fails } => {
@@ -114,14 +127,6 @@ fn values(values: &Values, snapshot: &Snapshot) -> BTreeMap<String, f64> {
                 ("value", ratio),
             ]
         }
-        Values::Trend(trend) => vec![
-            ("avg", trend.avg()),
-            ("min", trend.min_or_zero()),
-            ("med", trend.med()),
-            ("max", trend.max_or_zero()),
-            ("p(90)", trend.percentile(90.0)),
-            ("p(95)", trend.percentile(95.0)),
-        ],
     };
     pairs
         .into_iter()
@@ -129,8 +134,8 @@ fn values(values: &Values, snapshot: &Snapshot) -> BTreeMap<String, f64> {
         .collect()
 }
 
-pub fn to_json(snapshot: &Snapshot) -> serde_json::Value {
-    let mut value = serde_json::to_value(SummaryExport::from_snapshot(snapshot))
+pub fn to_json(snapshot: &Snapshot, trend_stats: &[TrendStat]) -> serde_json::Value {
+    let mut value = serde_json::to_value(SummaryExport::from_snapshot(snapshot, trend_stats))
         .expect("a summary export is plain maps, strings and numbers");
     integers_without_fraction(&mut value);
     value
@@ -163,10 +168,14 @@ pub fn from_json(value: serde_json::Value) -> Result<SummaryExport, serde_json::
 }
 
 /// Writes the export as k6 does, indented by 4 spaces, with a final newline.
-pub fn write(snapshot: &Snapshot, mut writer: impl Write) -> io::Result<()> {
+pub fn write(
+    snapshot: &Snapshot,
+    trend_stats: &[TrendStat],
+    mut writer: impl Write,
+) -> io::Result<()> {
     let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
     let mut serializer = serde_json::Serializer::with_formatter(&mut writer, formatter);
-    to_json(snapshot)
+    to_json(snapshot, trend_stats)
         .serialize(&mut serializer)
         .map_err(io::Error::other)?;
     writer.write_all(b"\n")?;
@@ -180,6 +189,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::output::summary::DEFAULT_TREND_STATS;
     use crate::snapshot::{CheckTally, MetricSnapshot, ThresholdOutcome, TrendValues, ValueType};
 
     fn snapshot() -> Snapshot {
@@ -253,7 +263,7 @@ mod tests {
 
     #[test]
     fn k6_layout() {
-        let value = to_json(&snapshot());
+        let value = to_json(&snapshot(), &DEFAULT_TREND_STATS);
         assert_eq!(
             value["metrics"]["errors"],
             json!({"passes": 1, "fails": 3, "value": 0.25, "thresholds": {"rate<0.10": true}})
@@ -288,10 +298,30 @@ mod tests {
     }
 
     #[test]
+    fn trends_carry_the_summary_trend_stats_as_k6_writes_them() {
+        let stats = TrendStat::parse_list("avg,p(99),p(99.9),count").unwrap();
+        let value = to_json(&snapshot(), &stats);
+        assert_eq!(
+            value["metrics"]["http_req_duration{endpoint:seedream4}"],
+            json!({"avg": 1.5, "p(99)": 1.5, "p(99.9)": 1.5, "count": 1,
+                   "thresholds": {"p(95)<30000": false}})
+        );
+        let trend = &value["metrics"]["http_req_duration"];
+        assert_eq!(trend["count"], json!(20));
+        assert_eq!(trend["p(99)"], json!(2));
+        assert!(trend.get("med").is_none(), "only the stats asked: {trend}");
+        // Other metric types keep their values.
+        assert_eq!(
+            value["metrics"]["iterations"],
+            json!({"count": 10, "rate": 2.5})
+        );
+    }
+
+    #[test]
     fn round_trips_through_the_file() {
         let snapshot = snapshot();
         let mut file = Vec::new();
-        write(&snapshot, &mut file).unwrap();
+        write(&snapshot, &DEFAULT_TREND_STATS, &mut file).unwrap();
         let text = String::from_utf8(file).unwrap();
         assert!(text.starts_with("{\n    \""), "4-space indent: {text}");
         assert!(text.ends_with("}\n"));
@@ -301,7 +331,10 @@ mod tests {
         );
 
         let read = from_json(serde_json::from_str(&text).unwrap()).unwrap();
-        assert_eq!(read, SummaryExport::from_snapshot(&snapshot));
+        assert_eq!(
+            read,
+            SummaryExport::from_snapshot(&snapshot, &DEFAULT_TREND_STATS)
+        );
         assert_eq!(read.metrics.len(), 5);
         assert!(read.metrics["errors"].thresholds["rate<0.10"]);
         assert_eq!(read.root_group.checks["status is 202"].fails, 1);

@@ -36,7 +36,13 @@ pub fn write_files(
     };
     if let Some(path) = &plan.summary_export {
         std::fs::File::create(path)
-            .and_then(|f| export::write(&outcome.snapshot, std::io::BufWriter::new(f)))
+            .and_then(|f| {
+                export::write(
+                    &outcome.snapshot,
+                    &plan.trend_stats,
+                    std::io::BufWriter::new(f),
+                )
+            })
             .map_err(|e| cannot_write(path, e))?;
     }
     if let Some(path) = &plan.report {

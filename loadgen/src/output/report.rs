@@ -358,7 +358,7 @@ pub fn charts(series: &[crate::metrics::SeriesPoint]) -> Vec<Chart> {
     });
     if series.iter().any(|p| p.generation_e2e.is_some()) {
         charts.push(Chart {
-            title: "Generation end to end (202 → completed)".into(),
+            title: "Generation end to end (created_at → completed_at)".into(),
             unit: "ms".into(),
             lines: ["p50", "p95", "p99"]
                 .iter()

@@ -9,7 +9,9 @@
 
 use std::cmp::Ordering;
 
-use crate::snapshot::{CheckTally, MetricSnapshot, Snapshot, ThresholdOutcome, ValueType, Values};
+use crate::snapshot::{
+    CheckTally, MetricSnapshot, Snapshot, ThresholdOutcome, TrendValues, ValueType, Values,
+};
 
 const CHECK_INDENT: &str = "     ";
 /// A failed check's `↳` line, in both layouts.
@@ -82,7 +84,20 @@ impl TrendStat {
             .collect()
     }
 
-    fn label(self) -> String {
+    /// The stat of `trend`, in the trend's unit (`count` a plain number).
+    pub fn value(self, trend: &TrendValues) -> f64 {
+        match self {
+            TrendStat::Avg => trend.avg(),
+            TrendStat::Min => trend.min_or_zero(),
+            TrendStat::Med => trend.med(),
+            TrendStat::Max => trend.max_or_zero(),
+            TrendStat::Percentile(p) => trend.percentile(p),
+            TrendStat::Count => trend.count() as f64,
+        }
+    }
+
+    /// Its name in k6's summary and export: `avg`, `p(95)`, `count`…
+    pub fn label(self) -> String {
         match self {
             TrendStat::Avg => "avg".into(),
             TrendStat::Min => "min".into(),
@@ -532,12 +547,8 @@ fn row<'a>(
                 .trend_stats
                 .iter()
                 .map(|stat| match stat {
-                    TrendStat::Avg => humanize(trend.avg()),
-                    TrendStat::Min => humanize(trend.min_or_zero()),
-                    TrendStat::Med => humanize(trend.med()),
-                    TrendStat::Max => humanize(trend.max_or_zero()),
-                    TrendStat::Percentile(p) => humanize(trend.percentile(*p)),
                     TrendStat::Count => trend.count().to_string(),
+                    stat => humanize(stat.value(trend)),
                 })
                 .collect(),
         ),
@@ -932,6 +943,8 @@ mod tests {
         }
     }
 
+    /// The values' formatting, pinned; the layout itself is k6's, checked
+    /// against k6's own `--summary-mode legacy` by tests/summary_layout.rs.
     #[test]
     fn classic_summary_layout() {
         let expected = include_str!("../../tests/snapshots/summary.txt");

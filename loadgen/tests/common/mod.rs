@@ -25,6 +25,8 @@ pub enum Behaviour {
     FailGenerate,
     /// Generate answers after this long.
     Stall(Duration),
+    /// Every n-th generate answers 402 Insufficient credits.
+    RefuseEvery(u64),
 }
 
 pub struct Server {
@@ -60,8 +62,12 @@ async fn login(State((behaviour, _)): State<AppState>) -> impl IntoResponse {
 }
 
 async fn generate(State((behaviour, count)): State<AppState>) -> impl IntoResponse {
-    count.fetch_add(1, Ordering::Relaxed);
+    let nth = count.fetch_add(1, Ordering::Relaxed) + 1;
     match behaviour {
+        Behaviour::RefuseEvery(n) if nth % n == 0 => (
+            StatusCode::PAYMENT_REQUIRED,
+            Json(json!({"error": "Insufficient credits"})),
+        ),
         Behaviour::FailGenerate => (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(json!({"error": "provider exploded"})),
@@ -78,7 +84,7 @@ fn accepted() -> (StatusCode, Json<serde_json::Value>) {
     (
         StatusCode::ACCEPTED,
         Json(
-            json!({"accepted": true, "clientKey": "k", "reservationId": "r", "sessionId": "s", "status": "queued"}),
+            json!({"accepted": true, "clientKey": "k", "reservationId": "r", "sessionId": "s", "session_id": "s", "status": "queued"}),
         ),
     )
 }
