@@ -36,6 +36,8 @@
 pub mod audit;
 pub mod cli;
 pub mod command;
+pub mod control;
+pub mod control_api;
 pub mod executor;
 pub mod exit;
 pub mod http;
@@ -52,6 +54,7 @@ pub mod segment;
 pub mod shard;
 pub mod snapshot;
 pub mod spawn;
+pub mod start;
 pub mod thresholds;
 pub mod vu;
 pub mod workers;

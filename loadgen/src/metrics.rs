@@ -295,6 +295,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+tokio::task_local! {
+    /// The VU's `--api-base` when a run has several: a `target` tag on
+    /// every sample recorded within it.
+    pub static TARGET: Arc<str>;
+}
+
 /// The recorder and aggregator of one run.
 pub struct Collector {
     id: u64,
@@ -348,6 +354,10 @@ impl Collector {
 
     pub fn active_vus(&self) -> u64 {
         self.vus.load(Ordering::Relaxed)
+    }
+
+    pub fn vus_max(&self) -> u64 {
+        self.vus_max.load(Ordering::Relaxed)
     }
 
     pub fn set_vus_max(&self, n: u64) {
@@ -418,6 +428,15 @@ impl Collector {
     ) {
         let Some(index) = metric_index(metric) else {
             return;
+        };
+        let target = TARGET.try_with(Arc::clone).ok();
+        let with_target: Vec<(&'static str, &str)>;
+        let tags = match target.as_deref() {
+            Some(target) => {
+                with_target = tags.iter().copied().chain([("target", target)]).collect();
+                &with_target
+            }
+            None => tags,
         };
         let (_, metric_type, contains) = METRICS[index];
         let mut add = |key: Key| {
