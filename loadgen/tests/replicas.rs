@@ -89,7 +89,10 @@ async fn three_replicas_share_one_database_and_queue() {
     let report = store::audit::audit(&db, None).await.unwrap();
     assert!(report.is_clean(), "{report:?}");
     // Every session of the run and of the cross-replica call: 31.
-    assert_eq!(one(&db, "SELECT COUNT(*) FROM generation_sessions").await, 31);
+    assert_eq!(
+        one(&db, "SELECT COUNT(*) FROM generation_sessions").await,
+        31
+    );
     assert_eq!(
         one(
             &db,
@@ -129,7 +132,11 @@ async fn three_replicas_share_one_database_and_queue() {
     );
     // No outbox row skipped: every one dispatched, one per session.
     assert_eq!(
-        one(&db, "SELECT COUNT(*) FROM outbox WHERE dispatched_at IS NULL").await,
+        one(
+            &db,
+            "SELECT COUNT(*) FROM outbox WHERE dispatched_at IS NULL"
+        )
+        .await,
         0
     );
     assert_eq!(one(&db, "SELECT COUNT(*) FROM outbox").await, 31);

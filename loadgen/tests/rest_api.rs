@@ -18,7 +18,9 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// One request on its own connection; the status and the JSON body.
 fn request(address: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let mut stream = TcpStream::connect(address).expect("the REST API answers");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     write!(
         stream,
@@ -263,7 +265,11 @@ async fn start_at_waits_for_its_time_and_a_late_instance_exits_114() {
         assert_eq!(out.status.code(), Some(114), "{stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
         assert!(stderr.contains("--start-tolerance"), "{stderr}");
-        assert_eq!(generates.load(Ordering::Relaxed), 2, "a late instance sent nothing");
+        assert_eq!(
+            generates.load(Ordering::Relaxed),
+            2,
+            "a late instance sent nothing"
+        );
     })
     .await
     .unwrap();

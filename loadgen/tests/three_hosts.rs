@@ -203,8 +203,7 @@ async fn three_instances_in_their_own_namespaces_merge_to_one_run() {
         let export: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&merged).unwrap()).unwrap();
         assert_eq!(
-            export["metrics"]["iterations"]["thresholds"]["count==45"],
-            false,
+            export["metrics"]["iterations"]["thresholds"]["count==45"], false,
             "{export}"
         );
 
