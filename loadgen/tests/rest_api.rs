@@ -56,7 +56,7 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 /// Starts `command` and reads the REST API's address from its first
-/// stderr line; the rest of stderr stays piped for `wait_within`.
+/// stderr line (the rest is drained); `wait_within` collects stdout.
 fn spawn_with_api(command: &mut Command) -> (Child, String) {
     let mut child = common::child::spawn_piped(command);
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
@@ -70,30 +70,6 @@ fn spawn_with_api(command: &mut Command) -> (Child, String) {
     // Keep draining stderr so the child never blocks on it.
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     (child, address)
-}
-
-/// Waits for a child of [`spawn_with_api`] (killed after the deadline):
-/// its exit code and stdout.
-fn finish(mut child: Child) -> (Option<i32>, String) {
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("loadgen still running after {DEADLINE:?}: killed");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (status.code(), reader.join().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,8 +162,9 @@ async fn pause_resume_scale_and_stop_through_the_rest_api() {
         let (code, body) = patch(&address, json!({"stopped": true}));
         assert_eq!(code, 200, "{body}");
         assert_eq!(body["data"]["attributes"]["stopped"], true, "{body}");
-        let (code, stdout) = finish(child);
-        assert_eq!(code, Some(103));
+        let out = common::child::wait_within(child, DEADLINE);
+        assert_eq!(out.status.code(), Some(103));
+        let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("http_reqs"), "{stdout}");
     })
     .await
@@ -222,7 +199,8 @@ async fn vus_are_only_settable_on_the_externally_controlled_executor() {
         assert_eq!(code, 400, "{body}");
         let (code, _) = patch(&address, json!({"stopped": true}));
         assert_eq!(code, 200);
-        assert_eq!(finish(child).0, Some(103));
+        let out = common::child::wait_within(child, DEADLINE);
+        assert_eq!(out.status.code(), Some(103));
     })
     .await
     .unwrap();

@@ -9,10 +9,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::export_count as count;
 use mock_api::testing::{test_config, TestServer};
 
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -20,20 +20,9 @@ const INSTANCES: usize = 3;
 
 /// `ip ARGS`, its failure as one line.
 fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    let mut command = Command::new("ip");
+    command.args(args);
+    store::testing::run(command, &format!("ip {}", args.join(" ")))
 }
 
 /// A bridge here with a private /24, and one namespace per instance joined
@@ -118,14 +107,6 @@ fn hosts() -> Option<Hosts> {
         Ok(hosts) => Some(hosts),
         Err(why) => store::testing::unavailable("network namespaces", &why),
     }
-}
-
-fn count(export: &Path, metric: &str) -> f64 {
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(export).unwrap()).unwrap();
-    json["metrics"][metric]["count"]
-        .as_f64()
-        .unwrap_or_else(|| panic!("{metric} in {json}"))
 }
 
 fn stderr(out: &Output) -> String {
