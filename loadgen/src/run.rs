@@ -191,6 +191,9 @@ pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcom
     control.resumed().await;
     let mut writers = open_writers(&plan)?;
     let collector = Collector::new(plan.sub_metrics(), !writers.is_empty());
+    if plan.shard_out.is_some() {
+        collector.keep_second_trends();
+    }
     let _ = started_collector.set(collector.clone());
     let ctx = RunContext::new(
         scenario.clone(),
