@@ -30,9 +30,16 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// API base URL (http:// or https://).
-    #[arg(long, env = "API_BASE", default_value = "http://localhost:5001")]
-    pub api_base: String,
+    /// API base URL (http:// or https://); several (repeated or
+    /// comma-separated): each VU is pinned to one, round-robin.
+    #[arg(
+        long,
+        env = "API_BASE",
+        default_value = "http://localhost:5001",
+        value_delimiter = ',',
+        action = clap::ArgAction::Append
+    )]
+    pub api_base: Vec<String>,
     /// k6's `-e KEY=VALUE` (repeatable), as the k6 script reads them:
     /// API_BASE, TEST_EMAIL, TEST_PASSWORD, THINK_MIN_S, THINK_MAX_S. Over
     /// the environment; a flag given on the command line wins.
@@ -201,6 +208,20 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub split: SplitArgs,
+    #[command(flatten)]
+    pub rest_api: RestApiArgs,
+}
+
+/// k6's REST API: inspect, pause, resume, scale or stop a running test.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RestApiArgs {
+    /// Serve k6's REST API (`/v1/status`, `/v1/metrics`) on HOST:PORT, e.g.
+    /// 127.0.0.1:6565. No authentication, as k6's: keep it on loopback.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub address: Option<String>,
+    /// Start paused: nothing runs until `PATCH /v1/status {"paused": false}`.
+    #[arg(long)]
+    pub paused: bool,
 }
 
 /// Parses the arguments (the program's name first), noting which `run`
@@ -257,6 +278,14 @@ pub struct SplitArgs {
     /// Write this instance's mergeable results to FILE (`loadgen merge`).
     #[arg(long)]
     pub shard_out: Option<PathBuf>,
+    /// Start the executor at this RFC 3339 time or unix-ms value (every
+    /// instance the same), after setup.
+    #[arg(long)]
+    pub start_at: Option<String>,
+    /// With --start-at: how late an instance may still start (default 10s);
+    /// later, it exits 114 without running.
+    #[arg(long)]
+    pub start_tolerance: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -11,6 +11,9 @@
 //! iteration within `gracefulStop` (or `gracefulRampDown` when the plan ramps
 //! down); an iteration still running past that is interrupted and counted as
 //! interrupted, not as an iteration.
+//!
+//! While the run is paused ([`Control`]) no VU starts an iteration and the
+//! executors' clocks stand still, as k6's do.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,6 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::control::{Control, Mark};
 use crate::http::BaseUrl;
 use crate::metrics::Collector;
 use crate::scenario::Scenario;
@@ -71,6 +75,13 @@ pub enum Executor {
         max_vus: u64,
         graceful_stop: Duration,
     },
+    /// k6's: `vus` loop until `duration` (0: until stopped), their number
+    /// set through the REST API up to `max_vus`.
+    ExternallyControlled {
+        vus: u64,
+        max_vus: u64,
+        duration: Duration,
+    },
 }
 
 impl Executor {
@@ -82,6 +93,7 @@ impl Executor {
             Executor::SharedIterations { .. } => "shared-iterations",
             Executor::ConstantArrivalRate { .. } => "constant-arrival-rate",
             Executor::RampingArrivalRate { .. } => "ramping-arrival-rate",
+            Executor::ExternallyControlled { .. } => "externally-controlled",
         }
     }
 
@@ -95,7 +107,8 @@ impl Executor {
             | Executor::PerVuIterations { vus, .. }
             | Executor::SharedIterations { vus, .. } => *vus,
             Executor::ConstantArrivalRate { max_vus, .. }
-            | Executor::RampingArrivalRate { max_vus, .. } => *max_vus,
+            | Executor::RampingArrivalRate { max_vus, .. }
+            | Executor::ExternallyControlled { max_vus, .. } => *max_vus,
         }
     }
 
@@ -107,7 +120,8 @@ impl Executor {
                 stages.iter().map(|s| s.duration).sum()
             }
             Executor::ConstantVus { duration, .. }
-            | Executor::ConstantArrivalRate { duration, .. } => *duration,
+            | Executor::ConstantArrivalRate { duration, .. }
+            | Executor::ExternallyControlled { duration, .. } => *duration,
             Executor::PerVuIterations { max_duration, .. }
             | Executor::SharedIterations { max_duration, .. } => *max_duration,
         }
@@ -181,6 +195,12 @@ impl Executor {
                 max_vus: vus(*max_vus),
                 iterations: 0,
             },
+            // Not split: the plan refuses it with a segment, as k6 does.
+            Executor::ExternallyControlled { vus, max_vus, .. } => Share {
+                vus: *vus,
+                max_vus: *max_vus,
+                iterations: 0,
+            },
         }
     }
 
@@ -219,16 +239,27 @@ impl Executor {
     }
 }
 
+/// What each new VU is made from.
+pub struct VuOptions {
+    /// The `--api-base` targets: VU n is pinned to target (n - 1) mod their number.
+    pub targets: Vec<Arc<BaseUrl>>,
+    pub accounts: Vec<(String, String)>,
+    pub seed: Option<u64>,
+    pub http_debug: bool,
+}
+
 /// What every VU of a run shares.
 pub struct RunContext {
     pub scenario: Arc<Scenario>,
     pub collector: Arc<Collector>,
-    pub base: Arc<BaseUrl>,
-    pub accounts: Vec<(String, String)>,
-    pub seed: Option<u64>,
-    pub http_debug: bool,
-    /// Cancelled on Ctrl-C or abortOnFail: stop starting iterations.
+    pub vus: VuOptions,
+    /// With several targets, each one's `target` tag value.
+    target_tags: Vec<Arc<str>>,
+    /// Cancelled on Ctrl-C, abortOnFail or the REST API's stop: stop
+    /// starting iterations.
     pub stop: CancellationToken,
+    /// Pause, stop and the externally-controlled VUs (the REST API's).
+    pub control: Arc<Control>,
     pub interrupted: AtomicU64,
     pub completed: AtomicU64,
     next_vu: AtomicU64,
@@ -241,20 +272,25 @@ impl RunContext {
     pub fn new(
         scenario: Arc<Scenario>,
         collector: Arc<Collector>,
-        accounts: Vec<(String, String)>,
-        seed: Option<u64>,
-        http_debug: bool,
+        vus: VuOptions,
         threads: usize,
+        control: Arc<Control>,
     ) -> std::io::Result<Arc<RunContext>> {
-        let base = scenario.base.clone();
+        let target_tags = match vus.targets.len() {
+            1 => Vec::new(),
+            _ => vus
+                .targets
+                .iter()
+                .map(|t| Arc::from(t.original.as_str()))
+                .collect(),
+        };
         Ok(Arc::new(RunContext {
             scenario,
             collector,
-            base,
-            accounts,
-            seed,
-            http_debug,
-            stop: CancellationToken::new(),
+            vus,
+            target_tags,
+            stop: control.stop_token(),
+            control,
             interrupted: AtomicU64::new(0),
             completed: AtomicU64::new(0),
             next_vu: AtomicU64::new(1),
@@ -265,18 +301,37 @@ impl RunContext {
 
     fn new_vu(&self) -> Vu {
         let id = self.next_vu.fetch_add(1, Ordering::Relaxed);
+        let targets = &self.vus.targets;
         Vu::new(
             id,
             self.workers.pick(),
-            &self.base,
-            &self.accounts,
-            self.seed,
-            self.http_debug,
+            &targets[((id - 1) % targets.len() as u64) as usize],
+            &self.vus.accounts,
+            self.vus.seed,
+            self.vus.http_debug,
         )
     }
 
     /// Runs one iteration unless `hard` fires first; true when it finished.
+    /// With several targets, its samples carry the VU's `target` tag.
     async fn iterate(&self, vu: &mut Vu, hard: &CancellationToken, started: Instant) -> bool {
+        match self.target_tags.len() {
+            0 => self.iterate_untagged(vu, hard, started).await,
+            n => {
+                let tag = self.target_tags[((vu.id - 1) % n as u64) as usize].clone();
+                crate::metrics::TARGET
+                    .scope(tag, self.iterate_untagged(vu, hard, started))
+                    .await
+            }
+        }
+    }
+
+    async fn iterate_untagged(
+        &self,
+        vu: &mut Vu,
+        hard: &CancellationToken,
+        started: Instant,
+    ) -> bool {
         let finished = tokio::select! {
             biased;
             _ = hard.cancelled() => false,
@@ -339,8 +394,15 @@ fn spawn_looping_vu(ctx: &Arc<RunContext>, mut budget: Budget) -> LoopingVu {
         let (ctx, leave, hard) = (ctx.clone(), leave.clone(), hard.clone());
         vu.runtime.clone().spawn(async move {
             ctx.collector.vu_started();
-            while !leave.load(Ordering::Relaxed) && !ctx.stop.is_cancelled() && budget.take() {
-                if !ctx.iterate(&mut vu, &hard, Instant::now()).await {
+            while !leave.load(Ordering::Relaxed) && !ctx.stop.is_cancelled() {
+                if ctx.control.is_paused() {
+                    tokio::select! {
+                        _ = ctx.control.resumed() => {}
+                        _ = hard.cancelled() => break,
+                    }
+                    continue;
+                }
+                if !budget.take() || !ctx.iterate(&mut vu, &hard, Instant::now()).await {
                     break;
                 }
             }
@@ -426,6 +488,9 @@ pub async fn run(ctx: Arc<RunContext>, executor: Executor, segment: &Tuple) {
                 .expect("an arrival-rate executor has arrival times");
             arrival(ctx, times, total, share, graceful_stop).await
         }
+        Executor::ExternallyControlled { duration, .. } => {
+            externally_controlled(ctx, duration).await
+        }
     }
 }
 
@@ -437,13 +502,13 @@ async fn ramping(
     graceful_ramp_down: Duration,
     graceful_stop: Duration,
 ) {
-    let started = tokio::time::Instant::now();
+    let started = ctx.control.mark();
     let mut active: Vec<LoopingVu> = Vec::new();
     let mut leaving: Vec<JoinHandle<()>> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        let elapsed = started.elapsed();
+        let elapsed = ctx.control.active_since(&started);
         if elapsed >= total || ctx.stop.is_cancelled() {
             break;
         }
@@ -476,13 +541,51 @@ async fn iterations_executor(
         .into_iter()
         .map(|budget| spawn_looping_vu(&ctx, budget))
         .collect();
+    let started = ctx.control.mark();
     let all_done = futures::future::join_all(vus.iter_mut().map(|vu| &mut vu.task));
     tokio::select! {
         _ = all_done => {}
-        _ = tokio::time::sleep(max_duration) => {}
+        _ = ctx.control.until_active(&started, max_duration) => {}
         _ = ctx.stop.cancelled() => {}
     }
     retire(vus, graceful_stop).await;
+}
+
+/// k6's externally-controlled executor: the VUs the REST API asks for,
+/// looping until `duration` (0: until stopped). VUs taken away finish
+/// their iteration; at the end the ones still running are interrupted.
+async fn externally_controlled(ctx: Arc<RunContext>, duration: Duration) {
+    let Some(mut wanted) = ctx.control.external_vus() else {
+        return;
+    };
+    let started: Mark = ctx.control.mark();
+    let end = async {
+        if duration.is_zero() {
+            std::future::pending::<()>().await;
+        }
+        ctx.control.until_active(&started, duration).await;
+    };
+    tokio::pin!(end);
+    let mut active: Vec<LoopingVu> = Vec::new();
+    let mut leaving: Vec<LoopingVu> = Vec::new();
+    loop {
+        let target = *wanted.borrow_and_update();
+        ctx.collector.set_vus_max(target.max_vus);
+        while (active.len() as u64) < target.vus {
+            active.push(spawn_looping_vu(&ctx, Budget::Unlimited));
+        }
+        for vu in active.split_off((target.vus as usize).min(active.len())) {
+            vu.leave.store(true, Ordering::Relaxed);
+            leaving.push(vu);
+        }
+        tokio::select! {
+            changed = wanted.changed() => if changed.is_err() { break },
+            _ = &mut end => break,
+            _ = ctx.stop.cancelled() => break,
+        }
+    }
+    active.append(&mut leaving);
+    retire(active, Duration::ZERO).await;
 }
 
 async fn arrival(
@@ -499,15 +602,15 @@ async fn arrival(
     let mut allocated = share.vus;
     let hard = CancellationToken::new();
     let mut running = tokio::task::JoinSet::new();
-    let started = tokio::time::Instant::now();
+    let started = ctx.control.mark();
     for scheduled in times {
         if scheduled >= total || ctx.stop.is_cancelled() {
             break;
         }
-        let due = started + scheduled;
-        tokio::select! {
-            _ = tokio::time::sleep_until(due) => {}
-            _ = ctx.stop.cancelled() => break,
+        // The wall time it came due at, pauses left out of the schedule.
+        let due = ctx.control.until_active(&started, scheduled).await;
+        if ctx.stop.is_cancelled() {
+            break;
         }
         let vu = match free_rx.try_recv() {
             Ok(vu) => Some(vu),
@@ -522,7 +625,7 @@ async fn arrival(
             Some(mut vu) => {
                 let (ctx, free_tx, hard) = (ctx.clone(), free_tx.clone(), hard.clone());
                 // The iteration's clock starts at its scheduled time.
-                let scheduled_at = due.into_std();
+                let scheduled_at = due;
                 let runtime = vu.runtime.clone();
                 running.spawn_on(
                     async move {

@@ -2,12 +2,18 @@
 //! one error that carries a code and its one-line message up to `main`.
 pub const OK: i32 = 0;
 pub const THRESHOLDS_FAILED: i32 = 99;
+/// `PATCH /v1/status` with `stopped: true` (k6's `ScriptStoppedFromRESTAPI`).
+pub const STOPPED_FROM_REST_API: i32 = 103;
 pub const INVALID_CONFIG: i32 = 104;
 pub const INTERRUPTED: i32 = 105;
+/// `--address` could not be bound (k6's `CannotStartRESTAPI`).
+pub const CANNOT_START_REST_API: i32 = 106;
 pub const SETUP_FAILED: i32 = 107;
 pub const ABORTED_BY_THRESHOLD: i32 = 108;
 /// Not k6's: a ledger invariant failed in the audit after the run.
 pub const AUDIT_FAILED: i32 = 113;
+/// Not k6's: the instance reached `--start-at` later than `--start-tolerance`.
+pub const START_MISSED: i32 = 114;
 /// Not k6's: the process could not start its runtimes.
 pub const RUNTIME_FAILED: i32 = 1;
 

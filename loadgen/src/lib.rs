@@ -4,7 +4,8 @@
 //! # Layout
 //!
 //! - [`cli`]: options, with k6's names; [`plan`]: them resolved and validated.
-//! - [`executor`]: k6's six executors (closed and open model), graceful stops.
+//! - [`executor`]: k6's executors (closed and open model, and
+//!   externally-controlled), graceful stops; each VU pinned to one target.
 //! - [`vu`]: one virtual user; [`http`]: its own HTTP/1.1 client (one socket,
 //!   no connection task), timings and error kinds; [`http::wire`]: the format;
 //!   [`http::stream`]: the plain or TLS socket, direct or through a proxy;
@@ -29,13 +30,20 @@
 //!   [`schedule`]: a segment's ramping-VU steps and arrival times.
 //! - [`shard`]: the `--shard-out` file; [`merge`]: `loadgen merge`, the
 //!   shards added up into the whole.
+//! - [`start`]: `--start-at` and `--start-tolerance`; [`control`]: pause
+//!   (the executors' clock), stop and the externally-controlled VUs;
+//!   [`control_api`]: k6's REST API, which reads the collector and writes
+//!   the control.
 //!
 //! Data flows one way: `command` uses `spawn`, `run` and `output`; none of
-//! them imports `command`.
+//! them imports `command`. `run` starts `control_api`, which writes
+//! `control`, which the executors read; `control` imports none of them.
 
 pub mod audit;
 pub mod cli;
 pub mod command;
+pub mod control;
+pub mod control_api;
 pub mod executor;
 pub mod exit;
 pub mod http;
@@ -52,6 +60,7 @@ pub mod segment;
 pub mod shard;
 pub mod snapshot;
 pub mod spawn;
+pub mod start;
 pub mod thresholds;
 pub mod vu;
 pub mod workers;

@@ -25,7 +25,9 @@ use crate::plan::{self, OutputTarget};
 use crate::sample::Sample;
 use crate::segment::{Ratio, Segment, Sequence, Tuple};
 use crate::shard::{self, Shard, ShardValues};
-use crate::snapshot::{CheckTally, MetricSnapshot, MetricType, Snapshot, Values};
+use crate::snapshot::{
+    CheckTally, EncodedTrend, MetricSnapshot, MetricType, Snapshot, TrendValues, Values,
+};
 use crate::thresholds::{self, ThresholdSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +146,22 @@ fn sum_series(all: &[Vec<(i64, f64)>]) -> Vec<(i64, f64)> {
         .collect()
 }
 
+/// One second's charted trends, added up over the shards.
+#[derive(Default)]
+struct ChartTrends {
+    response_time: BTreeMap<String, TrendValues>,
+    generation_e2e: Option<TrendValues>,
+}
+
+/// A shard's second of a trend, for its percentiles.
+fn decoded(encoded: &EncodedTrend) -> Result<TrendValues, String> {
+    let mut trend = shard::empty_trend();
+    trend.histogram = shard::decode_histogram(&encoded.histogram)?;
+    trend.min = encoded.min;
+    trend.max = encoded.max;
+    Ok(trend)
+}
+
 fn values_of(name: &str, values: &ShardValues) -> Result<Values, String> {
     Ok(match values {
         ShardValues::Counter { count } => Values::Counter { count: *count },
@@ -235,6 +253,7 @@ pub fn merge(shards: &[(PathBuf, Shard)]) -> Result<Merged, MergeError> {
     let mut gauges: BTreeMap<MetricKey, Vec<Vec<(i64, f64)>>> = BTreeMap::new();
     let mut checks: Vec<CheckTally> = Vec::new();
     let mut seconds: BTreeMap<i64, SeriesPoint> = BTreeMap::new();
+    let mut second_trends: BTreeMap<i64, ChartTrends> = BTreeMap::new();
     for (path, shard) in shards {
         for metric in &shard.metrics {
             let bad = |why: String| refuse(format!("{}: {why}", path.display()));
@@ -276,7 +295,37 @@ pub fn merge(shards: &[(PathBuf, Shard)]) -> Result<Merged, MergeError> {
             point.provider_errors += second.provider_errors;
             point.timeouts += second.timeouts;
             point.connection_errors += second.connection_errors;
+            let bad =
+                |why: String| refuse(format!("{}: second {}: {why}", path.display(), second.unix));
+            let trends = second_trends.entry(second.unix).or_default();
+            for (endpoint, encoded) in &second.trends.response_time {
+                let trend = decoded(encoded).map_err(bad)?;
+                trends
+                    .response_time
+                    .entry(endpoint.clone())
+                    .or_default()
+                    .merge(&trend);
+            }
+            if let Some(encoded) = &second.trends.generation_e2e {
+                let trend = decoded(encoded).map_err(bad)?;
+                trends
+                    .generation_e2e
+                    .get_or_insert_with(shard::empty_trend)
+                    .merge(&trend);
+            }
         }
+    }
+    for (unix, trends) in second_trends {
+        let point = seconds.entry(unix).or_default();
+        point.response_time = trends
+            .response_time
+            .iter()
+            .map(|(endpoint, t)| (endpoint.clone(), t.chart_percentiles()))
+            .collect();
+        point.generation_e2e = trends
+            .generation_e2e
+            .as_ref()
+            .map(TrendValues::chart_percentiles);
     }
     let mut vus_series = Vec::new();
     for (key, series) in gauges {
@@ -553,6 +602,39 @@ mod tests {
                 ..ShardSecond::default()
             }],
         }
+    }
+
+    #[test]
+    fn per_second_percentiles_of_the_merge_are_those_of_all_samples() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut whole = TrendValues::new();
+        let mut shards = Vec::new();
+        for (i, segment) in ["0:1/3", "1/3:2/3", "2/3:1"].iter().enumerate() {
+            let mut part = TrendValues::new();
+            for _ in 0..(500 + i * 100) {
+                let value = rng.gen_range(1.0..2000.0);
+                part.record(value);
+                whole.record(value);
+            }
+            let mut shard = shard(segment, "0,1/3,2/3,1", &part, 1.0);
+            shard.seconds[0]
+                .trends
+                .response_time
+                .insert("seedream4".to_string(), part.encoded());
+            // Through the file format and back (the histogram bit for bit).
+            let text = serde_json::to_string(&shard).unwrap();
+            let read: Shard = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                read.seconds[0].trends.response_time["seedream4"].histogram,
+                shard.seconds[0].trends.response_time["seedream4"].histogram
+            );
+            shards.push(shard);
+        }
+        let merged = merge(&files(shards)).unwrap();
+        assert_eq!(
+            merged.series[0].response_time["seedream4"],
+            whole.chart_percentiles()
+        );
     }
 
     fn files(shards: Vec<Shard>) -> Vec<(PathBuf, Shard)> {

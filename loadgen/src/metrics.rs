@@ -13,13 +13,13 @@
 use std::cell::RefCell;
 use std::collections::hash_map::Entry;
 use std::collections::{btree_map, BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::sample::Sample;
 use crate::snapshot::{
-    CheckTally, MetricSnapshot, MetricType, Snapshot, TrendValues, ValueType, Values,
+    CheckTally, MetricSnapshot, MetricType, SecondTrends, Snapshot, TrendValues, ValueType, Values,
 };
 
 /// Every metric a run can emit: k6's built-ins and the scenario's own.
@@ -108,6 +108,10 @@ pub struct SeriesPoint {
     pub response_time: BTreeMap<String, [f64; 3]>,
     /// p50, p95, p99 of `generation_e2e` finished in this second, in ms.
     pub generation_e2e: Option<[f64; 3]>,
+    /// This second's histograms behind those percentiles, kept only for
+    /// `--shard-out` ([`Collector::keep_second_trends`]).
+    #[serde(skip)]
+    pub trends: Option<SecondTrends>,
 }
 
 #[derive(Default)]
@@ -143,8 +147,8 @@ impl SecondDelta {
         }
     }
 
-    fn point(&self, second: u32, vus: u64) -> SeriesPoint {
-        let p = |t: &TrendValues| [t.percentile(50.0), t.percentile(95.0), t.percentile(99.0)];
+    fn point(&self, second: u32, vus: u64, keep_trends: bool) -> SeriesPoint {
+        let p = TrendValues::chart_percentiles;
         SeriesPoint {
             second,
             vus,
@@ -160,6 +164,14 @@ impl SecondDelta {
                 .map(|(k, t)| (k.clone(), p(t)))
                 .collect(),
             generation_e2e: self.generation_e2e.as_ref().map(p),
+            trends: keep_trends.then(|| SecondTrends {
+                response_time: self
+                    .response_time
+                    .iter()
+                    .map(|(k, t)| (k.clone(), t.encoded()))
+                    .collect(),
+                generation_e2e: self.generation_e2e.as_ref().map(TrendValues::encoded),
+            }),
         }
     }
 }
@@ -298,6 +310,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+tokio::task_local! {
+    /// The VU's `--api-base` when a run has several: a `target` tag on
+    /// every sample recorded within it.
+    pub static TARGET: Arc<str>;
+}
+
 /// The recorder and aggregator of one run.
 pub struct Collector {
     id: u64,
@@ -310,6 +328,7 @@ pub struct Collector {
     pub started_wall: SystemTime,
     vus: AtomicU64,
     vus_max: AtomicU64,
+    keep_second_trends: AtomicBool,
     totals: Mutex<Totals>,
 }
 
@@ -333,6 +352,7 @@ impl Collector {
             started_wall: SystemTime::now(),
             vus: AtomicU64::new(0),
             vus_max: AtomicU64::new(0),
+            keep_second_trends: AtomicBool::new(false),
             totals: Mutex::new(Totals::default()),
         })
     }
@@ -351,6 +371,15 @@ impl Collector {
 
     pub fn active_vus(&self) -> u64 {
         self.vus.load(Ordering::Relaxed)
+    }
+
+    /// Keeps each second's histograms in the series (for `--shard-out`).
+    pub fn keep_second_trends(&self) {
+        self.keep_second_trends.store(true, Ordering::Relaxed);
+    }
+
+    pub fn vus_max(&self) -> u64 {
+        self.vus_max.load(Ordering::Relaxed)
     }
 
     pub fn set_vus_max(&self, n: u64) {
@@ -421,6 +450,15 @@ impl Collector {
     ) {
         let Some(index) = metric_index(metric) else {
             return;
+        };
+        let target = TARGET.try_with(Arc::clone).ok();
+        let with_target: Vec<(&'static str, &str)>;
+        let tags = match target.as_deref() {
+            Some(target) => {
+                with_target = tags.iter().copied().chain([("target", target)]).collect();
+                &with_target
+            }
+            None => tags,
         };
         let (_, metric_type, contains) = METRICS[index];
         let mut add = |key: Key| {
@@ -575,7 +613,8 @@ impl Collector {
                     .range(..=second)
                     .next_back()
                     .map_or(0, |(_, v)| *v);
-                let point = delta.point(second, vus);
+                let point =
+                    delta.point(second, vus, self.keep_second_trends.load(Ordering::Relaxed));
                 totals.series.push(point);
             }
         }

@@ -15,6 +15,7 @@ use crate::metrics::{definition, SubMetric};
 use crate::output::summary::{SummaryMode, SummaryStyle, TimeUnit, TrendStat};
 use crate::scenario::{LoginMode, ScenarioConfig, Tracking};
 use crate::segment::{Segment, Sequence, Tuple};
+use crate::start::StartAt;
 use crate::thresholds::{self, ThresholdSpec};
 use k6_duration as duration;
 
@@ -46,6 +47,7 @@ pub enum OutputTarget {
 
 #[derive(Clone, Debug)]
 pub struct Plan {
+    /// Every target, comma-separated as given; see [`Plan::targets`].
     pub api_base: String,
     pub executor: Executor,
     pub accounts: Vec<(String, String)>,
@@ -75,6 +77,12 @@ pub struct Plan {
     /// `--no-thresholds` (the shard records their sub-metrics and names
     /// them, so that `loadgen merge` evaluates them on the whole).
     pub shard_thresholds: Vec<ThresholdSpec>,
+    /// `--start-at` and `--start-tolerance`.
+    pub start_at: Option<StartAt>,
+    /// `--address`: where k6's REST API listens.
+    pub address: Option<std::net::SocketAddr>,
+    /// `--paused`.
+    pub paused: bool,
 }
 
 /// The test of shared/scenario.md: 10 s → 5, 20 s → 10, 30 s at 10, 10 s → 0.
@@ -260,10 +268,18 @@ fn executor(args: &RunArgs) -> Result<Executor, PlanError> {
                 graceful_stop,
             }
         }
+        "externally-controlled" => {
+            let vus = vus.unwrap_or(1);
+            Executor::ExternallyControlled {
+                vus,
+                max_vus: args.max_vus.unwrap_or(vus).max(vus),
+                duration: duration.ok_or_else(|| bad("duration", "externally-controlled needs --duration (0: until stopped)"))?,
+            }
+        }
         other => {
             return Err(bad(
                 "executor",
-                format!("unknown executor {other:?} (ramping-vus, constant-vus, per-vu-iterations, shared-iterations, constant-arrival-rate, ramping-arrival-rate)"),
+                format!("unknown executor {other:?} (ramping-vus, constant-vus, per-vu-iterations, shared-iterations, constant-arrival-rate, ramping-arrival-rate, externally-controlled)"),
             ))
         }
     })
@@ -490,15 +506,18 @@ impl Plan {
             Some(path) => read_accounts(path)?,
             None => vec![test_account(args)?],
         };
-        let api_base = flag_or_env(args, &k6_env(args)?, "api_base", "API_BASE", &args.api_base);
-        crate::http::BaseUrl::parse(api_base).map_err(|e| bad("api-base", e.to_string()))?;
+        let given = args.api_base.join(",");
+        let api_base = flag_or_env(args, &k6_env(args)?, "api_base", "API_BASE", &given);
+        for target in api_base.split(',') {
+            crate::http::BaseUrl::parse(target).map_err(|e| bad("api-base", e.to_string()))?;
+        }
         // As k6: no ANSI codes into a file or a pipe.
         let color = !args.no_color
             && std::env::var_os("NO_COLOR").is_none()
             && std::io::stdout().is_terminal();
         let trend_stats = TrendStat::parse_list(&args.summary_trend_stats)
             .map_err(|why| bad("summary-trend-stats", why))?;
-        Ok(Plan {
+        Plan {
             api_base: api_base.to_string(),
             executor: executor(args)?,
             accounts,
@@ -532,7 +551,35 @@ impl Plan {
                 Some(_) => threshold_specs(false, &args.thresholds)?,
                 None => Vec::new(),
             },
-        })
+            start_at: start_at_of(&args.split)?,
+            address: address_of(&args.rest_api)?,
+            paused: args.rest_api.paused,
+        }
+        .checked()
+    }
+
+    /// The options that only make sense together.
+    fn checked(self) -> Result<Plan, PlanError> {
+        if self.paused && self.address.is_none() {
+            return Err(bad(
+                "paused",
+                "needs --address (only the REST API can resume the run)",
+            ));
+        }
+        if matches!(self.executor, Executor::ExternallyControlled { .. })
+            && self.segment != Tuple::full()
+        {
+            return Err(bad(
+                "executor",
+                "externally-controlled cannot run with an execution segment (as in k6)",
+            ));
+        }
+        Ok(self)
+    }
+
+    /// The `--api-base` targets; VU n is pinned to target (n - 1) mod their number.
+    pub fn targets(&self) -> impl Iterator<Item = &str> {
+        self.api_base.split(',')
     }
 
     /// k6's built-in `http_req_duration{expected_response:true}`, then the
@@ -621,6 +668,40 @@ pub fn segment_of(split: &SplitArgs) -> Result<Tuple, PlanError> {
         .transpose()
         .map_err(|e| bad("execution-segment-sequence", e.to_string()))?;
     Tuple::new(segment, sequence.as_ref()).map_err(|e| bad("execution-segment", e.to_string()))
+}
+
+/// `--start-at` and `--start-tolerance`.
+fn start_at_of(split: &SplitArgs) -> Result<Option<StartAt>, PlanError> {
+    let tolerance = match &split.start_tolerance {
+        Some(text) if split.start_at.is_none() => {
+            return Err(bad("start-tolerance", format!("{text:?} needs --start-at")))
+        }
+        Some(text) => parse_duration("start-tolerance", text)?,
+        None => Duration::from_secs(10),
+    };
+    split
+        .start_at
+        .as_deref()
+        .map(|text| StartAt::parse(text, tolerance).map_err(|why| bad("start-at", why)))
+        .transpose()
+}
+
+/// `--address HOST:PORT` (an IP address: no name lookups).
+fn address_of(
+    rest_api: &crate::cli::RestApiArgs,
+) -> Result<Option<std::net::SocketAddr>, PlanError> {
+    rest_api
+        .address
+        .as_deref()
+        .map(|text| {
+            text.parse().map_err(|_| {
+                bad(
+                    "address",
+                    format!("{text:?} is not IP:PORT, e.g. 127.0.0.1:6565"),
+                )
+            })
+        })
+        .transpose()
 }
 
 impl From<PlanError> for Failure {

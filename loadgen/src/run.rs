@@ -5,10 +5,13 @@
 use std::fs::File;
 use std::io::BufWriter;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::executor::{self, RunContext};
+use tokio_util::sync::CancellationToken;
+
+use crate::control::{Control, ExternalVus};
+use crate::executor::{self, Executor, RunContext, VuOptions};
 use crate::exit::{self, Failure};
 use crate::http::proxy::ProxyEnv;
 use crate::http::{BaseUrl, RouteError};
@@ -20,6 +23,7 @@ use crate::progress::{Progress, Status};
 use crate::sample::Sample;
 use crate::scenario::{Scenario, SetupError};
 use crate::snapshot::{Snapshot, Values};
+use crate::start::StartMissed;
 use crate::thresholds;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +41,13 @@ pub enum RunError {
     Route(#[from] RouteError),
     #[error("cannot start the VU runtimes: {0}")]
     Runtime(#[from] std::io::Error),
+    #[error("cannot start the REST API on {address}: {source}")]
+    RestApi {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    StartMissed(#[from] StartMissed),
 }
 
 impl RunError {
@@ -47,6 +58,8 @@ impl RunError {
                 exit::INVALID_CONFIG
             }
             RunError::Runtime(_) => exit::RUNTIME_FAILED,
+            RunError::RestApi { .. } => exit::CANNOT_START_REST_API,
+            RunError::StartMissed(_) => exit::START_MISSED,
         }
     }
 }
@@ -129,22 +142,70 @@ fn tagged(mut samples: Vec<Sample>, tags: &[(&'static str, String)]) -> Vec<Samp
     samples
 }
 
-/// Runs the plan against `plan.api_base`. `interrupt` stops it gracefully
-/// (Ctrl-C in the binary); the outcome then carries exit code 105.
+/// Runs the plan against its targets. `interrupt` stops it gracefully
+/// (Ctrl-C in the binary); the outcome then carries exit code 105. The
+/// executor starts after setup, at `--start-at` and once not `--paused`.
 pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcome, RunError> {
-    let base = BaseUrl::parse(&plan.api_base)?.with_route(&plan.tls, &ProxyEnv::from_process())?;
-    let scenario = Scenario::new(plan.scenario.clone(), base);
+    let proxies = ProxyEnv::from_process();
+    let targets = plan
+        .targets()
+        .map(|target| {
+            Ok(Arc::new(
+                BaseUrl::parse(target)?.with_route(&plan.tls, &proxies)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, RunError>>()?;
     let (email, password) = &plan.accounts[0];
+    // Every target is checked before any load; the first one's scenario runs.
+    for target in targets.iter().skip(1) {
+        Scenario::new(plan.scenario.clone(), BaseUrl::clone(target))
+            .setup(email, password)
+            .await?;
+    }
+    let scenario = Scenario::new(plan.scenario.clone(), BaseUrl::clone(&targets[0]));
     scenario.setup(email, password).await?;
+    let external = match plan.executor {
+        Executor::ExternallyControlled { vus, max_vus, .. } => Some(ExternalVus { vus, max_vus }),
+        _ => None,
+    };
+    let control = Arc::new(Control::new(
+        plan.paused,
+        CancellationToken::new(),
+        external,
+    ));
+    let started_collector = Arc::new(OnceLock::new());
+    let _api = match plan.address {
+        Some(address) => {
+            let api =
+                crate::control_api::serve(address, control.clone(), started_collector.clone())
+                    .await
+                    .map_err(|source| RunError::RestApi { address, source })?;
+            eprintln!("loadgen: REST API on http://{}", api.address);
+            Some(api)
+        }
+        None => None,
+    };
+    if let Some(start_at) = &plan.start_at {
+        start_at.wait().await?;
+    }
+    control.resumed().await;
     let mut writers = open_writers(&plan)?;
     let collector = Collector::new(plan.sub_metrics(), !writers.is_empty());
+    if plan.shard_out.is_some() {
+        collector.keep_second_trends();
+    }
+    let _ = started_collector.set(collector.clone());
     let ctx = RunContext::new(
         scenario.clone(),
         collector.clone(),
-        plan.accounts.clone(),
-        plan.seed,
-        plan.http_debug,
+        VuOptions {
+            targets,
+            accounts: plan.accounts.clone(),
+            seed: plan.seed,
+            http_debug: plan.http_debug,
+        },
         plan.threads,
+        control.clone(),
     )?;
     let aborted = Arc::new(AtomicBool::new(false));
     let planned = plan.executor.planned_duration();
@@ -229,6 +290,8 @@ pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcom
     snapshot.thresholds = thresholds::evaluate(&plan.thresholds, &snapshot);
     let exit_code = if interrupt.load(Ordering::Relaxed) {
         exit::INTERRUPTED
+    } else if control.stopped_by_api() {
+        exit::STOPPED_FROM_REST_API
     } else if aborted.load(Ordering::Relaxed) {
         exit::ABORTED_BY_THRESHOLD
     } else if snapshot.thresholds.iter().any(|t| !t.ok) {

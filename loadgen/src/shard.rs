@@ -14,8 +14,11 @@
 //!   encoding, base64, always configured 1 ‥ 3.6·10⁹ at 3 significant
 //!   digits (what [`TrendValues`] records) — and gauges `value`, `min`,
 //!   `max` and `series`, `[unix second, value]` pairs;
-//! - `checks` (name, passes, fails) and `seconds`, the per-second counts
-//!   the report charts, keyed by unix second.
+//! - `checks` (name, passes, fails) and `seconds`, what the report charts
+//!   per unix second: counts, and the histograms (encoded as above) and
+//!   exact extremes of `http_req_duration` per endpoint (`response_time`)
+//!   and of `generation_e2e`, so that the merge's per-second percentiles
+//!   are exact too.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -23,7 +26,7 @@ use std::path::Path;
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -31,7 +34,8 @@ use sha2::{Digest, Sha256};
 use crate::exit::Failure;
 use crate::plan::Plan;
 use crate::run::RunOutcome;
-use crate::snapshot::{CheckTally, TrendValues, Values};
+pub use crate::snapshot::encode_histogram;
+use crate::snapshot::{CheckTally, SecondTrends, TrendValues, Values};
 
 pub const FORMAT: &str = "loadgen-shard/1";
 
@@ -100,9 +104,9 @@ pub struct ShardCheck {
     pub fails: u64,
 }
 
-/// One second's counts (what the report charts, without the per-second
-/// percentiles, which do not add up).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// One second of what the report charts: counts, and the histograms
+/// behind the per-second percentiles (which add up only as histograms).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ShardSecond {
     pub unix: i64,
     pub requests: u64,
@@ -111,6 +115,8 @@ pub struct ShardSecond {
     pub provider_errors: u64,
     pub timeouts: u64,
     pub connection_errors: u64,
+    #[serde(flatten)]
+    pub trends: SecondTrends,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,15 +142,6 @@ pub fn test_hash(plan: &Plan) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// V2 + DEFLATE, base64.
-pub fn encode_histogram(histogram: &Histogram<u64>) -> String {
-    let mut bytes = Vec::new();
-    V2DeflateSerializer::new()
-        .serialize(histogram, &mut bytes)
-        .expect("serializing into memory cannot fail");
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// The inverse of [`encode_histogram`]; refuses another configuration.
@@ -263,6 +260,7 @@ impl Shard {
                     provider_errors: p.provider_errors,
                     timeouts: p.timeouts,
                     connection_errors: p.connection_errors,
+                    trends: p.trends.clone().unwrap_or_default(),
                 })
                 .collect(),
         }

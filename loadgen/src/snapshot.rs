@@ -117,6 +117,25 @@ impl TrendValues {
         self.percentile(50.0)
     }
 
+    /// p50, p95 and p99: what the report charts per second.
+    pub fn chart_percentiles(&self) -> [f64; 3] {
+        [
+            self.percentile(50.0),
+            self.percentile(95.0),
+            self.percentile(99.0),
+        ]
+    }
+
+    /// The histogram encoded and the exact extremes (sum and count are not
+    /// kept: this serves percentiles).
+    pub fn encoded(&self) -> EncodedTrend {
+        EncodedTrend {
+            histogram: encode_histogram(&self.histogram),
+            min: self.min,
+            max: self.max,
+        }
+    }
+
     pub fn min_or_zero(&self) -> f64 {
         if self.count() == 0 {
             0.0
@@ -132,6 +151,37 @@ impl TrendValues {
             self.max
         }
     }
+}
+
+/// A histogram in the standard V2 + DEFLATE encoding, base64.
+pub fn encode_histogram(histogram: &Histogram<u64>) -> String {
+    use base64::Engine;
+    use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
+    let mut bytes = Vec::new();
+    V2DeflateSerializer::new()
+        .serialize(histogram, &mut bytes)
+        .expect("serializing into memory cannot fail");
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// One second's trend in a mergeable form: the histogram encoded
+/// ([`encode_histogram`]) and the exact extremes.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EncodedTrend {
+    pub histogram: String,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// The trends of one second the report charts, in mergeable form: what a
+/// shard keeps so that `loadgen merge` gets exact per-second percentiles.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SecondTrends {
+    /// `http_req_duration` per endpoint.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub response_time: BTreeMap<String, EncodedTrend>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation_e2e: Option<EncodedTrend>,
 }
 
 impl Default for TrendValues {

@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Child, Command, Output};
 use std::time::Duration;
 
-use common::{start, Behaviour};
+use common::{export_count as count, start, Behaviour};
 
 /// Every child gets this long before it is killed and the test fails.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -40,14 +39,6 @@ fn output(command: &mut Command) -> Output {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn count(export: &Path, metric: &str) -> f64 {
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(export).unwrap()).unwrap();
-    json["metrics"][metric]["count"]
-        .as_f64()
-        .unwrap_or_else(|| panic!("{metric} in {json}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,11 +39,12 @@ pub fn spawn_piped(command: &mut Command) -> Child {
 }
 
 /// Waits for a child started with piped output (read as it comes, so a
-/// full pipe cannot stall it) and collects that output; kills it and
-/// panics when it is still running after `deadline`.
+/// full pipe cannot stall it) and collects that output (none of a stream
+/// the caller took); kills it and panics when it is still running after
+/// `deadline`.
 pub fn wait_within(mut child: Child, deadline: Duration) -> Output {
-    let stdout = read_all(child.stdout.take().expect("piped stdout"));
-    let stderr = read_all(child.stderr.take().expect("piped stderr"));
+    let stdout = child.stdout.take().map(read_all);
+    let stderr = child.stderr.take().map(read_all);
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for the child") {
@@ -58,8 +59,8 @@ pub fn wait_within(mut child: Child, deadline: Duration) -> Output {
     };
     Output {
         status,
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
+        stdout: stdout.map_or_else(Vec::new, |r| r.join().expect("stdout reader")),
+        stderr: stderr.map_or_else(Vec::new, |r| r.join().expect("stderr reader")),
     }
 }
 

@@ -107,3 +107,12 @@ pub fn args(base: &str, extra: &[&str]) -> loadgen::cli::RunArgs {
         _ => unreachable!("run was given"),
     }
 }
+
+/// A metric's `count` in a `--summary-export` file.
+pub fn export_count(export: &std::path::Path, metric: &str) -> f64 {
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(export).unwrap()).unwrap();
+    json["metrics"][metric]["count"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{metric} in {json}"))
+}

@@ -1,0 +1,84 @@
+//! Several `--api-base` targets: each VU pinned to one, round-robin, and
+//! every sample of its iterations tagged `target`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{start, Behaviour};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_over_three_mocks_shows_each_targets_share() {
+    let servers = [
+        start(Behaviour::Accept).await,
+        start(Behaviour::Accept).await,
+        start(Behaviour::Accept).await,
+    ];
+    let bases: Vec<String> = servers.iter().map(|s| s.base.clone()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("samples.ndjson");
+    let out = {
+        let (bases, json) = (bases.clone(), json.clone());
+        tokio::task::spawn_blocking(move || {
+            // Repeated and comma-separated at once.
+            let mut command = common::child::loadgen_run(&format!("{},{}", bases[0], bases[1]));
+            command
+                .args(["--api-base", &bases[2], "--vus", "6", "--duration", "1s"])
+                .arg("--out")
+                .arg(format!("json={}", json.display()));
+            common::child::output_within(&mut command, Duration::from_secs(60))
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut requests: BTreeMap<String, u64> = BTreeMap::new();
+    let mut iterations: BTreeMap<String, u64> = BTreeMap::new();
+    for line in std::fs::read_to_string(&json).unwrap().lines() {
+        let point: serde_json::Value = serde_json::from_str(line).unwrap();
+        if point["type"] != "Point" {
+            continue;
+        }
+        let target = point["data"]["tags"]["target"].as_str().map(str::to_string);
+        match point["metric"].as_str().unwrap() {
+            "http_reqs" => {
+                *requests
+                    .entry(target.expect("every request sample has its target"))
+                    .or_default() += 1
+            }
+            "iterations" => {
+                *iterations
+                    .entry(target.expect("every iteration sample has its target"))
+                    .or_default() += 1
+            }
+            _ => {}
+        }
+    }
+    // Each target has its share, and its requests are the ones it served
+    // (a login and a generate per iteration).
+    assert_eq!(requests.len(), 3, "{requests:?}");
+    for server in &servers {
+        let generates = server.generates.load(Ordering::Relaxed);
+        assert!(generates > 0, "{} got no load", server.base);
+        assert_eq!(requests[&server.base], 2 * generates, "{requests:?}");
+        assert_eq!(iterations[&server.base], generates, "{iterations:?}");
+    }
+}
+
+#[test]
+fn an_invalid_target_among_several_is_104() {
+    let out = common::child::output_within(
+        common::child::loadgen_run("http://127.0.0.1:9,ftp://x").args(["--iterations", "1"]),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(104), "{stderr}");
+    assert!(stderr.contains("--api-base"), "{stderr}");
+}
