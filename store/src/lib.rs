@@ -10,7 +10,11 @@
 //!   the `Id` type and the few dialect differences.
 //! - [`users`]: accounts and password hashes.
 //! - [`ledger`]: reserve / capture / release / expire / add credits — the
-//!   only code that moves credits.
+//!   only code that moves credits; `reserve_batch` decides many
+//!   reservations in one transaction.
+//! - [`group_commit`]: committer tasks that batch concurrent generate
+//!   requests into `ledger::reserve_batch` transactions (one committer on
+//!   SQLite, several keyed by user on PostgreSQL).
 //! - [`seeding`]: the default account of contract §4; creates the test
 //!   user(s) and tops up their credits (the `seed` binary, the mock's first
 //!   start and `loadgen --spawn-mock`); `check_schema` checks the columns
@@ -25,6 +29,7 @@
 pub mod audit;
 pub mod db;
 pub mod drain;
+pub mod group_commit;
 pub mod ledger;
 pub mod seeding;
 #[cfg(feature = "testing")]

@@ -76,6 +76,7 @@ impl From<LedgerError> for ApiError {
             LedgerError::InvalidAmount(_) => ApiError::BadRequest(e.to_string()),
             LedgerError::UnknownUser(_) => ApiError::NotFound("User not found"),
             LedgerError::Db(e) => e.into(),
+            LedgerError::BatchFailed(e) => ApiError::from_sqlx(&e),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -93,7 +94,13 @@ impl From<UserError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> ApiError {
-        if database_unavailable(&e) {
+        ApiError::from_sqlx(&e)
+    }
+}
+
+impl ApiError {
+    fn from_sqlx(e: &sqlx::Error) -> ApiError {
+        if database_unavailable(e) {
             ApiError::DatabaseUnavailable(e.to_string())
         } else {
             ApiError::Internal(e.to_string())
