@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sqlx::types::Json;
 
-use crate::db::{BeginWrite, Db, Id, Timestamp};
+use crate::db::{placeholders, BeginWrite, Db, Id, Timestamp};
 use crate::with_pool;
 
 /// The outbox event (and BullMQ job name) of a seedream4 generation.
@@ -559,14 +559,6 @@ pub async fn reserve_batch(
     })
 }
 
-/// `$first, $first+1, …` for `count` parameters.
-fn placeholders(first: usize, count: usize) -> String {
-    (first..first + count)
-        .map(|n| format!("${n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// `($1, …, $width, CONSTANT), ($width+1, …)`: `rows` rows of `width`
 /// parameters each, with `constant` (SQL text, no user input) as the last
 /// column of every row.
@@ -618,180 +610,251 @@ async fn settle(
     outcome: Option<&SessionOutcome>,
     now: Timestamp,
 ) -> Result<Transition, LedgerError> {
+    let item = Settlement {
+        reservation,
+        how,
+        outcome,
+    };
+    let mut answers = settle_batch(db, std::slice::from_ref(&item), now).await?;
+    answers.pop().expect("one answer per settlement")
+}
+
+/// Records many generations' outcomes in one transaction, each as
+/// [`finish_session`] would, and answers each in order. `Err` means the
+/// transaction failed and nothing of the batch was committed.
+pub async fn finish_sessions(
+    db: &Db,
+    finishes: &[(Id, SessionOutcome)],
+    now: Timestamp,
+) -> Result<Vec<Result<Transition, LedgerError>>, sqlx::Error> {
+    let items: Vec<Settlement> = finishes
+        .iter()
+        .map(|(reservation, outcome)| Settlement {
+            reservation: *reservation,
+            how: match outcome {
+                SessionOutcome::Completed { .. } => Settle::Capture,
+                SessionOutcome::Failed { .. } => Settle::Release,
+            },
+            outcome: Some(outcome),
+        })
+        .collect();
+    settle_batch(db, &items, now).await
+}
+
+struct Settlement<'a> {
+    reservation: Id,
+    how: Settle,
+    outcome: Option<&'a SessionOutcome>,
+}
+
+/// Settles every item in one write transaction: the owners' rows locked
+/// once each, in id order (two batches never deadlock), then each item
+/// settled in order against its owner's running balance.
+async fn settle_batch(
+    db: &Db,
+    items: &[Settlement<'_>],
+    now: Timestamp,
+) -> Result<Vec<Result<Transition, LedgerError>>, sqlx::Error> {
+    use std::collections::{BTreeMap, HashMap};
+
     let dialect = db.dialect();
     with_pool!(db, pool => {
-        // The owner never changes, so it can be read before taking the lock.
-        let owner: Option<(Id,)> = sqlx::query_as("SELECT user_id FROM credit_reservations WHERE id = $1")
-            .bind(reservation)
-            .fetch_optional(pool)
-            .await?;
-        let Some((user,)) = owner else {
-            return Err(LedgerError::UnknownReservation(reservation));
-        };
         let mut tx = pool.begin_write().await?;
-        let (credits,): (i32,) = sqlx::query_as(&format!(
-            "SELECT credits FROM users WHERE id = $1{}",
-            dialect.for_update()
-        ))
-        .bind(user)
-        .fetch_one(&mut *tx)
-        .await?;
-        let (status, amount, expires_at): (String, i32, Timestamp) = sqlx::query_as(
-            "SELECT status, amount, expires_at FROM credit_reservations WHERE id = $1",
-        )
-        .bind(reservation)
-        .fetch_one(&mut *tx)
-        .await?;
-        let mut status = ReservationStatus::parse(&status)?;
-        // Past its TTL the credits are no longer held for it (they count as
-        // available again), so it can only expire, even if the sweeper has
-        // not run yet.
-        if status == ReservationStatus::Reserved && expires_at <= now {
-            sqlx::query("UPDATE credit_reservations SET status = 'expired', released_at = $2 WHERE id = $1")
-                .bind(reservation)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            status = ReservationStatus::Expired;
-        }
-        let transition = match (how, status) {
-            (_, ReservationStatus::Reserved) => Transition::Applied,
-            (Settle::Capture, ReservationStatus::Captured) => Transition::Unchanged(status),
-            (Settle::Release, ReservationStatus::Released | ReservationStatus::Expired) => {
-                Transition::Unchanged(status)
-            }
-            (Settle::Capture, _) | (Settle::Release, _) => {
-                // Keep the expiry recorded above before answering.
-                tx.commit().await?;
-                return Err(LedgerError::WrongState {
-                    id: reservation,
-                    status,
-                    wanted: match how {
-                        Settle::Capture => "captured",
-                        Settle::Release => "released",
-                    },
-                });
-            }
-        };
-        if transition == Transition::Applied {
-            match how {
-                Settle::Release => {
-                    sqlx::query(
-                        "UPDATE credit_reservations SET status = 'released', released_at = $2 WHERE id = $1",
-                    )
-                    .bind(reservation)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Settle::Capture => {
-                    let lots: Vec<(Id, i32)> = sqlx::query_as(&format!(
-                        "SELECT id, remaining FROM credit_lots \
-                         WHERE user_id = $1 AND remaining > 0 AND closed_at IS NULL \
-                         ORDER BY expires_at, created_at, id{}",
-                        dialect.for_update()
-                    ))
-                    .bind(user)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    let in_lots: i64 = lots.iter().map(|(_, r)| i64::from(*r)).sum();
-                    if in_lots < i64::from(amount) {
-                        return Err(LedgerError::LotsShort { user, in_lots, needed: amount });
-                    }
-                    let mut balance = credits;
-                    let mut owed = amount;
-                    for (lot, remaining) in lots {
-                        if owed == 0 {
-                            break;
-                        }
-                        let take = owed.min(remaining);
-                        owed -= take;
-                        balance -= take;
-                        sqlx::query(
-                            "UPDATE credit_lots SET remaining = remaining - $2, \
-                             closed_at = CASE WHEN remaining - $2 = 0 THEN $3 ELSE closed_at END \
-                             WHERE id = $1",
-                        )
-                        .bind(lot)
-                        .bind(take)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                        sqlx::query(
-                            "INSERT INTO credit_transactions (id, user_id, description, amount, balance_after, reservation_id, lot_id, created_at) \
-                             VALUES ($1, $2, 'Capture of reservation', $3, $4, $5, $6, $7)",
-                        )
-                        .bind(Id::random())
-                        .bind(user)
-                        .bind(-take)
-                        .bind(balance)
-                        .bind(reservation)
-                        .bind(lot)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    sqlx::query("UPDATE users SET credits = $2 WHERE id = $1")
-                        .bind(user)
-                        .bind(balance)
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query(
-                        "UPDATE credit_reservations SET status = 'captured', captured_at = $2 WHERE id = $1",
-                    )
-                    .bind(reservation)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-        }
-        match outcome {
-            None => {}
-            Some(SessionOutcome::Completed { images, duration_ms }) => {
-                let session: Option<(Id,)> = sqlx::query_as(
-                    "UPDATE generation_sessions SET status = 'completed', completed_at = $2, duration_ms = $3 \
-                     WHERE reservation_id = $1 AND status = 'processing' RETURNING id",
-                )
-                .bind(reservation)
-                .bind(now)
-                .bind(duration_ms)
+        // The owner never changes, so it can be read before taking the lock.
+        let mut owners: HashMap<Id, Id> = HashMap::new();
+        for item in items {
+            let owner: Option<(Id,)> = sqlx::query_as("SELECT user_id FROM credit_reservations WHERE id = $1")
+                .bind(item.reservation)
                 .fetch_optional(&mut *tx)
                 .await?;
-                if let Some((session,)) = session {
-                    for image in images {
-                        sqlx::query(
-                            "INSERT INTO images (id, session_id, url, width, height, storage_provider, generation_tool, client_key, created_at, completed_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
-                        )
-                        .bind(Id::random())
-                        .bind(session)
-                        .bind(&image.url)
-                        .bind(image.width)
-                        .bind(image.height)
-                        .bind(&image.storage_provider)
-                        .bind(&image.generation_tool)
-                        .bind(&image.client_key)
+            if let Some((user,)) = owner {
+                owners.insert(item.reservation, user);
+            }
+        }
+        let mut balances: BTreeMap<Id, i32> = owners.values().map(|user| (*user, 0)).collect();
+        for (user, credits) in balances.iter_mut() {
+            let (locked,): (i32,) = sqlx::query_as(&format!(
+                "SELECT credits FROM users WHERE id = $1{}",
+                dialect.for_update()
+            ))
+            .bind(*user)
+            .fetch_one(&mut *tx)
+            .await?;
+            *credits = locked;
+        }
+        let mut answers = Vec::with_capacity(items.len());
+        for item in items {
+            let Some(&user) = owners.get(&item.reservation) else {
+                answers.push(Err(LedgerError::UnknownReservation(item.reservation)));
+                continue;
+            };
+            let credits = balances.get_mut(&user).expect("every owner is locked");
+            let (reservation, how, outcome) = (item.reservation, item.how, item.outcome);
+            let answer: Result<Transition, LedgerError> = async {
+                let (status, amount, expires_at): (String, i32, Timestamp) = sqlx::query_as(
+                    "SELECT status, amount, expires_at FROM credit_reservations WHERE id = $1",
+                )
+                .bind(reservation)
+                .fetch_one(&mut *tx)
+                .await?;
+                let mut status = ReservationStatus::parse(&status)?;
+                // Past its TTL the credits are no longer held for it (they count as
+                // available again), so it can only expire, even if the sweeper has
+                // not run yet.
+                if status == ReservationStatus::Reserved && expires_at <= now {
+                    sqlx::query("UPDATE credit_reservations SET status = 'expired', released_at = $2 WHERE id = $1")
+                        .bind(reservation)
                         .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    status = ReservationStatus::Expired;
+                }
+                let transition = match (how, status) {
+                    (_, ReservationStatus::Reserved) => Transition::Applied,
+                    (Settle::Capture, ReservationStatus::Captured) => Transition::Unchanged(status),
+                    (Settle::Release, ReservationStatus::Released | ReservationStatus::Expired) => {
+                        Transition::Unchanged(status)
+                    }
+                    (Settle::Capture, _) | (Settle::Release, _) => {
+                        // The expiry recorded above stays: the batch commits it.
+                        return Err(LedgerError::WrongState {
+                            id: reservation,
+                            status,
+                            wanted: match how {
+                                Settle::Capture => "captured",
+                                Settle::Release => "released",
+                            },
+                        });
+                    }
+                };
+                if transition == Transition::Applied {
+                    match how {
+                        Settle::Release => {
+                            sqlx::query(
+                                "UPDATE credit_reservations SET status = 'released', released_at = $2 WHERE id = $1",
+                            )
+                            .bind(reservation)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        Settle::Capture => {
+                            let lots: Vec<(Id, i32)> = sqlx::query_as(&format!(
+                                "SELECT id, remaining FROM credit_lots \
+                                 WHERE user_id = $1 AND remaining > 0 AND closed_at IS NULL \
+                                 ORDER BY expires_at, created_at, id{}",
+                                dialect.for_update()
+                            ))
+                            .bind(user)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                            let in_lots: i64 = lots.iter().map(|(_, r)| i64::from(*r)).sum();
+                            if in_lots < i64::from(amount) {
+                                return Err(LedgerError::LotsShort { user, in_lots, needed: amount });
+                            }
+                            let mut balance = *credits;
+                            let mut owed = amount;
+                            for (lot, remaining) in lots {
+                                if owed == 0 {
+                                    break;
+                                }
+                                let take = owed.min(remaining);
+                                owed -= take;
+                                balance -= take;
+                                sqlx::query(
+                                    "UPDATE credit_lots SET remaining = remaining - $2, \
+                                     closed_at = CASE WHEN remaining - $2 = 0 THEN $3 ELSE closed_at END \
+                                     WHERE id = $1",
+                                )
+                                .bind(lot)
+                                .bind(take)
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                                sqlx::query(
+                                    "INSERT INTO credit_transactions (id, user_id, description, amount, balance_after, reservation_id, lot_id, created_at) \
+                                     VALUES ($1, $2, 'Capture of reservation', $3, $4, $5, $6, $7)",
+                                )
+                                .bind(Id::random())
+                                .bind(user)
+                                .bind(-take)
+                                .bind(balance)
+                                .bind(reservation)
+                                .bind(lot)
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                            }
+                            sqlx::query("UPDATE users SET credits = $2 WHERE id = $1")
+                                .bind(user)
+                                .bind(balance)
+                                .execute(&mut *tx)
+                                .await?;
+                            *credits = balance;
+                            sqlx::query(
+                                "UPDATE credit_reservations SET status = 'captured', captured_at = $2 WHERE id = $1",
+                            )
+                            .bind(reservation)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                    }
+                }
+                match outcome {
+                    None => {}
+                    Some(SessionOutcome::Completed { images, duration_ms }) => {
+                        let session: Option<(Id,)> = sqlx::query_as(
+                            "UPDATE generation_sessions SET status = 'completed', completed_at = $2, duration_ms = $3 \
+                             WHERE reservation_id = $1 AND status = 'processing' RETURNING id",
+                        )
+                        .bind(reservation)
+                        .bind(now)
+                        .bind(duration_ms)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if let Some((session,)) = session {
+                            for image in images {
+                                sqlx::query(
+                                    "INSERT INTO images (id, session_id, url, width, height, storage_provider, generation_tool, client_key, created_at, completed_at) \
+                                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+                                )
+                                .bind(Id::random())
+                                .bind(session)
+                                .bind(&image.url)
+                                .bind(image.width)
+                                .bind(image.height)
+                                .bind(&image.storage_provider)
+                                .bind(&image.generation_tool)
+                                .bind(&image.client_key)
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                            }
+                        }
+                    }
+                    Some(SessionOutcome::Failed { error_details, duration_ms }) => {
+                        sqlx::query(
+                            "UPDATE generation_sessions SET status = 'failed', error_details = $2, duration_ms = $3 \
+                             WHERE reservation_id = $1 AND status = 'processing'",
+                        )
+                        .bind(reservation)
+                        .bind(Json(error_details))
+                        .bind(duration_ms)
                         .execute(&mut *tx)
                         .await?;
                     }
                 }
+                Ok(transition)
             }
-            Some(SessionOutcome::Failed { error_details, duration_ms }) => {
-                sqlx::query(
-                    "UPDATE generation_sessions SET status = 'failed', error_details = $2, duration_ms = $3 \
-                     WHERE reservation_id = $1 AND status = 'processing'",
-                )
-                .bind(reservation)
-                .bind(Json(error_details))
-                .bind(duration_ms)
-                .execute(&mut *tx)
-                .await?;
+            .await;
+            match answer {
+                Err(LedgerError::Db(e)) => return Err(e),
+                answer => answers.push(answer),
             }
         }
         tx.commit().await?;
-        Ok(transition)
+        Ok(answers)
     })
 }
 

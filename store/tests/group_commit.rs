@@ -8,7 +8,9 @@
 //! - a batch whose transaction fails commits nothing and fails every
 //!   request; the same requests without the bad one then go through;
 //! - many concurrent requests of several users through the committers:
-//!   exactly the credits there are, per user.
+//!   exactly the credits there are, per user;
+//! - several outcomes (captures, a release, an unknown and a repeated
+//!   reservation) recorded in one transaction.
 //!
 //! Every test ends with the audit clean. The PostgreSQL halves use a
 //! throwaway server from `store::testing` and print SKIP when none can be
@@ -23,7 +25,7 @@ use store::db::{Db, Id, Timestamp};
 use store::group_commit::{GroupCommit, GroupCommitConfig};
 use store::ledger::{
     self, Accepted, GenerationParams, LedgerError, LotSource, NewSession, ReserveRequest,
-    SessionOutcome,
+    SessionOutcome, Transition,
 };
 use store::{users, with_pool};
 
@@ -358,5 +360,88 @@ async fn concurrent_users_through_the_committers_sqlite() {
 async fn concurrent_users_through_the_committers_postgres() {
     if let Some(db) = postgres("concurrent_users_through_the_committers_postgres").await {
         concurrent_users_through_the_committers(db).await;
+    }
+}
+
+fn completed(outputs: i32) -> SessionOutcome {
+    SessionOutcome::Completed {
+        images: (0..outputs)
+            .map(|n| store::ledger::NewImage {
+                url: format!("https://example.test/{n}.png"),
+                width: 1024,
+                height: 1024,
+                storage_provider: "mock".into(),
+                generation_tool: "seedream4".into(),
+                client_key: None,
+            })
+            .collect(),
+        duration_ms: 1,
+    }
+}
+
+async fn finishes_in_one_batch(db: Db) {
+    let now = Utc::now();
+    let a = user_with(&db, "a@example.com", 10, now).await;
+    let b = user_with(&db, "b@example.com", 10, now).await;
+    let batch = [
+        request(a, 3, "a1"),
+        request(a, 4, "a2"),
+        request(b, 2, "b1"),
+        request(a, 1, "a3"),
+    ];
+    let ids: Vec<Id> = ledger::reserve_batch(&db, &batch, now)
+        .await
+        .unwrap()
+        .iter()
+        .map(new_id)
+        .collect();
+    let failed = SessionOutcome::Failed {
+        error_details: json!({"error": "provider failed"}),
+        duration_ms: 1,
+    };
+    let finishes = [
+        (ids[0], completed(3)),
+        (ids[1], failed.clone()),
+        (Id::random(), completed(1)),
+        (ids[2], completed(2)),
+        (ids[0], completed(3)),
+        (ids[3], completed(1)),
+    ];
+    let answers = ledger::finish_sessions(&db, &finishes, Utc::now())
+        .await
+        .unwrap();
+    assert!(matches!(answers[0], Ok(Transition::Applied)));
+    assert!(matches!(answers[1], Ok(Transition::Applied)));
+    assert!(matches!(
+        answers[2],
+        Err(LedgerError::UnknownReservation(_))
+    ));
+    assert!(matches!(answers[3], Ok(Transition::Applied)));
+    assert!(
+        matches!(answers[4], Ok(Transition::Unchanged(_))),
+        "a second finish of one reservation in the batch changes nothing: {:?}",
+        answers[4]
+    );
+    assert!(matches!(answers[5], Ok(Transition::Applied)));
+    let balance = |user| {
+        let db = db.clone();
+        async move { ledger::balance(&db, user, Utc::now()).await.unwrap() }
+    };
+    assert_eq!(balance(a).await.credits, 6, "a: 3 + 1 captured, 4 released");
+    assert_eq!(balance(b).await.credits, 8);
+    assert_eq!(count(&db, "images").await, 6, "images stored once");
+    settle_all_and_audit(&db).await;
+}
+
+#[tokio::test]
+async fn finishes_in_one_batch_sqlite() {
+    let (_dir, db) = sqlite().await;
+    finishes_in_one_batch(db).await;
+}
+
+#[tokio::test]
+async fn finishes_in_one_batch_postgres() {
+    if let Some(db) = postgres("finishes_in_one_batch_postgres").await {
+        finishes_in_one_batch(db).await;
     }
 }
