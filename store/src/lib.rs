@@ -19,7 +19,8 @@
 //!   user(s) and tops up their credits (the `seed` binary, the mock's first
 //!   start and `loadgen --spawn-mock`); `check_schema` checks the columns
 //!   it touches on a database that is not ours.
-//! - [`drain`]: waits until no generation session is `processing`.
+//! - [`drain`]: waits until no generation session is `processing`; the
+//!   backlog (undispatched outbox rows, `processing` sessions) for metrics.
 //! - [`audit`]: invariants I1–I7 of the contract, checked by SQL on any
 //!   database with the contract's schema; its `fixture` (feature
 //!   `testing`) builds clean and broken databases.
