@@ -91,7 +91,7 @@ pgurl="postgres://postgres@127.0.0.1:$pgport/postgres"
 generate_bench postgres+redis "$pgurl" "redis://127.0.0.1:$redisport/"
 # The peer: the same work as one transaction per request, same server, now.
 user=$(psql -XAt "$pgurl" -c "SELECT id FROM users WHERE email = 'test@example.com'")
-pgbench -n -h 127.0.0.1 -p "$pgport" -U postgres -c 50 -j 2 -T "$secs" -f scripts/bench/generate.pgbench -D user="$user" postgres 2>/dev/null \
+pgbench -n -h 127.0.0.1 -p "$pgport" -U postgres -c 50 -j 2 -T "$secs" -f scripts/bench/generate.pgbench -D user="'$user'" postgres 2>/dev/null \
   | sed -n 's/^tps = \([0-9.]*\).*/pgbench same work, 50 clients: tps=\1/p'
 echo "  load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 [ "${BENCH_LOGIN:-1}" = 0 ] && exit 0
