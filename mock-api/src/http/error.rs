@@ -144,5 +144,12 @@ mod tests {
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let response = ApiError::from(LedgerError::Db(sqlx::Error::PoolTimedOut)).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        // Every request of a failed group-commit batch answers as the batch's error.
+        let shared = std::sync::Arc::new(sqlx::Error::PoolTimedOut);
+        let response = ApiError::from(LedgerError::BatchFailed(shared)).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let shared = std::sync::Arc::new(sqlx::Error::RowNotFound);
+        let response = ApiError::from(LedgerError::BatchFailed(shared)).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }
