@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use store::db::{redact_url, DEFAULT_DATABASE_URL};
+use store::group_commit::GroupCommitConfig;
 
 use crate::faults::FaultSettings;
 use crate::http::Settings as HttpSettings;
@@ -77,6 +78,14 @@ pub struct Config {
     /// Outbox rows dispatched per poll.
     #[arg(long, env = "OUTBOX_BATCH", default_value_t = 25, value_parser = clap::value_parser!(i64).range(1..=10_000))]
     pub outbox_batch: i64,
+    /// Group commit: the most generate requests (or worker outcomes) one
+    /// write transaction decides.
+    #[arg(long, env = "GENERATE_BATCH_MAX", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub generate_batch_max: u16,
+    /// Group commit: committer tasks on PostgreSQL (a user's requests
+    /// always share one); SQLite always has one.
+    #[arg(long, env = "GENERATE_COMMITTERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub generate_committers: u16,
     /// Simulate the provider (the only mode: the mock never calls a real provider).
     #[arg(long, env = "MOCK_API", default_value_t = true, action = clap::ArgAction::Set)]
     pub mock_api: bool,
@@ -147,6 +156,7 @@ pub struct ServerSettings {
     pub admin: Option<(String, String)>,
     pub provider: ProviderConfig,
     pub jobs: JobsConfig,
+    pub group_commit: GroupCommitConfig,
     pub faults: FaultSettings,
     pub http: HttpSettings,
 }
@@ -224,6 +234,7 @@ impl Config {
             admin: self.admin_email.clone().zip(self.admin_password.clone()),
             provider,
             jobs: self.jobs_config(),
+            group_commit: self.group_commit_config(),
             faults,
             http: HttpSettings {
                 credit_cost_per_output: self.credit_cost_per_output,
@@ -253,6 +264,13 @@ impl Config {
         }
     }
 
+    fn group_commit_config(&self) -> GroupCommitConfig {
+        GroupCommitConfig {
+            max_batch: usize::from(self.generate_batch_max),
+            committers: usize::from(self.generate_committers),
+        }
+    }
+
     fn jobs_config(&self) -> JobsConfig {
         JobsConfig {
             concurrency: usize::from(self.worker_concurrency),
@@ -260,6 +278,7 @@ impl Config {
             outbox_batch: self.outbox_batch,
             grace: Duration::from_millis(self.shutdown_grace_ms),
             reconcile_every: Duration::from_millis(self.reconcile_every_ms),
+            group_commit: self.group_commit_config(),
             ..JobsConfig::default()
         }
     }

@@ -12,13 +12,16 @@
 //!   plan (TOML/JSON, rules as target + action, scheduled windows), the
 //!   seeded decisions and the real rate limiter's counting
 //!   (`RATE_LIMIT_MAX`).
-//! - [`jobs`]: the outbox relay, the generation workers, the reconciler
-//!   (queues again what the queue lost) and the reservation sweeper.
+//! - [`jobs`]: the outbox relay (a round's rows marked by one `UPDATE`),
+//!   the generation workers (outcomes group-committed through
+//!   `store::group_commit::FinishCommit`), the reconciler (queues again
+//!   what the queue lost) and the reservation sweeper.
 //! - [`config`]: the server's flags and environment variables, resolved
 //!   once (fault plan read) into the settings the server starts from.
 //! - [`server`]: builds the app from those settings and serves it on a bound
 //!   listener until shutdown.
-//! - [`http`]: the routes, per area, with their state, auth (and the login
+//! - [`http`]: the routes, per area, with their state (including the
+//!   generate path's `store::group_commit::GroupCommit`), auth (and the login
 //!   cache that keeps repeated logins off bcrypt) and errors; and what applies the fault decisions: the edge middleware, the rate
 //!   limiter's answers and the `/__mock/*` control API.
 //! - `testing` (feature `testing`): a throwaway Redis server (also as a

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use store::db::{self, Db, DbError};
+use store::group_commit::GroupCommit;
 use store::seeding::{self, SeedError, SeedUser, DEFAULT_CREDITS, DEFAULT_EMAIL, DEFAULT_PASSWORD};
 use store::users;
 use tokio::net::TcpListener;
@@ -115,6 +116,7 @@ pub async fn run(
         })
     });
     let login_cache = Arc::new(LoginCache::new(settings.http.login_cache));
+    let group_commit = Arc::new(GroupCommit::start(db.clone(), settings.group_commit));
     let state = AppState {
         db: db.clone(),
         queue,
@@ -125,6 +127,7 @@ pub async fn run(
         admin,
         faults,
         login_cache,
+        group_commit,
     };
     tracing::info!(addr = %listener.local_addr()?, "mock-api listening");
     let app = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -282,6 +282,7 @@ fn fast_config() -> JobsConfig {
         sweep_every: Duration::from_secs(1),
         reconcile_every: Duration::from_millis(200),
         take_wait: Duration::from_millis(50),
+        ..JobsConfig::default()
     }
 }
 

@@ -2,13 +2,21 @@
 # Benchmarks of mock-api with a tool that is not ours (wrk), on loopback:
 #   generate requests/s and p50/p99 at 50 connections, login once, no think
 #   time — SQLite + embedded queue, then PostgreSQL + Redis (throwaway
-#   servers in a temp dir); logins/s at bcrypt cost 10 and 12.
+#   servers in a temp dir), with pgbench running the same work (one
+#   transaction per request, scripts/bench/generate.pgbench) against the
+#   same PostgreSQL right after; logins/s at bcrypt cost 10 and 12.
+#   After each generate run: the most undispatched outbox rows and
+#   `processing` sessions seen during it (sampled every 0.5 s from the
+#   database) and how long after the last request every accepted
+#   generation was finished (drain), with a 1-2 ms provider and 50 workers.
 # Usage: scripts/bench/mock.sh [seconds per run, default 10]
+# Env: MOCK_BIN_DIR=DIR runs the mock-api and seed binaries in DIR (no
+#   build; e.g. an older build to compare); BENCH_LOGIN=0 skips the logins.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs="${1:-10}"
-cargo build --release --locked -q -p mock-api -p seed
-bin=target/release
+bin="${MOCK_BIN_DIR:-target/release}"
+[ -n "${MOCK_BIN_DIR:-}" ] || cargo build --release --locked -q -p mock-api -p seed
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -24,7 +32,7 @@ start_mock() {
   port=$(free_port)
   env -i PATH="$PATH" BIND="127.0.0.1:$port" DATABASE_URL="$2" ${3:+REDIS_URL=$3} \
     JWT_SECRET=bench BCRYPT_COST="${COST:-10}" GEN_WORKER_CONCURRENCY=50 \
-    SEEDREAM4_MOCK_MIN_MS=1 SEEDREAM4_MOCK_MAX_MS=5 RUST_LOG=warn \
+    SEEDREAM4_MOCK_MIN_MS=1 SEEDREAM4_MOCK_MAX_MS=2 RUST_LOG=warn \
     "$bin/mock-api" 2>"$work/$1.log" &
   pids+=($!)
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && return; sleep 0.1; done
@@ -37,11 +45,34 @@ token() {
     "http://127.0.0.1:$port/api/auth/login" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])'
 }
 
+# backlog DATABASE_URL -> "undispatched processing" now
+backlog() {
+  local sql="SELECT (SELECT COUNT(*) FROM outbox WHERE dispatched_at IS NULL), (SELECT COUNT(*) FROM generation_sessions WHERE status = 'processing')"
+  case "$1" in
+    sqlite:*) python3 -c 'import sqlite3,sys; c=sqlite3.connect("file:"+sys.argv[1]+"?mode=ro", uri=True, timeout=10); print(*c.execute(sys.argv[2]).fetchone())' "${1#sqlite:}" "$sql" ;;
+    *) psql -XAt -F' ' "$1" -c "$sql" ;;
+  esac
+}
+
 generate_bench() { # LABEL DATABASE_URL [REDIS_URL]
   "$bin/seed" --database-url "$2" --credits 100000000 >/dev/null
   start_mock "$1" "$2" "${3:-}"
+  ( while :; do backlog "$2" || true; sleep 0.5; done ) >"$work/$1.backlog" 2>/dev/null &
+  local sampler=$!
   TOKEN=$(token) wrk -t2 -c50 -d"${secs}s" -s scripts/bench/generate.lua "http://127.0.0.1:$port/api/images/seedream4/generate" \
     | sed -n "s/^RESULT /generate $1: /p"
+  local ended
+  ended=$(date +%s.%N)
+  kill "$sampler" 2>/dev/null || true
+  echo "  load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+  awk '{ if ($1 > u) u = $1; if ($2 > p) p = $2 } END { printf "  backlog during the run: max undispatched=%d max processing=%d\n", u, p }' "$work/$1.backlog"
+  local left=1 waited=0
+  while [ "$waited" -lt 600 ]; do
+    left=$(backlog "$2" | cut -d' ' -f2)
+    [ "$left" = 0 ] && break
+    sleep 0.05; waited=$((waited + 1))
+  done
+  echo "  drained: $left processing left, $(echo "$(date +%s.%N) - $ended" | bc) s after the last request"
 }
 
 echo "cores: $(nproc)"
@@ -56,7 +87,14 @@ runuser -u postgres -- "$pgbin/pg_ctl" -D "$pgdata" -o "-p $pgport -k $pgdata -c
 redisport=$(free_port)
 redis-server --port "$redisport" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
 pids+=($!)
-generate_bench postgres+redis "postgres://postgres@127.0.0.1:$pgport/postgres" "redis://127.0.0.1:$redisport/"
+pgurl="postgres://postgres@127.0.0.1:$pgport/postgres"
+generate_bench postgres+redis "$pgurl" "redis://127.0.0.1:$redisport/"
+# The peer: the same work as one transaction per request, same server, now.
+user=$(psql -XAt "$pgurl" -c "SELECT id FROM users WHERE email = 'test@example.com'")
+pgbench -n -h 127.0.0.1 -p "$pgport" -U postgres -c 50 -j 2 -T "$secs" -f scripts/bench/generate.pgbench -D user="'$user'" postgres 2>/dev/null \
+  | sed -n 's/^tps = \([0-9.]*\).*/pgbench same work, 50 clients: tps=\1/p'
+echo "  load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+[ "${BENCH_LOGIN:-1}" = 0 ] && exit 0
 
 for cost in 10 12; do
   COST=$cost

@@ -258,6 +258,15 @@ impl Db {
     }
 }
 
+/// `$first, $first+1, …` for `count` parameters: the list of an `IN (…)`
+/// or a `VALUES` row built for a batch.
+pub fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The URL with any password replaced by `***`, fit for logs and errors.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {

@@ -1,5 +1,6 @@
-//! Waiting until every accepted generation has finished: the database is
-//! the only place that knows, so this polls it.
+//! Waiting until every accepted generation has finished, and the backlog
+//! of accepted work: the database is the only place that knows, so this
+//! polls it.
 
 use crate::db::Db;
 
@@ -10,6 +11,29 @@ pub enum Drain {
     Drained,
     /// The deadline passed with this many still `processing`.
     TimedOut { processing: i64 },
+}
+
+/// How much accepted work is still ahead: for `/metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backlog {
+    /// Outbox rows the relay has not dispatched yet.
+    pub undispatched: i64,
+    /// Generation sessions still `processing`.
+    pub processing: i64,
+}
+
+/// The [`Backlog`] now, in one statement.
+pub async fn backlog(db: &Db) -> Result<Backlog, sqlx::Error> {
+    let (undispatched, processing): (i64, i64) = crate::with_pool!(db, pool => sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM outbox WHERE dispatched_at IS NULL), \
+         (SELECT COUNT(*) FROM generation_sessions WHERE status = 'processing')"
+    )
+    .fetch_one(pool)
+    .await)?;
+    Ok(Backlog {
+        undispatched,
+        processing,
+    })
 }
 
 /// Waits until no generation session is `processing` (every accepted job

@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sqlx::types::Json;
 
-use crate::db::{BeginWrite, Db, Id, Timestamp};
+use crate::db::{placeholders, BeginWrite, Db, Id, Timestamp};
 use crate::with_pool;
 
 /// The outbox event (and BullMQ job name) of a seedream4 generation.
@@ -41,10 +41,16 @@ pub enum LedgerError {
         status: ReservationStatus,
         wanted: &'static str,
     },
+    #[error("clientKey {0:?} belongs to a session without a reservation")]
+    ClientKeyTaken(String),
     #[error("user {user} has {in_lots} credits in open lots but the capture needs {needed}")]
     LotsShort { user: Id, in_lots: i64, needed: i32 },
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// The shared transaction of a group commit failed; nothing of it was
+    /// committed ([`crate::group_commit`]).
+    #[error("database: {0}")]
+    BatchFailed(std::sync::Arc<sqlx::Error>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -287,7 +293,7 @@ pub async fn reserve_for_session(
         user,
         amount,
         ttl,
-        "Image generation (seedream4)",
+        SESSION_DESCRIPTION,
         Some(session),
         now,
     )
@@ -303,102 +309,264 @@ async fn reserve_inner(
     session: Option<&NewSession>,
     now: Timestamp,
 ) -> Result<Accepted, LedgerError> {
-    if amount <= 0 {
-        return Err(LedgerError::InvalidAmount(amount.into()));
+    let request = ReserveRequest {
+        user,
+        amount,
+        ttl,
+        description: description.to_string(),
+        session: session.cloned(),
+    };
+    let mut answers = reserve_batch(db, std::slice::from_ref(&request), now).await?;
+    answers.pop().expect("one answer per request")
+}
+
+/// One reservation to make in a shared transaction ([`reserve_batch`]).
+#[derive(Clone, Debug)]
+pub struct ReserveRequest {
+    pub user: Id,
+    pub amount: i32,
+    pub ttl: Duration,
+    /// The reservation's description.
+    pub description: String,
+    /// The generation it pays for, inserted with it (and replayed by its
+    /// `clientKey`).
+    pub session: Option<NewSession>,
+}
+
+impl ReserveRequest {
+    /// The reservation of a generate request, as the server makes it.
+    pub fn for_session(
+        user: Id,
+        amount: i32,
+        ttl: Duration,
+        session: NewSession,
+    ) -> ReserveRequest {
+        ReserveRequest {
+            user,
+            amount,
+            ttl,
+            description: SESSION_DESCRIPTION.to_string(),
+            session: Some(session),
+        }
     }
+}
+
+const SESSION_DESCRIPTION: &str = "Image generation (seedream4)";
+
+/// Rows per multi-row `INSERT`: 14 parameters a session row, well under
+/// SQLite's and PostgreSQL's parameter limits.
+const INSERT_CHUNK: usize = 256;
+
+/// Group commit: decides every request of `requests` in one write
+/// transaction and answers each, in order, once it has committed.
+///
+/// Each distinct user's row is locked once (in id order, so two batches
+/// never deadlock) and its live reservations summed once; the requests are
+/// then decided in arrival order in memory, exactly as one transaction
+/// each would have: `Insufficient` exactly when the credits still available
+/// after the earlier requests of the batch are fewer than the cost, and a
+/// `clientKey` the user already sent (in the database, or earlier in this
+/// batch) is a [`Accepted::Replay`]. Reservations, sessions and outbox rows
+/// go in with multi-row `INSERT`s.
+///
+/// `Err` means the transaction failed: nothing of the batch is committed
+/// and every request failed with it.
+pub async fn reserve_batch(
+    db: &Db,
+    requests: &[ReserveRequest],
+    now: Timestamp,
+) -> Result<Vec<Result<Accepted, LedgerError>>, sqlx::Error> {
+    use std::collections::{BTreeMap, HashMap};
+
     let dialect = db.dialect();
-    let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-    let reservation_id = session.map_or_else(Id::random, |s| s.reservation_id);
+    let users: std::collections::BTreeSet<Id> = requests
+        .iter()
+        .filter(|r| r.amount > 0)
+        .map(|r| r.user)
+        .collect();
+    if users.is_empty() {
+        return Ok(requests
+            .iter()
+            .map(|r| Err(LedgerError::InvalidAmount(r.amount.into())))
+            .collect());
+    }
     with_pool!(db, pool => {
         let mut tx = pool.begin_write().await?;
-        let credits: Option<(i32,)> = sqlx::query_as(&format!(
-            "SELECT credits FROM users WHERE id = $1 AND deleted_at IS NULL{}",
-            dialect.for_update()
-        ))
-        .bind(user)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((credits,)) = credits else {
-            return Err(LedgerError::UnknownUser(user));
-        };
-        if let Some(session) = session {
-            let earlier: Option<(Id, Option<Id>)> = sqlx::query_as(
-                "SELECT id, reservation_id FROM generation_sessions WHERE user_id = $1 AND client_key = $2",
-            )
+        // What each user has left to reserve, or None for no active user.
+        let mut available: BTreeMap<Id, Option<i64>> = BTreeMap::new();
+        // (user, clientKey) -> (session, reservation) already accepted.
+        let mut known: HashMap<(Id, &str), Option<(Id, Id)>> = HashMap::new();
+        for &user in &users {
+            let credits: Option<(i32,)> = sqlx::query_as(&format!(
+                "SELECT credits FROM users WHERE id = $1 AND deleted_at IS NULL{}",
+                dialect.for_update()
+            ))
             .bind(user)
-            .bind(&session.client_key)
             .fetch_optional(&mut *tx)
             .await?;
-            if let Some((session_id, Some(reservation_id))) = earlier {
-                return Ok(Accepted::Replay { session_id, reservation_id });
+            let Some((credits,)) = credits else {
+                available.insert(user, None);
+                continue;
+            };
+            let (reserved,): (i64,) = sqlx::query_as(
+                "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM credit_reservations \
+                 WHERE user_id = $1 AND status = 'reserved' AND expires_at > $2",
+            )
+            .bind(user)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            available.insert(user, Some(i64::from(credits) - reserved));
+            let keys: Vec<&str> = requests
+                .iter()
+                .filter(|r| r.user == user && r.amount > 0)
+                .filter_map(|r| r.session.as_ref().map(|s| s.client_key.as_str()))
+                .collect();
+            for chunk in keys.chunks(INSERT_CHUNK) {
+                let sql = format!(
+                    "SELECT client_key, id, reservation_id FROM generation_sessions \
+                     WHERE user_id = $1 AND client_key IN ({})",
+                    placeholders(2, chunk.len())
+                );
+                let mut query = sqlx::query_as(&sql).bind(user);
+                for key in chunk {
+                    query = query.bind(*key);
+                }
+                let earlier: Vec<(String, Id, Option<Id>)> = query.fetch_all(&mut *tx).await?;
+                for (key, session, reservation) in earlier {
+                    let key = *chunk.iter().find(|k| **k == key).expect("asked for this key");
+                    known.insert((user, key), reservation.map(|r| (session, r)));
+                }
             }
         }
-        let (reserved,): (i64,) = sqlx::query_as(
-            "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM credit_reservations \
-             WHERE user_id = $1 AND status = 'reserved' AND expires_at > $2",
-        )
-        .bind(user)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        let available = i64::from(credits) - reserved;
-        if available < i64::from(amount) {
-            return Err(LedgerError::Insufficient { available, requested: amount });
+        let mut answers = Vec::with_capacity(requests.len());
+        let mut accepted: Vec<(&ReserveRequest, Id, Timestamp)> = Vec::new();
+        for request in requests {
+            if request.amount <= 0 {
+                answers.push(Err(LedgerError::InvalidAmount(request.amount.into())));
+                continue;
+            }
+            let Some(Some(left)) = available.get_mut(&request.user) else {
+                answers.push(Err(LedgerError::UnknownUser(request.user)));
+                continue;
+            };
+            if let Some(session) = &request.session {
+                match known.get(&(request.user, session.client_key.as_str())) {
+                    Some(Some((session_id, reservation_id))) => {
+                        answers.push(Ok(Accepted::Replay {
+                            session_id: *session_id,
+                            reservation_id: *reservation_id,
+                        }));
+                        continue;
+                    }
+                    Some(None) => {
+                        answers.push(Err(LedgerError::ClientKeyTaken(session.client_key.clone())));
+                        continue;
+                    }
+                    None => {}
+                }
+            }
+            if *left < i64::from(request.amount) {
+                answers.push(Err(LedgerError::Insufficient {
+                    available: *left,
+                    requested: request.amount,
+                }));
+                continue;
+            }
+            *left -= i64::from(request.amount);
+            let expires_at =
+                now + chrono::Duration::from_std(request.ttl).unwrap_or(chrono::Duration::MAX);
+            let id = request.session.as_ref().map_or_else(Id::random, |s| s.reservation_id);
+            if let Some(session) = &request.session {
+                known.insert(
+                    (request.user, session.client_key.as_str()),
+                    Some((session.id, id)),
+                );
+            }
+            accepted.push((request, id, expires_at));
+            answers.push(Ok(Accepted::New(Reservation {
+                id,
+                user_id: request.user,
+                amount: request.amount,
+                session_id: request.session.as_ref().map(|s| s.id),
+                expires_at,
+            })));
         }
-        sqlx::query(
-            "INSERT INTO credit_reservations (id, user_id, amount, status, session_id, description, created_at, expires_at) \
-             VALUES ($1, $2, $3, 'reserved', $4, $5, $6, $7)",
-        )
-        .bind(reservation_id)
-        .bind(user)
-        .bind(amount)
-        .bind(session.map(|s| s.id))
-        .bind(description)
-        .bind(now)
-        .bind(expires_at)
-        .execute(&mut *tx)
-        .await?;
-        if let Some(s) = session {
-            sqlx::query(
-                "INSERT INTO generation_sessions (id, user_id, prompt, model, status, outputs, credit_cost, \
-                 reservation_id, client_key, created_at, resolution, aspect_ratio, guidance_scale, seed) \
-                 VALUES ($1, $2, $3, $4, 'processing', $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            )
-            .bind(s.id)
-            .bind(user)
-            .bind(&s.prompt)
-            .bind(&s.model)
-            .bind(s.outputs)
-            .bind(amount)
-            .bind(reservation_id)
-            .bind(&s.client_key)
-            .bind(now)
-            .bind(&s.resolution)
-            .bind(&s.aspect_ratio)
-            .bind(s.guidance_scale)
-            .bind(s.seed)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO outbox (event_type, reservation_id, payload, created_at, dispatched_at) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(GENERATION_EVENT)
-            .bind(reservation_id)
-            .bind(Json(&s.payload))
-            .bind(now)
-            .bind(s.dispatched.then_some(now))
-            .execute(&mut *tx)
-            .await?;
+        for chunk in accepted.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "INSERT INTO credit_reservations (id, user_id, amount, session_id, description, created_at, expires_at, status) \
+                 VALUES {}",
+                value_rows(chunk.len(), 7, "'reserved'")
+            );
+            let mut query = sqlx::query(&sql);
+            for (request, id, expires_at) in chunk {
+                query = query
+                    .bind(*id)
+                    .bind(request.user)
+                    .bind(request.amount)
+                    .bind(request.session.as_ref().map(|s| s.id))
+                    .bind(request.description.as_str())
+                    .bind(now)
+                    .bind(*expires_at);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        let sessions: Vec<(&ReserveRequest, &NewSession, Id)> = accepted
+            .iter()
+            .filter_map(|(r, id, _)| r.session.as_ref().map(|s| (*r, s, *id)))
+            .collect();
+        for chunk in sessions.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "INSERT INTO generation_sessions (id, user_id, prompt, model, outputs, credit_cost, \
+                 reservation_id, client_key, created_at, resolution, aspect_ratio, guidance_scale, seed, status) \
+                 VALUES {}",
+                value_rows(chunk.len(), 13, "'processing'")
+            );
+            let mut query = sqlx::query(&sql);
+            for (request, s, reservation_id) in chunk {
+                query = query
+                    .bind(s.id)
+                    .bind(request.user)
+                    .bind(s.prompt.as_str())
+                    .bind(s.model.as_str())
+                    .bind(s.outputs)
+                    .bind(request.amount)
+                    .bind(*reservation_id)
+                    .bind(s.client_key.as_str())
+                    .bind(now)
+                    .bind(s.resolution.as_deref())
+                    .bind(s.aspect_ratio.as_deref())
+                    .bind(s.guidance_scale)
+                    .bind(s.seed);
+            }
+            query.execute(&mut *tx).await?;
+            let sql = format!(
+                "INSERT INTO outbox (reservation_id, payload, created_at, dispatched_at, event_type) VALUES {}",
+                value_rows(chunk.len(), 4, &format!("'{GENERATION_EVENT}'"))
+            );
+            let mut query = sqlx::query(&sql);
+            for (_, s, reservation_id) in chunk {
+                query = query
+                    .bind(*reservation_id)
+                    .bind(Json(&s.payload))
+                    .bind(now)
+                    .bind(s.dispatched.then_some(now));
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(Accepted::New(Reservation {
-            id: reservation_id,
-            user_id: user,
-            amount,
-            session_id: session.map(|s| s.id),
-            expires_at,
-        }))
+        Ok(answers)
     })
+}
+
+/// `($1, …, $width, CONSTANT), ($width+1, …)`: `rows` rows of `width`
+/// parameters each, with `constant` (SQL text, no user input) as the last
+/// column of every row.
+fn value_rows(rows: usize, width: usize, constant: &str) -> String {
+    (0..rows)
+        .map(|row| format!("({}, {constant})", placeholders(row * width + 1, width)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Deducts the reservation's amount from the user's lots, earliest expiry
@@ -442,180 +610,251 @@ async fn settle(
     outcome: Option<&SessionOutcome>,
     now: Timestamp,
 ) -> Result<Transition, LedgerError> {
+    let item = Settlement {
+        reservation,
+        how,
+        outcome,
+    };
+    let mut answers = settle_batch(db, std::slice::from_ref(&item), now).await?;
+    answers.pop().expect("one answer per settlement")
+}
+
+/// Records many generations' outcomes in one transaction, each as
+/// [`finish_session`] would, and answers each in order. `Err` means the
+/// transaction failed and nothing of the batch was committed.
+pub async fn finish_sessions(
+    db: &Db,
+    finishes: &[(Id, SessionOutcome)],
+    now: Timestamp,
+) -> Result<Vec<Result<Transition, LedgerError>>, sqlx::Error> {
+    let items: Vec<Settlement> = finishes
+        .iter()
+        .map(|(reservation, outcome)| Settlement {
+            reservation: *reservation,
+            how: match outcome {
+                SessionOutcome::Completed { .. } => Settle::Capture,
+                SessionOutcome::Failed { .. } => Settle::Release,
+            },
+            outcome: Some(outcome),
+        })
+        .collect();
+    settle_batch(db, &items, now).await
+}
+
+struct Settlement<'a> {
+    reservation: Id,
+    how: Settle,
+    outcome: Option<&'a SessionOutcome>,
+}
+
+/// Settles every item in one write transaction: the owners' rows locked
+/// once each, in id order (two batches never deadlock), then each item
+/// settled in order against its owner's running balance.
+async fn settle_batch(
+    db: &Db,
+    items: &[Settlement<'_>],
+    now: Timestamp,
+) -> Result<Vec<Result<Transition, LedgerError>>, sqlx::Error> {
+    use std::collections::{BTreeMap, HashMap};
+
     let dialect = db.dialect();
     with_pool!(db, pool => {
-        // The owner never changes, so it can be read before taking the lock.
-        let owner: Option<(Id,)> = sqlx::query_as("SELECT user_id FROM credit_reservations WHERE id = $1")
-            .bind(reservation)
-            .fetch_optional(pool)
-            .await?;
-        let Some((user,)) = owner else {
-            return Err(LedgerError::UnknownReservation(reservation));
-        };
         let mut tx = pool.begin_write().await?;
-        let (credits,): (i32,) = sqlx::query_as(&format!(
-            "SELECT credits FROM users WHERE id = $1{}",
-            dialect.for_update()
-        ))
-        .bind(user)
-        .fetch_one(&mut *tx)
-        .await?;
-        let (status, amount, expires_at): (String, i32, Timestamp) = sqlx::query_as(
-            "SELECT status, amount, expires_at FROM credit_reservations WHERE id = $1",
-        )
-        .bind(reservation)
-        .fetch_one(&mut *tx)
-        .await?;
-        let mut status = ReservationStatus::parse(&status)?;
-        // Past its TTL the credits are no longer held for it (they count as
-        // available again), so it can only expire, even if the sweeper has
-        // not run yet.
-        if status == ReservationStatus::Reserved && expires_at <= now {
-            sqlx::query("UPDATE credit_reservations SET status = 'expired', released_at = $2 WHERE id = $1")
-                .bind(reservation)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            status = ReservationStatus::Expired;
-        }
-        let transition = match (how, status) {
-            (_, ReservationStatus::Reserved) => Transition::Applied,
-            (Settle::Capture, ReservationStatus::Captured) => Transition::Unchanged(status),
-            (Settle::Release, ReservationStatus::Released | ReservationStatus::Expired) => {
-                Transition::Unchanged(status)
-            }
-            (Settle::Capture, _) | (Settle::Release, _) => {
-                // Keep the expiry recorded above before answering.
-                tx.commit().await?;
-                return Err(LedgerError::WrongState {
-                    id: reservation,
-                    status,
-                    wanted: match how {
-                        Settle::Capture => "captured",
-                        Settle::Release => "released",
-                    },
-                });
-            }
-        };
-        if transition == Transition::Applied {
-            match how {
-                Settle::Release => {
-                    sqlx::query(
-                        "UPDATE credit_reservations SET status = 'released', released_at = $2 WHERE id = $1",
-                    )
-                    .bind(reservation)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Settle::Capture => {
-                    let lots: Vec<(Id, i32)> = sqlx::query_as(&format!(
-                        "SELECT id, remaining FROM credit_lots \
-                         WHERE user_id = $1 AND remaining > 0 AND closed_at IS NULL \
-                         ORDER BY expires_at, created_at, id{}",
-                        dialect.for_update()
-                    ))
-                    .bind(user)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    let in_lots: i64 = lots.iter().map(|(_, r)| i64::from(*r)).sum();
-                    if in_lots < i64::from(amount) {
-                        return Err(LedgerError::LotsShort { user, in_lots, needed: amount });
-                    }
-                    let mut balance = credits;
-                    let mut owed = amount;
-                    for (lot, remaining) in lots {
-                        if owed == 0 {
-                            break;
-                        }
-                        let take = owed.min(remaining);
-                        owed -= take;
-                        balance -= take;
-                        sqlx::query(
-                            "UPDATE credit_lots SET remaining = remaining - $2, \
-                             closed_at = CASE WHEN remaining - $2 = 0 THEN $3 ELSE closed_at END \
-                             WHERE id = $1",
-                        )
-                        .bind(lot)
-                        .bind(take)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                        sqlx::query(
-                            "INSERT INTO credit_transactions (id, user_id, description, amount, balance_after, reservation_id, lot_id, created_at) \
-                             VALUES ($1, $2, 'Capture of reservation', $3, $4, $5, $6, $7)",
-                        )
-                        .bind(Id::random())
-                        .bind(user)
-                        .bind(-take)
-                        .bind(balance)
-                        .bind(reservation)
-                        .bind(lot)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    sqlx::query("UPDATE users SET credits = $2 WHERE id = $1")
-                        .bind(user)
-                        .bind(balance)
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query(
-                        "UPDATE credit_reservations SET status = 'captured', captured_at = $2 WHERE id = $1",
-                    )
-                    .bind(reservation)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-        }
-        match outcome {
-            None => {}
-            Some(SessionOutcome::Completed { images, duration_ms }) => {
-                let session: Option<(Id,)> = sqlx::query_as(
-                    "UPDATE generation_sessions SET status = 'completed', completed_at = $2, duration_ms = $3 \
-                     WHERE reservation_id = $1 AND status = 'processing' RETURNING id",
-                )
-                .bind(reservation)
-                .bind(now)
-                .bind(duration_ms)
+        // The owner never changes, so it can be read before taking the lock.
+        let mut owners: HashMap<Id, Id> = HashMap::new();
+        for item in items {
+            let owner: Option<(Id,)> = sqlx::query_as("SELECT user_id FROM credit_reservations WHERE id = $1")
+                .bind(item.reservation)
                 .fetch_optional(&mut *tx)
                 .await?;
-                if let Some((session,)) = session {
-                    for image in images {
-                        sqlx::query(
-                            "INSERT INTO images (id, session_id, url, width, height, storage_provider, generation_tool, client_key, created_at, completed_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
-                        )
-                        .bind(Id::random())
-                        .bind(session)
-                        .bind(&image.url)
-                        .bind(image.width)
-                        .bind(image.height)
-                        .bind(&image.storage_provider)
-                        .bind(&image.generation_tool)
-                        .bind(&image.client_key)
+            if let Some((user,)) = owner {
+                owners.insert(item.reservation, user);
+            }
+        }
+        let mut balances: BTreeMap<Id, i32> = owners.values().map(|user| (*user, 0)).collect();
+        for (user, credits) in balances.iter_mut() {
+            let (locked,): (i32,) = sqlx::query_as(&format!(
+                "SELECT credits FROM users WHERE id = $1{}",
+                dialect.for_update()
+            ))
+            .bind(*user)
+            .fetch_one(&mut *tx)
+            .await?;
+            *credits = locked;
+        }
+        let mut answers = Vec::with_capacity(items.len());
+        for item in items {
+            let Some(&user) = owners.get(&item.reservation) else {
+                answers.push(Err(LedgerError::UnknownReservation(item.reservation)));
+                continue;
+            };
+            let credits = balances.get_mut(&user).expect("every owner is locked");
+            let (reservation, how, outcome) = (item.reservation, item.how, item.outcome);
+            let answer: Result<Transition, LedgerError> = async {
+                let (status, amount, expires_at): (String, i32, Timestamp) = sqlx::query_as(
+                    "SELECT status, amount, expires_at FROM credit_reservations WHERE id = $1",
+                )
+                .bind(reservation)
+                .fetch_one(&mut *tx)
+                .await?;
+                let mut status = ReservationStatus::parse(&status)?;
+                // Past its TTL the credits are no longer held for it (they count as
+                // available again), so it can only expire, even if the sweeper has
+                // not run yet.
+                if status == ReservationStatus::Reserved && expires_at <= now {
+                    sqlx::query("UPDATE credit_reservations SET status = 'expired', released_at = $2 WHERE id = $1")
+                        .bind(reservation)
                         .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    status = ReservationStatus::Expired;
+                }
+                let transition = match (how, status) {
+                    (_, ReservationStatus::Reserved) => Transition::Applied,
+                    (Settle::Capture, ReservationStatus::Captured) => Transition::Unchanged(status),
+                    (Settle::Release, ReservationStatus::Released | ReservationStatus::Expired) => {
+                        Transition::Unchanged(status)
+                    }
+                    (Settle::Capture, _) | (Settle::Release, _) => {
+                        // The expiry recorded above stays: the batch commits it.
+                        return Err(LedgerError::WrongState {
+                            id: reservation,
+                            status,
+                            wanted: match how {
+                                Settle::Capture => "captured",
+                                Settle::Release => "released",
+                            },
+                        });
+                    }
+                };
+                if transition == Transition::Applied {
+                    match how {
+                        Settle::Release => {
+                            sqlx::query(
+                                "UPDATE credit_reservations SET status = 'released', released_at = $2 WHERE id = $1",
+                            )
+                            .bind(reservation)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        Settle::Capture => {
+                            let lots: Vec<(Id, i32)> = sqlx::query_as(&format!(
+                                "SELECT id, remaining FROM credit_lots \
+                                 WHERE user_id = $1 AND remaining > 0 AND closed_at IS NULL \
+                                 ORDER BY expires_at, created_at, id{}",
+                                dialect.for_update()
+                            ))
+                            .bind(user)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                            let in_lots: i64 = lots.iter().map(|(_, r)| i64::from(*r)).sum();
+                            if in_lots < i64::from(amount) {
+                                return Err(LedgerError::LotsShort { user, in_lots, needed: amount });
+                            }
+                            let mut balance = *credits;
+                            let mut owed = amount;
+                            for (lot, remaining) in lots {
+                                if owed == 0 {
+                                    break;
+                                }
+                                let take = owed.min(remaining);
+                                owed -= take;
+                                balance -= take;
+                                sqlx::query(
+                                    "UPDATE credit_lots SET remaining = remaining - $2, \
+                                     closed_at = CASE WHEN remaining - $2 = 0 THEN $3 ELSE closed_at END \
+                                     WHERE id = $1",
+                                )
+                                .bind(lot)
+                                .bind(take)
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                                sqlx::query(
+                                    "INSERT INTO credit_transactions (id, user_id, description, amount, balance_after, reservation_id, lot_id, created_at) \
+                                     VALUES ($1, $2, 'Capture of reservation', $3, $4, $5, $6, $7)",
+                                )
+                                .bind(Id::random())
+                                .bind(user)
+                                .bind(-take)
+                                .bind(balance)
+                                .bind(reservation)
+                                .bind(lot)
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                            }
+                            sqlx::query("UPDATE users SET credits = $2 WHERE id = $1")
+                                .bind(user)
+                                .bind(balance)
+                                .execute(&mut *tx)
+                                .await?;
+                            *credits = balance;
+                            sqlx::query(
+                                "UPDATE credit_reservations SET status = 'captured', captured_at = $2 WHERE id = $1",
+                            )
+                            .bind(reservation)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                    }
+                }
+                match outcome {
+                    None => {}
+                    Some(SessionOutcome::Completed { images, duration_ms }) => {
+                        let session: Option<(Id,)> = sqlx::query_as(
+                            "UPDATE generation_sessions SET status = 'completed', completed_at = $2, duration_ms = $3 \
+                             WHERE reservation_id = $1 AND status = 'processing' RETURNING id",
+                        )
+                        .bind(reservation)
+                        .bind(now)
+                        .bind(duration_ms)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if let Some((session,)) = session {
+                            for image in images {
+                                sqlx::query(
+                                    "INSERT INTO images (id, session_id, url, width, height, storage_provider, generation_tool, client_key, created_at, completed_at) \
+                                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+                                )
+                                .bind(Id::random())
+                                .bind(session)
+                                .bind(&image.url)
+                                .bind(image.width)
+                                .bind(image.height)
+                                .bind(&image.storage_provider)
+                                .bind(&image.generation_tool)
+                                .bind(&image.client_key)
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                            }
+                        }
+                    }
+                    Some(SessionOutcome::Failed { error_details, duration_ms }) => {
+                        sqlx::query(
+                            "UPDATE generation_sessions SET status = 'failed', error_details = $2, duration_ms = $3 \
+                             WHERE reservation_id = $1 AND status = 'processing'",
+                        )
+                        .bind(reservation)
+                        .bind(Json(error_details))
+                        .bind(duration_ms)
                         .execute(&mut *tx)
                         .await?;
                     }
                 }
+                Ok(transition)
             }
-            Some(SessionOutcome::Failed { error_details, duration_ms }) => {
-                sqlx::query(
-                    "UPDATE generation_sessions SET status = 'failed', error_details = $2, duration_ms = $3 \
-                     WHERE reservation_id = $1 AND status = 'processing'",
-                )
-                .bind(reservation)
-                .bind(Json(error_details))
-                .bind(duration_ms)
-                .execute(&mut *tx)
-                .await?;
+            .await;
+            match answer {
+                Err(LedgerError::Db(e)) => return Err(e),
+                answer => answers.push(answer),
             }
         }
         tx.commit().await?;
-        Ok(transition)
+        Ok(answers)
     })
 }
 

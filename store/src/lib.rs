@@ -10,12 +10,17 @@
 //!   the `Id` type and the few dialect differences.
 //! - [`users`]: accounts and password hashes.
 //! - [`ledger`]: reserve / capture / release / expire / add credits — the
-//!   only code that moves credits.
+//!   only code that moves credits; `reserve_batch` decides many
+//!   reservations in one transaction.
+//! - [`group_commit`]: committer tasks that batch concurrent generate
+//!   requests into `ledger::reserve_batch` transactions (one committer on
+//!   SQLite, several keyed by user on PostgreSQL).
 //! - [`seeding`]: the default account of contract §4; creates the test
 //!   user(s) and tops up their credits (the `seed` binary, the mock's first
 //!   start and `loadgen --spawn-mock`); `check_schema` checks the columns
 //!   it touches on a database that is not ours.
-//! - [`drain`]: waits until no generation session is `processing`.
+//! - [`drain`]: waits until no generation session is `processing`; the
+//!   backlog (undispatched outbox rows, `processing` sessions) for metrics.
 //! - [`audit`]: invariants I1–I7 of the contract, checked by SQL on any
 //!   database with the contract's schema; its `fixture` (feature
 //!   `testing`) builds clean and broken databases.
@@ -25,6 +30,7 @@
 pub mod audit;
 pub mod db;
 pub mod drain;
+pub mod group_commit;
 pub mod ledger;
 pub mod seeding;
 #[cfg(feature = "testing")]

@@ -76,6 +76,7 @@ impl From<LedgerError> for ApiError {
             LedgerError::InvalidAmount(_) => ApiError::BadRequest(e.to_string()),
             LedgerError::UnknownUser(_) => ApiError::NotFound("User not found"),
             LedgerError::Db(e) => e.into(),
+            LedgerError::BatchFailed(e) => ApiError::from_sqlx(&e),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -93,7 +94,13 @@ impl From<UserError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> ApiError {
-        if database_unavailable(&e) {
+        ApiError::from_sqlx(&e)
+    }
+}
+
+impl ApiError {
+    fn from_sqlx(e: &sqlx::Error) -> ApiError {
+        if database_unavailable(e) {
             ApiError::DatabaseUnavailable(e.to_string())
         } else {
             ApiError::Internal(e.to_string())
@@ -137,5 +144,12 @@ mod tests {
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let response = ApiError::from(LedgerError::Db(sqlx::Error::PoolTimedOut)).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        // Every request of a failed group-commit batch answers as the batch's error.
+        let shared = std::sync::Arc::new(sqlx::Error::PoolTimedOut);
+        let response = ApiError::from(LedgerError::BatchFailed(shared)).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let shared = std::sync::Arc::new(sqlx::Error::RowNotFound);
+        let response = ApiError::from(LedgerError::BatchFailed(shared)).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -10,7 +10,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::types::Json as SqlJson;
 use store::db::{Id, Timestamp};
-use store::ledger::{self, Accepted, GenerationParams, NewSession, DEFAULT_MODEL, DEFAULT_SIZE};
+use store::ledger::{
+    self, Accepted, GenerationParams, NewSession, ReserveRequest, DEFAULT_MODEL, DEFAULT_SIZE,
+};
 use store::with_pool;
 
 use super::auth::AuthUser;
@@ -88,18 +90,18 @@ async fn generate(
     let user = claims.user_id;
     let cost = state.settings.credit_cost_per_output * params.outputs;
     let enqueue_first = state.settings.enqueue_first;
-    let mut new_session = NewSession::for_generation(user, client_key, &params);
+    let mut new_session = NewSession::for_generation(user, client_key.clone(), &params);
     new_session.dispatched = !enqueue_first;
-    let now = chrono::Utc::now();
-    let accepted = ledger::reserve_for_session(
-        &state.db,
-        user,
-        cost,
-        state.settings.reservation_ttl,
-        &new_session,
-        now,
-    )
-    .await;
+    let new_session_id = new_session.id;
+    let accepted = state
+        .group_commit
+        .reserve(ReserveRequest::for_session(
+            user,
+            cost,
+            state.settings.reservation_ttl,
+            new_session,
+        ))
+        .await;
     let accepted = match accepted {
         Ok(accepted) => accepted,
         Err(e) => {
@@ -116,13 +118,13 @@ async fn generate(
             } else {
                 let request = GenerationRequest {
                     reservation_id: reservation.id,
-                    session_id: new_session.id,
+                    session_id: new_session_id,
                     attempt: 1,
                     prompt: params.prompt,
                     model: params.model,
                     outputs: params.outputs,
                     size: Some(params.size),
-                    client_key: new_session.client_key.clone(),
+                    client_key: client_key.clone(),
                 };
                 // The real direct path hands a failing provider's status to
                 // the client; the decision is known up front, so a failure
@@ -142,7 +144,7 @@ async fn generate(
                     tokio::spawn(async move { run_generation(&db, &provider, request).await });
                 }
             }
-            (new_session.id, reservation.id)
+            (new_session_id, reservation.id)
         }
         Accepted::Replay {
             session_id,
@@ -154,7 +156,7 @@ async fn generate(
             StatusCode::ACCEPTED,
             Json(json!({
                 "accepted": true,
-                "clientKey": new_session.client_key,
+                "clientKey": client_key,
                 "reservationId": reservation_id,
                 "sessionId": session_id,
                 "session_id": session_id,
@@ -167,7 +169,7 @@ async fn generate(
     Ok(Json(json!({
         "success": true,
         "sessionId": session_id,
-        "clientKey": new_session.client_key,
+        "clientKey": client_key,
         "creditsUsed": cost,
         "creditsLeft": balance.available,
         "status": "processing",

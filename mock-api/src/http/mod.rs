@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use store::db::Db;
+use store::group_commit::GroupCommit;
 use tokio::sync::Notify;
 
 use crate::provider::Provider;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub faults: Arc<crate::faults::Faults>,
     /// Passwords bcrypt already verified, as keyed digests.
     pub login_cache: Arc<login_cache::LoginCache>,
+    /// The generate path's reservations, batched into shared transactions.
+    pub group_commit: Arc<GroupCommit>,
 }
 
 /// The request-handling part of the configuration.

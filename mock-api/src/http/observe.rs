@@ -1,5 +1,7 @@
 //! `/metrics` in Prometheus text format and the layer that counts every
-//! request by route and status.
+//! request by route and status. A scrape also reads the queue depth
+//! (`mock_queue_depth`) and the backlog in the database
+//! (`mock_outbox_undispatched`, `mock_generations_processing`).
 //!
 //! The `metrics` recorder is process-global, so every server in a process
 //! (tests start many) shares one registry; series carry no server label.
@@ -49,6 +51,10 @@ async fn render(State(state): State<AppState>) -> Response {
         metrics::gauge!("mock_queue_depth", "state" => "wait").set(depth.wait as f64);
         metrics::gauge!("mock_queue_depth", "state" => "active").set(depth.active as f64);
         metrics::gauge!("mock_queue_depth", "state" => "delayed").set(depth.delayed as f64);
+    }
+    if let Ok(backlog) = store::drain::backlog(&state.db).await {
+        metrics::gauge!("mock_outbox_undispatched").set(backlog.undispatched as f64);
+        metrics::gauge!("mock_generations_processing").set(backlog.processing as f64);
     }
     let body = prometheus().map(|h| h.render()).unwrap_or_default();
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()

@@ -7,7 +7,9 @@
 //!   every `outbox_poll`.
 //! - The **workers** ([`worker`]) take jobs, run the [`Provider`] and record
 //!   the outcome with [`ledger::finish_session`] (capture + images, or
-//!   release + error), retrying failed attempts as the queue says.
+//!   release + error), retrying failed attempts as the queue says; the
+//!   outcomes of all workers are group-committed (`FinishCommit`), many
+//!   in one transaction.
 //! - The **reconciler** ([`reconciler`]) queues again, every
 //!   `reconcile_every` while the mock serves, the generations still
 //!   `processing` whose job the queue lost or finished unrecorded.
@@ -31,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use store::db::Db;
+use store::group_commit::{FinishCommit, GroupCommitConfig};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -64,6 +67,9 @@ pub struct JobsConfig {
     /// long after its dispatch a generation may be one
     /// (`RECONCILE_EVERY_MS`, default 5 s).
     pub reconcile_every: Duration,
+    /// How the workers' outcomes are batched into shared transactions
+    /// (`GENERATE_BATCH_MAX`, `GENERATE_COMMITTERS`).
+    pub group_commit: GroupCommitConfig,
     /// The longest single wait of a worker's `take`; shutdown interrupts
     /// it (default 500 ms).
     pub take_wait: Duration,
@@ -79,6 +85,7 @@ impl Default for JobsConfig {
             sweep_every: Duration::from_secs(5),
             reconcile_every: Duration::from_secs(5),
             take_wait: Duration::from_millis(500),
+            group_commit: GroupCommitConfig::default(),
         }
     }
 }
@@ -148,6 +155,7 @@ impl Jobs {
         )));
         let worker = worker::Worker {
             db: db.clone(),
+            finishes: Arc::new(FinishCommit::start(db.clone(), config.group_commit)),
             queue,
             provider,
             grace: config.grace,

@@ -3,8 +3,8 @@
 //! Each round is one write transaction: up to `batch` undispatched rows in
 //! id order (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so several instances
 //! share the work; SQLite's write lock serialises them), each pushed as a
-//! job whose id is its reservation id, then marked `dispatched_at = now`
-//! with `dispatch_attempts + 1`. A push that fails leaves its row
+//! job whose id is its reservation id, then all marked `dispatched_at = now`
+//! with `dispatch_attempts + 1` by one `UPDATE`. A push that fails leaves its row
 //! undispatched (its attempts counted) and ends the round; the row is tried
 //! again at the next one. Pushing a job twice queues it once, so a row
 //! dispatched twice (a crash between push and commit) is harmless.
@@ -22,12 +22,15 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sqlx::types::Json;
-use store::db::{BeginWrite, Db, Id};
+use store::db::{placeholders, BeginWrite, Db, Id};
 use store::with_pool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::{NewJob, Queue};
+
+/// Rows marked per `UPDATE … WHERE id IN (…)`.
+const MARK_CHUNK: usize = 500;
 
 pub(crate) struct RelayConfig {
     pub poll: Duration,
@@ -99,8 +102,10 @@ pub async fn dispatch_round(db: &Db, queue: &dyn Queue, batch: i64) -> Result<Ro
         .await?;
         let mut round = Round { read: rows.len(), ..Round::default() };
         let now = chrono::Utc::now();
+        let mut pushed: Vec<i64> = Vec::with_capacity(rows.len());
+        let mut failed: Option<i64> = None;
         for (row, event_type, reservation, Json(payload)) in rows {
-            let pushed = match reservation {
+            let outcome = match reservation {
                 Some(id) => queue
                     .push(NewJob { id, name: event_type, payload })
                     .await
@@ -111,30 +116,37 @@ pub async fn dispatch_round(db: &Db, queue: &dyn Queue, batch: i64) -> Result<Ro
                     Ok(())
                 }
             };
-            match pushed {
-                Ok(()) => {
-                    sqlx::query(
-                        "UPDATE outbox SET dispatched_at = $2, dispatch_attempts = dispatch_attempts + 1 WHERE id = $1",
-                    )
-                    .bind(row)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    round.dispatched += 1;
-                }
+            match outcome {
+                Ok(()) => pushed.push(row),
                 Err(why) => {
                     tracing::warn!(outbox_id = row, reservation = ?reservation, error = %why,
                         "cannot push a job; it stays in the outbox");
-                    sqlx::query("UPDATE outbox SET dispatch_attempts = dispatch_attempts + 1 WHERE id = $1")
-                        .bind(row)
-                        .execute(&mut *tx)
-                        .await?;
-                    round.failed += 1;
+                    failed = Some(row);
                     // The queue is likely down: do not hold the transaction
                     // through more timeouts.
                     break;
                 }
             }
+        }
+        // One UPDATE marks every pushed row.
+        for chunk in pushed.chunks(MARK_CHUNK) {
+            let sql = format!(
+                "UPDATE outbox SET dispatched_at = $1, dispatch_attempts = dispatch_attempts + 1 WHERE id IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut query = sqlx::query(&sql).bind(now);
+            for row in chunk {
+                query = query.bind(*row);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        round.dispatched = pushed.len();
+        if let Some(row) = failed {
+            sqlx::query("UPDATE outbox SET dispatch_attempts = dispatch_attempts + 1 WHERE id = $1")
+                .bind(row)
+                .execute(&mut *tx)
+                .await?;
+            round.failed = 1;
         }
         tx.commit().await?;
         Ok(round)

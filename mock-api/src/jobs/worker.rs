@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use store::db::{Db, Id};
+use store::group_commit::FinishCommit;
 use store::ledger::{
     self, LedgerError, ReservationStatus, SessionOutcome, Transition, GENERATION_EVENT,
 };
@@ -50,6 +51,7 @@ const QUEUE_ERROR_PAUSE: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub(crate) struct Worker {
     pub db: Db,
+    pub finishes: Arc<FinishCommit>,
     pub queue: Arc<dyn Queue>,
     pub provider: Arc<Provider>,
     pub grace: Duration,
@@ -58,6 +60,10 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
+    fn recorder(&self) -> Recorder<'_> {
+        Recorder::Batched(&self.finishes)
+    }
+
     pub async fn run(self, n: usize) {
         tracing::debug!(worker = n, "worker started");
         loop {
@@ -133,10 +139,10 @@ impl Worker {
                     images,
                     duration_ms,
                 };
-                match record(&self.db, job.id, &outcome, cost).await {
+                match record(self.recorder(), job.id, &outcome, cost).await {
                     Ok(_) => self.complete(&job).await,
                     Err(Unrecorded::Settled(e)) => {
-                        fail_if_expired(&self.db, job.id, &e, duration_ms).await;
+                        fail_if_expired(self.recorder(), job.id, &e, duration_ms).await;
                         self.complete(&job).await
                     }
                     Err(Unrecorded::Error(e)) => {
@@ -174,7 +180,7 @@ impl Worker {
                     error_details: failure_details(&failure, job.attempt),
                     duration_ms,
                 };
-                match record(&self.db, job.id, &outcome, cost).await {
+                match record(self.recorder(), job.id, &outcome, cost).await {
                     Ok(_) | Err(Unrecorded::Settled(_)) => {}
                     Err(Unrecorded::Error(e)) => {
                         // The sweeper expires the reservation at its TTL.
@@ -196,7 +202,7 @@ impl Worker {
                 error_details: json!({ "error": format!("malformed job: {why}"), "attempts": job.attempt }),
                 duration_ms: 0,
             };
-            match record(&self.db, job.id, &outcome, None).await {
+            match record(self.recorder(), job.id, &outcome, None).await {
                 Ok(Transition::Applied) => {}
                 Ok(Transition::Unchanged(_)) | Err(Unrecorded::Settled(_)) => {}
                 Err(Unrecorded::Error(e)) => {
@@ -276,7 +282,7 @@ pub async fn run_generation(
         ),
     };
     match (
-        record(db, request.reservation_id, &outcome, cost).await,
+        record(Recorder::Direct(db), request.reservation_id, &outcome, cost).await,
         failure,
     ) {
         (Ok(transition), None) => GenerationResult::Completed(transition),
@@ -289,7 +295,13 @@ pub async fn run_generation(
             }
         }
         (Err(Unrecorded::Settled(e)), _) => {
-            fail_if_expired(db, request.reservation_id, &e, duration_ms).await;
+            fail_if_expired(
+                Recorder::Direct(db),
+                request.reservation_id,
+                &e,
+                duration_ms,
+            )
+            .await;
             tracing::info!(reservation = %request.reservation_id, error = %e,
                 "direct generation finished after its session was settled");
             GenerationResult::AlreadySettled(e)
@@ -298,6 +310,29 @@ pub async fn run_generation(
             tracing::error!(reservation = %request.reservation_id, error = %e,
                 "cannot record a direct generation");
             GenerationResult::Error(e)
+        }
+    }
+}
+
+/// Where outcomes are recorded: the workers share transactions through
+/// the [`FinishCommit`]; the direct path records its one generation alone.
+#[derive(Clone, Copy)]
+enum Recorder<'a> {
+    Batched(&'a FinishCommit),
+    Direct(&'a Db),
+}
+
+impl Recorder<'_> {
+    async fn finish(
+        self,
+        reservation: Id,
+        outcome: &SessionOutcome,
+    ) -> Result<Transition, LedgerError> {
+        match self {
+            Recorder::Batched(finishes) => finishes.finish(reservation, outcome.clone()).await,
+            Recorder::Direct(db) => {
+                ledger::finish_session(db, reservation, outcome, chrono::Utc::now()).await
+            }
         }
     }
 }
@@ -311,12 +346,12 @@ enum Unrecorded {
 
 /// `finish_session`, with its metrics.
 async fn record(
-    db: &Db,
+    recorder: Recorder<'_>,
     reservation: Id,
     outcome: &SessionOutcome,
     cost: Option<i32>,
 ) -> Result<Transition, Unrecorded> {
-    match ledger::finish_session(db, reservation, outcome, chrono::Utc::now()).await {
+    match recorder.finish(reservation, outcome).await {
         Ok(transition) => {
             let (label, credits) = match outcome {
                 SessionOutcome::Completed { .. } => ("completed", "mock_credits_captured_total"),
@@ -342,7 +377,12 @@ async fn record(
 /// was refused (the ledger marked the reservation `expired`), so the session
 /// is failed here; releasing an expired reservation changes nothing, and
 /// the session is only updated while still `processing`.
-async fn fail_if_expired(db: &Db, reservation: Id, refused: &LedgerError, duration_ms: i32) {
+async fn fail_if_expired(
+    recorder: Recorder<'_>,
+    reservation: Id,
+    refused: &LedgerError,
+    duration_ms: i32,
+) {
     if !matches!(
         refused,
         LedgerError::WrongState {
@@ -356,7 +396,7 @@ async fn fail_if_expired(db: &Db, reservation: Id, refused: &LedgerError, durati
         error_details: json!({ "error": EXPIRED_ERROR }),
         duration_ms,
     };
-    if let Err(e) = ledger::finish_session(db, reservation, &outcome, chrono::Utc::now()).await {
+    if let Err(e) = recorder.finish(reservation, &outcome).await {
         tracing::warn!(%reservation, error = %e, "cannot fail the session of an expired reservation");
     } else {
         metrics::counter!("mock_jobs_total", "outcome" => "failed").increment(1);
