@@ -955,7 +955,11 @@ async fn readyz_is_503_while_the_database_or_the_queue_is_down() {
         )
         .await;
     }
-    assert_eq!(rows_a_generate_writes(&db).await, before, "a 503 wrote rows");
+    assert_eq!(
+        rows_a_generate_writes(&db).await,
+        before,
+        "a 503 wrote rows"
+    );
 
     redis.start_again().unwrap();
     until_answers(&api, "/readyz", StatusCode::OK, "ready").await;

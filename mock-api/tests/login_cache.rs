@@ -87,9 +87,7 @@ async fn concurrent_first_logins_pay_bcrypt_once() {
     let dir = tempfile::tempdir().unwrap();
     let (api, _db) = start(true, &dir).await;
     let statuses = |password: &'static str| {
-        let logins: Vec<_> = (0..LOGINS)
-            .map(|_| login_status(&api, password))
-            .collect();
+        let logins: Vec<_> = (0..LOGINS).map(|_| login_status(&api, password)).collect();
         futures::future::join_all(logins)
     };
 

@@ -291,7 +291,10 @@ mod tests {
         assert!(futures::poll!(Box::pin(first)).is_pending());
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while !cache.lock().in_flight.is_empty() {
-            assert!(std::time::Instant::now() < deadline, "the flight never ended");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the flight never ended"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         assert_eq!(stored(&cache).len(), 1);

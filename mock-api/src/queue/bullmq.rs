@@ -432,8 +432,11 @@ impl Shared {
 
     /// Records Redis's state (`mock_queue_up`); logs each change.
     fn set_up(&self, up: bool) {
-        metrics::gauge!("mock_queue_up", "queue" => self.keys.base.clone())
-            .set(if up { 1.0 } else { 0.0 });
+        metrics::gauge!("mock_queue_up", "queue" => self.keys.base.clone()).set(if up {
+            1.0
+        } else {
+            0.0
+        });
         if self.up.swap(up, Ordering::Relaxed) != up {
             if up {
                 tracing::info!("Redis answers again; generate accepts jobs");
