@@ -106,4 +106,4 @@ for label, lo, hi in (("last minute", end - 60, end + 1), ("minute 9 (last at 20
     print(f"  {label}: {v:.2f} ms ({n} requests), {(v / second - 1) * 100:+.1f} % vs minute 2")
 PY
 grep -E "iterations\.|http_reqs\.|http_req_duration\.|iteration_duration\." "$work/loadgen.out" || true
-echo "loadgen exit $loadgen_exit; audit exit $audit_exit ($(grep -c '✓' "$work/audit.out") invariants hold)"
+echo "loadgen exit $loadgen_exit; audit exit $audit_exit ($(grep -c '✓ I[0-9]' "$work/audit.out") of 7 invariants hold)"
