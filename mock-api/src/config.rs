@@ -72,9 +72,13 @@ pub struct Config {
     /// How often generations still processing whose job the queue lost are queued again.
     #[arg(long, env = "RECONCILE_EVERY_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
     pub reconcile_every_ms: u64,
-    /// Redis queue: how long a job's lock outlives its holder (BullMQ's lockDuration); a killed worker's jobs return after it.
-    #[arg(long, env = "QUEUE_LOCK_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(30..))]
+    /// Redis queue: how long a job's lock outlives its holder (BullMQ's lockDuration), renewed every third of it; a killed worker's jobs return after it.
+    #[arg(long, env = "QUEUE_LOCK_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(30..))]
     pub queue_lock_ms: u64,
+    /// While the Redis queue is known down, still answer generate 202 and keep the job in the
+    /// outbox (false: 503 "queue temporarily unavailable, please retry", the contract's answer).
+    #[arg(long, env = "ACCEPT_WHILE_QUEUE_DOWN", default_value_t = false, action = clap::ArgAction::Set)]
+    pub accept_while_queue_down: bool,
     /// Outbox rows dispatched per poll.
     #[arg(long, env = "OUTBOX_BATCH", default_value_t = 25, value_parser = clap::value_parser!(i64).range(1..=10_000))]
     pub outbox_batch: i64,
@@ -243,6 +247,7 @@ impl Config {
                 enqueue_first: self.enqueue_first,
                 bcrypt_cost: self.bcrypt_cost,
                 login_cache: self.login_cache,
+                accept_while_queue_down: self.accept_while_queue_down,
             },
         })
     }
@@ -326,7 +331,7 @@ impl Config {
         let masked = |set: bool| if set { "(set)" } else { "(unset)" };
         format!(
             "listen={} database={} queue={} queue_name={} jwt_secret={} admin={} seed_on_first_start={} \
-             enqueue_first={} workers={} outbox_poll_ms={} outbox_batch={} reconcile_every_ms={} queue_lock_ms={} cost_per_output={} max_outputs={} \
+             enqueue_first={} workers={} outbox_poll_ms={} outbox_batch={} reconcile_every_ms={} queue_lock_ms={} accept_while_queue_down={} cost_per_output={} max_outputs={} \
              reservation_ttl_s={} provider_latency_ms={}..{} mock_seed={} bcrypt_cost={} login_cache={} shutdown_grace_ms={} \
              faults={} provider_error_rate={} provider_error_statuses={} provider_latency={} provider_timeout={} \
              control_api={} rate_limit={}",
@@ -343,6 +348,7 @@ impl Config {
             self.outbox_batch,
             self.reconcile_every_ms,
             self.queue_lock_ms,
+            self.accept_while_queue_down,
             self.credit_cost_per_output,
             self.max_outputs,
             self.reservation_ttl_seconds,

@@ -871,10 +871,44 @@ async fn until_answers(api: &Api, path: &str, status: StatusCode, text: &str) {
     }
 }
 
+/// Rows a generate request may write: sessions, reservations, outbox.
+async fn rows_a_generate_writes(db: &store::db::Db) -> (i64, i64, i64) {
+    store::with_pool!(db, pool => sqlx::query_as(
+        "SELECT (SELECT CAST(COUNT(*) AS BIGINT) FROM generation_sessions), \
+                (SELECT CAST(COUNT(*) AS BIGINT) FROM credit_reservations), \
+                (SELECT CAST(COUNT(*) AS BIGINT) FROM outbox)"
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap())
+}
+
+/// Polls `/metrics` until the line starting with `series` reads `value`.
+async fn until_metric(api: &Api, series: &str, value: &str) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let text = api.metrics().await;
+        let got = text
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map(str::to_string);
+        if got.as_deref() == Some(value) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series} never read {value}; last: {got:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// `/readyz` is 503 `not-ready` while Redis (the queue) or PostgreSQL is
-/// down, and `ready` again once each returns. While Redis is down generate
-/// still answers 202 (enqueue-first: the outbox holds the job, README
-/// "Recovery"), and the job completes once Redis is back.
+/// down, and `ready` again once each returns. Once the mock knows Redis is
+/// down, generate answers the contract's 503 `queue temporarily
+/// unavailable, please retry` and writes nothing (no session, no
+/// reservation, no outbox row); once Redis is back it answers 202 again,
+/// the job completes and the audit is clean.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_503_while_the_database_or_the_queue_is_down() {
     let Some(redis) = testing::RedisServer::start()
@@ -893,7 +927,9 @@ async fn readyz_is_503_while_the_database_or_the_queue_is_down() {
     config.redis_url = Some(redis.url.clone());
     config.queue_name = store::testing::unique_name("readyz");
     config.reconcile_every_ms = 500;
+    let queue_up = format!("mock_queue_up{{queue=\"bull:{}:\"}}", config.queue_name);
     let api = Api::start(config).await;
+    let db = store::db::Db::connect(&postgres.url).await.unwrap();
     until_answers(&api, "/readyz", StatusCode::OK, "ready").await;
     let token = api.login(EMAIL, PASSWORD).await;
 
@@ -905,11 +941,32 @@ async fn readyz_is_503_while_the_database_or_the_queue_is_down() {
         "not-ready",
     )
     .await;
+    until_metric(&api, &queue_up, "0").await;
+    let before = rows_a_generate_writes(&db).await;
+    for client_key in [None, Some("while-redis-is-down")] {
+        let body = match client_key {
+            Some(key) => json!({"prompt": "p", "clientKey": key}),
+            None => json!({"prompt": "p"}),
+        };
+        expect_error(
+            api.generate(&token, body).await,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue temporarily unavailable, please retry",
+        )
+        .await;
+    }
+    assert_eq!(
+        rows_a_generate_writes(&db).await,
+        before,
+        "a 503 wrote rows"
+    );
+
+    redis.start_again().unwrap();
+    until_answers(&api, "/readyz", StatusCode::OK, "ready").await;
+    until_metric(&api, &queue_up, "1").await;
     let (status, accepted) = json_of(api.generate(&token, json!({"prompt": "p"})).await).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
     assert_eq!(accepted["status"], "queued");
-    redis.start_again().unwrap();
-    until_answers(&api, "/readyz", StatusCode::OK, "ready").await;
     let session = format!(
         "/api/images/seedream4/sessions/{}",
         accepted["sessionId"].as_str().unwrap()
@@ -929,10 +986,13 @@ async fn readyz_is_503_while_the_database_or_the_queue_is_down() {
         assert_eq!(body["status"], "processing", "{body}");
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the job accepted while Redis was down never completed: {body}"
+            "the job accepted after Redis returned never completed: {body}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    let report = store::audit::audit(&db, None).await.unwrap();
+    assert!(report.is_clean(), "{report:#?}");
+    db.close().await;
 
     let handle = postgres.clone();
     tokio::task::spawn_blocking(move || handle.stop_immediate())

@@ -1,7 +1,8 @@
 //! The login cache over HTTP (issue 12, item 3): a repeated login with the
 //! right password is answered without bcrypt; a wrong password is refused
 //! every time, even right after a good login; a changed password is not
-//! served from the cache; with `LOGIN_CACHE=false` every login runs bcrypt.
+//! served from the cache; with `LOGIN_CACHE=false` every login runs bcrypt;
+//! concurrent first logins of an account share one bcrypt (single flight).
 //!
 //! bcrypt runs and cache hits are read from `/metrics`, whose registry is
 //! shared by every server in this process, so the tests take turns.
@@ -76,6 +77,39 @@ async fn a_repeated_login_is_served_from_the_cache_and_a_wrong_password_never() 
         expect_login(&api, "testpassword124", StatusCode::UNAUTHORIZED, 1, 0).await;
         expect_login(&api, PASSWORD, StatusCode::OK, 0, 1).await;
     }
+    api.server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_first_logins_pay_bcrypt_once() {
+    const LOGINS: usize = 24;
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (api, _db) = start(true, &dir).await;
+    let statuses = |password: &'static str| {
+        let logins: Vec<_> = (0..LOGINS).map(|_| login_status(&api, password)).collect();
+        futures::future::join_all(logins)
+    };
+
+    let before = counts(&api).await;
+    let answers = statuses(PASSWORD).await;
+    let after = counts(&api).await;
+    assert!(answers.iter().all(|s| *s == StatusCode::OK), "{answers:?}");
+    assert_eq!(after.bcrypt - before.bcrypt, 1, "{LOGINS} logins at once");
+
+    // A wrong password at once is refused to every login, is not stored,
+    // and runs bcrypt again afterwards; the good one stays cached.
+    let before = counts(&api).await;
+    let answers = statuses("testpassword124").await;
+    let after = counts(&api).await;
+    assert!(
+        answers.iter().all(|s| *s == StatusCode::UNAUTHORIZED),
+        "{answers:?}"
+    );
+    assert!(after.bcrypt > before.bcrypt);
+    assert_eq!(after.hits, before.hits, "a wrong password is never a hit");
+    expect_login(&api, "testpassword124", StatusCode::UNAUTHORIZED, 1, 0).await;
+    expect_login(&api, PASSWORD, StatusCode::OK, 0, 1).await;
     api.server.stop().await.unwrap();
 }
 

@@ -28,6 +28,9 @@ use tokio_util::sync::CancellationToken;
 
 /// The longest any one wait of these tests may take.
 const PATIENCE: Duration = Duration::from_secs(90);
+/// The deadline of the SIGKILL tests: everything accepted is finished this
+/// long after the last restart.
+const AFTER_LAST_RESTART: Duration = Duration::from_secs(30);
 /// Concurrent clients driving the load.
 const CLIENTS: usize = 6;
 
@@ -240,10 +243,9 @@ async fn count_processing(db: &Db) -> i64 {
     .unwrap_or(-1))
 }
 
-/// Waits until nothing is `processing`, then checks every accepted
-/// generation and the audit.
-async fn assert_all_finished_once(db: &Db, accepted: &[Accepted]) {
-    let deadline = Instant::now() + PATIENCE;
+/// Waits until nothing is `processing` (failing past `deadline`), then
+/// checks every accepted generation and the audit.
+async fn assert_all_finished_once(db: &Db, accepted: &[Accepted], deadline: Instant) {
     loop {
         let processing = count_processing(db).await;
         if processing == 0 {
@@ -251,7 +253,7 @@ async fn assert_all_finished_once(db: &Db, accepted: &[Accepted]) {
         }
         assert!(
             Instant::now() < deadline,
-            "{processing} generations still processing after {PATIENCE:?}"
+            "{processing} generations still processing at the deadline"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -281,8 +283,9 @@ async fn assert_all_finished_once(db: &Db, accepted: &[Accepted]) {
 }
 
 /// The settings every mock of these tests shares: slow enough generations
-/// that jobs are queued and running at every kill, a reconciler and Redis
-/// locks fast enough for a test.
+/// that jobs are queued and running at every kill, a reconciler fast
+/// enough for a test. Redis locks keep their default (`QUEUE_LOCK_MS`):
+/// the jobs a killed process held must come back in time with it.
 fn mock_env(database_url: &str, redis: Option<&str>) -> Vec<(&'static str, String)> {
     let mut env = vec![
         ("DATABASE_URL", database_url.to_string()),
@@ -293,7 +296,6 @@ fn mock_env(database_url: &str, redis: Option<&str>) -> Vec<(&'static str, Strin
         ("GEN_WORKER_CONCURRENCY", "20".into()),
         ("OUTBOX_POLL_MS", "100".into()),
         ("RECONCILE_EVERY_MS", "500".into()),
-        ("QUEUE_LOCK_MS", "1500".into()),
     ];
     if let Some(redis) = redis {
         env.push(("REDIS_URL", redis.to_string()));
@@ -305,7 +307,8 @@ fn mock_env(database_url: &str, redis: Option<&str>) -> Vec<(&'static str, Strin
 /// Three SIGKILLs under load, at different points: while the load runs,
 /// right after a restart (while the reconciler's first round runs) and
 /// later again; a restart after each. Then the load stops and everything
-/// must finish.
+/// must finish within [`AFTER_LAST_RESTART`] of the last restart (issue 12:
+/// "within 30 s of the last restart").
 async fn killed_three_times_under_load(database_url: &str, redis: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let log = LogOnPanic(dir.path().join("mock.log"));
@@ -325,7 +328,7 @@ async fn killed_three_times_under_load(database_url: &str, redis: Option<&str>) 
     assert!(tally.unanswered > 0, "the kills were not seen by the load");
     let db = Db::connect(database_url).await.unwrap();
     let processing = count_processing(&db).await;
-    assert_all_finished_once(&db, &tally.accepted).await;
+    assert_all_finished_once(&db, &tally.accepted, last_restart + AFTER_LAST_RESTART).await;
     // A figure for BENCHMARKS.md, not an assertion.
     eprintln!(
         "{} accepted; {processing} processing when the load stopped; all finished {:?} after the last restart",
@@ -375,6 +378,10 @@ async fn sigkill_three_times_under_load_on_postgres_and_redis_loses_nothing() {
 
 /// A mock served in this process, for the outage tests.
 async fn in_process_mock(database_url: &str, redis: &str) -> TestServer {
+    TestServer::start(mock_config(database_url, redis)).await
+}
+
+fn mock_config(database_url: &str, redis: &str) -> mock_api::config::Config {
     let mut config = test_config(database_url);
     config.redis_url = Some(redis.to_string());
     config.queue_name = unique_name("outage");
@@ -383,7 +390,7 @@ async fn in_process_mock(database_url: &str, redis: &str) -> TestServer {
     config.worker_concurrency = 20;
     config.reconcile_every_ms = 500;
     config.queue_lock_ms = 1500;
-    TestServer::start(config).await
+    config
 }
 
 /// `server`'s start seeds the test user; this waits until it can log in.
@@ -417,7 +424,11 @@ async fn redis_restarted_empty_under_load_loses_and_repeats_nothing() {
     let Some(redis) = own_redis() else {
         return;
     };
-    let server = in_process_mock(&database, &redis.url).await;
+    // The outbox path: generate keeps answering 202 while Redis is down
+    // (`ACCEPT_WHILE_QUEUE_DOWN`; the default's 503 is contract.rs's).
+    let mut config = mock_config(&database, &redis.url);
+    config.accept_while_queue_down = true;
+    let server = TestServer::start(config).await;
     let load = Load::start(&server.base, &logged_in(&server).await);
     load.wait_accepted(60).await;
     redis.kill().unwrap();
@@ -430,7 +441,7 @@ async fn redis_restarted_empty_under_load_loses_and_repeats_nothing() {
     load.wait_accepted(returned + 60).await;
     let tally = load.stop().await;
     let db = Db::connect(&database).await.unwrap();
-    assert_all_finished_once(&db, &tally.accepted).await;
+    assert_all_finished_once(&db, &tally.accepted, Instant::now() + PATIENCE).await;
     eprintln!(
         "{} accepted ({} during the outage); all finished {:?} after Redis returned",
         tally.accepted.len(),
@@ -508,7 +519,7 @@ async fn postgres_down_answers_503_then_recovers_by_itself() {
         "database temporarily unavailable, please retry"
     );
     let db = Db::connect(&postgres.url).await.unwrap();
-    assert_all_finished_once(&db, &tally.accepted).await;
+    assert_all_finished_once(&db, &tally.accepted, Instant::now() + PATIENCE).await;
     eprintln!(
         "{} accepted; {} answered 503 while PostgreSQL was down; all finished {:?} after it returned",
         tally.accepted.len(),

@@ -90,6 +90,14 @@ async fn generate(
     let user = claims.user_id;
     let cost = state.settings.credit_cost_per_output * params.outputs;
     let enqueue_first = state.settings.enqueue_first;
+    // The contract's 503, before anything is reserved: no session, no
+    // reservation, nothing for the client but a retry. The flag is the
+    // queue's last known state, not a round trip per request.
+    if enqueue_first && !state.settings.accept_while_queue_down && !state.queue.accepting() {
+        metrics::counter!("mock_generate_rejected_total", "reason" => "queue_unavailable")
+            .increment(1);
+        return Err(ApiError::QueueUnavailable);
+    }
     let mut new_session = NewSession::for_generation(user, client_key.clone(), &params);
     new_session.dispatched = !enqueue_first;
     let new_session_id = new_session.id;

@@ -60,6 +60,9 @@ pub struct Settings {
     pub bcrypt_cost: u32,
     /// Serve repeated logins with a verified password from the login cache.
     pub login_cache: bool,
+    /// Answer generate 202 (the outbox keeps the job) even while the queue
+    /// is known down, instead of the contract's 503.
+    pub accept_while_queue_down: bool,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -36,12 +36,21 @@
 //!   schedules a retry in `delayed` or, after [`MAX_ATTEMPTS`], moves it to
 //!   `failed`; `give_back` returns it to the head of `wait`.
 //!
+//! # Known down
+//!
+//! [`Queue::accepting`] answers from a flag, without a round trip: a push
+//! that fails lowers it at once, and a task of this [`BullQueue`] pings
+//! Redis every [`HEALTH_EVERY`] (at most [`PING_TIMEOUT`] each) and sets
+//! it to the answer, so generate turns to 503 within about a second of
+//! Redis going away and back to 202 within [`HEALTH_EVERY`] of its return.
+//!
 //! Each step touching several keys is one Lua script, so it is atomic.
 //! A worker only loses its job if its locks stop being renewed, which in
 //! one process means the whole [`BullQueue`] was dropped: dropping it is
 //! how a test simulates a worker process dying.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -63,6 +72,10 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// client's defaults wait minutes).
 const CONNECT_RETRIES: usize = 2;
 const CONNECT_RETRY_DELAY_MS: u64 = 500;
+/// How often the health task pings Redis, and the longest a ping may take
+/// before Redis counts as down.
+pub const HEALTH_EVERY: Duration = Duration::from_millis(250);
+pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// `BLMOVE` treats a zero timeout as "forever"; never ask for less.
 const MIN_BLOCK: Duration = Duration::from_millis(10);
 
@@ -94,6 +107,7 @@ impl Default for BullOptions {
 pub struct BullQueue {
     shared: Arc<Shared>,
     _keeper: AbortOnDropHandle<()>,
+    _health: AbortOnDropHandle<()>,
 }
 
 struct Shared {
@@ -108,6 +122,8 @@ struct Shared {
     /// Ids of the jobs this instance holds, whose locks it renews.
     held: Mutex<HashSet<String>>,
     scripts: Scripts,
+    /// Whether Redis answered the last ping and no push failed since.
+    up: AtomicBool,
 }
 
 struct Keys {
@@ -357,11 +373,14 @@ impl BullQueue {
             token: uuid::Uuid::new_v4().to_string(),
             held: Mutex::new(HashSet::new()),
             scripts: Scripts::new(),
+            up: AtomicBool::new(true),
         });
         let keeper = AbortOnDropHandle::new(tokio::spawn(keep_locks(Arc::clone(&shared))));
+        let health = AbortOnDropHandle::new(tokio::spawn(watch_health(Arc::clone(&shared))));
         Ok(BullQueue {
             shared,
             _keeper: keeper,
+            _health: health,
         })
     }
 }
@@ -386,7 +405,47 @@ async fn keep_locks(shared: Arc<Shared>) {
     }
 }
 
+/// Keeps [`Shared::up`] to Redis's answers, every [`HEALTH_EVERY`], until
+/// the queue is dropped.
+async fn watch_health(shared: Arc<Shared>) {
+    let mut ticks = tokio::time::interval(HEALTH_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let up = shared.ping().await;
+        shared.set_up(up);
+    }
+}
+
 impl Shared {
+    async fn ping(&self) -> bool {
+        let mut conn = self.conn.clone();
+        matches!(
+            tokio::time::timeout(
+                PING_TIMEOUT,
+                redis::cmd("PING").query_async::<String>(&mut conn)
+            )
+            .await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Records Redis's state (`mock_queue_up`); logs each change.
+    fn set_up(&self, up: bool) {
+        metrics::gauge!("mock_queue_up", "queue" => self.keys.base.clone()).set(if up {
+            1.0
+        } else {
+            0.0
+        });
+        if self.up.swap(up, Ordering::Relaxed) != up {
+            if up {
+                tracing::info!("Redis answers again; generate accepts jobs");
+            } else {
+                tracing::warn!("Redis does not answer; generate answers 503 until it does");
+            }
+        }
+    }
+
     fn held(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -598,7 +657,10 @@ impl Queue for BullQueue {
             .arg(now_ms())
             .invoke_async(&mut shared.conn.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| {
+                shared.set_up(false);
+                unavailable(e)
+            })?;
         Ok(())
     }
 
@@ -726,15 +788,11 @@ impl Queue for BullQueue {
     }
 
     async fn ping(&self) -> bool {
-        let mut conn = self.shared.conn.clone();
-        matches!(
-            tokio::time::timeout(
-                RESPONSE_TIMEOUT,
-                redis::cmd("PING").query_async::<String>(&mut conn)
-            )
-            .await,
-            Ok(Ok(_))
-        )
+        self.shared.ping().await
+    }
+
+    fn accepting(&self) -> bool {
+        self.shared.up.load(Ordering::Relaxed)
     }
 }
 

@@ -96,6 +96,13 @@ pub trait Queue: Send + Sync + 'static {
     async fn depth(&self) -> Result<Depth, QueueError>;
     /// Whether the queue's backing service answers (for `/readyz`).
     async fn ping(&self) -> bool;
+    /// Whether the queue can take a job now, as last seen: no round trip,
+    /// so generate reads it on every request. The Redis queue keeps it from
+    /// its pushes and a ping every [`bullmq::HEALTH_EVERY`]; the embedded
+    /// queue always can.
+    fn accepting(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
