@@ -12,6 +12,7 @@
 //! down); an iteration still running past that is interrupted and counted as
 //! interrupted, not as an iteration.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -227,6 +228,8 @@ pub struct RunContext {
     pub accounts: Vec<(String, String)>,
     pub seed: Option<u64>,
     pub http_debug: bool,
+    /// `--local-addr`: VU n connects from address n mod the count.
+    pub local_addrs: Vec<IpAddr>,
     /// Cancelled on Ctrl-C or abortOnFail: stop starting iterations.
     pub stop: CancellationToken,
     pub interrupted: AtomicU64,
@@ -245,6 +248,7 @@ impl RunContext {
         seed: Option<u64>,
         http_debug: bool,
         threads: usize,
+        local_addrs: Vec<IpAddr>,
     ) -> std::io::Result<Arc<RunContext>> {
         let base = scenario.base.clone();
         Ok(Arc::new(RunContext {
@@ -254,6 +258,7 @@ impl RunContext {
             accounts,
             seed,
             http_debug,
+            local_addrs,
             stop: CancellationToken::new(),
             interrupted: AtomicU64::new(0),
             completed: AtomicU64::new(0),
@@ -271,6 +276,9 @@ impl RunContext {
             &self.base,
             &self.accounts,
             self.seed,
+            self.local_addrs
+                .get(((id - 1) % self.local_addrs.len().max(1) as u64) as usize)
+                .copied(),
             self.http_debug,
         )
     }
@@ -331,23 +339,39 @@ struct LoopingVu {
     task: JoinHandle<()>,
 }
 
-fn spawn_looping_vu(ctx: &Arc<RunContext>, mut budget: Budget) -> LoopingVu {
+fn spawn_looping_vu(ctx: &Arc<RunContext>, budget: Budget) -> LoopingVu {
     let leave = Arc::new(AtomicBool::new(false));
     let hard = CancellationToken::new();
-    let mut vu = ctx.new_vu();
-    let task = {
-        let (ctx, leave, hard) = (ctx.clone(), leave.clone(), hard.clone());
-        vu.runtime.clone().spawn(async move {
-            ctx.collector.vu_started();
-            while !leave.load(Ordering::Relaxed) && !ctx.stop.is_cancelled() && budget.take() {
-                if !ctx.iterate(&mut vu, &hard, Instant::now()).await {
-                    break;
-                }
-            }
-            ctx.collector.vu_stopped();
-        })
-    };
+    let vu = ctx.new_vu();
+    let runtime = vu.runtime.clone();
+    let task = runtime.spawn(looping_vu(
+        ctx.clone(),
+        vu,
+        budget,
+        leave.clone(),
+        hard.clone(),
+    ));
     LoopingVu { leave, hard, task }
+}
+
+/// A looping VU's task: iterations until its budget, `leave` or the run's
+/// stop. Its size is what an idle VU keeps besides its [`Vu`]: the
+/// iteration's requests are boxed (see [`RunContext::iterate`]), so the
+/// task holds only the think time's timer while the VU waits.
+async fn looping_vu(
+    ctx: Arc<RunContext>,
+    mut vu: Vu,
+    mut budget: Budget,
+    leave: Arc<AtomicBool>,
+    hard: CancellationToken,
+) {
+    ctx.collector.vu_started();
+    while !leave.load(Ordering::Relaxed) && !ctx.stop.is_cancelled() && budget.take() {
+        if !ctx.iterate(&mut vu, &hard, Instant::now()).await {
+            break;
+        }
+    }
+    ctx.collector.vu_stopped();
 }
 
 /// Asks VUs to leave after their iteration, waits `grace`, then interrupts.
@@ -550,6 +574,22 @@ mod tests {
     use super::*;
     use crate::segment::{Segment, Sequence};
     use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn an_idle_looping_vu_is_small() {
+        let base = crate::http::BaseUrl::parse("http://127.0.0.1:9").unwrap();
+        let scenario = Scenario::new(crate::scenario::ScenarioConfig::default(), base);
+        let collector = Collector::new(Vec::new(), false);
+        let accounts = vec![("a".into(), "b".into())];
+        let ctx =
+            RunContext::new(scenario, collector, accounts, Some(1), false, 1, Vec::new()).unwrap();
+        let vu = ctx.new_vu();
+        let hard = CancellationToken::new();
+        let task = looping_vu(ctx.clone(), vu, Budget::PerVu(1), Arc::default(), hard);
+        let size = std::mem::size_of_val(&task);
+        // With the requests' state in the task it was 3,160 bytes (debug).
+        assert!(size <= 1024, "a looping VU's task is {size} bytes");
+    }
 
     fn shared(vus: u64, iterations: u64) -> Executor {
         Executor::SharedIterations {

@@ -145,6 +145,7 @@ pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcom
         plan.seed,
         plan.http_debug,
         plan.threads,
+        plan.local_addrs.clone(),
     )?;
     let aborted = Arc::new(AtomicBool::new(false));
     let planned = plan.executor.planned_duration();
