@@ -167,6 +167,11 @@ pub struct RunArgs {
     /// the server under test shares this machine, load goes to loopback only).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Source address(es) of the VUs' connections, repeatable or a comma
+    /// list (127.0.0.1,127.0.0.2): VU n connects from address n mod N, so
+    /// N addresses give N times the ~28k ephemeral ports of one.
+    #[arg(long = "local-addr", value_delimiter = ',', action = clap::ArgAction::Append)]
+    pub local_addr: Vec<String>,
 
     /// Follow each accepted generation to completed/failed (generation_e2e).
     /// On by default with --spawn-mock.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::cli::{AuditArgs, RunArgs};
 use crate::exit::{self, Failure};
+use crate::open_files;
 use crate::output::{print_result, write_files};
 use crate::plan::Plan;
 use crate::run;
@@ -17,6 +18,7 @@ use crate::spawn::{audit_rows, MockHarness};
 /// (`--spawn-mock`).
 pub async fn run(args: RunArgs, interrupt: Arc<AtomicBool>) -> Result<i32, Failure> {
     let plan = Plan::from_args(&args)?;
+    fit_open_files(&plan, args.spawn_mock)?;
     if args.spawn_mock {
         return run_with_mock(&args, plan, interrupt).await;
     }
@@ -25,6 +27,23 @@ pub async fn run(args: RunArgs, interrupt: Arc<AtomicBool>) -> Result<i32, Failu
     let written =
         write_files(&plan, &outcome, None).and_then(|()| Shard::write_if_asked(&plan, &outcome));
     exit::after(outcome.exit_code, written)
+}
+
+/// Raises the open-file limit to its hard limit and refuses a plan whose
+/// VUs' sockets cannot fit (with `--spawn-mock` the mock's ends count too).
+fn fit_open_files(plan: &Plan, spawn_mock: bool) -> Result<(), Failure> {
+    let Some(limit) = open_files::raise() else {
+        return Ok(());
+    };
+    if limit.soft > limit.before {
+        tracing::info!(
+            "raised the open-file limit from {} to {}",
+            limit.before,
+            limit.soft
+        );
+    }
+    let vus = plan.executor.share(&plan.segment).max_vus;
+    open_files::check(&limit, vus, if spawn_mock { 2 } else { 1 }).map_err(Failure::invalid_config)
 }
 
 /// `loadgen run --spawn-mock`: the run between the mock's start and its

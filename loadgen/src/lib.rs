@@ -12,6 +12,8 @@
 //!   [`http::tls`]: rustls configuration and certificate errors;
 //!   [`http::proxy`]: `HTTP_PROXY`/`HTTPS_PROXY`/`NO_PROXY` as Go reads them.
 //! - [`workers`]: the VUs' runtimes, one current-thread runtime per core.
+//! - [`open_files`]: the open-file limit, raised at start and checked
+//!   against the VUs.
 //! - [`scenario`]: the generation test's setup and iteration, session tracking.
 //! - [`metrics`]: per-thread recording, the aggregator, the per-second series.
 //! - [`snapshot`], [`sample`]: the aggregates and raw values outputs read.
@@ -49,6 +51,7 @@ pub mod exit;
 pub mod http;
 pub mod merge;
 pub mod metrics;
+pub mod open_files;
 pub mod output;
 pub mod plan;
 pub mod progress;

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -67,6 +68,8 @@ pub struct Plan {
     pub tags: Vec<(&'static str, String)>,
     pub http_debug: bool,
     pub threads: usize,
+    /// `--local-addr`: the VUs' source addresses, dealt round-robin.
+    pub local_addrs: Vec<IpAddr>,
     /// `--insecure-skip-tls-verify` and `--tls-ca`'s certificates.
     pub tls: TlsOptions,
     /// This instance's execution segment (the whole test by default).
@@ -83,6 +86,27 @@ pub struct Plan {
     pub address: Option<std::net::SocketAddr>,
     /// `--paused`.
     pub paused: bool,
+}
+
+/// `--local-addr`: IP addresses this machine has (a bind to port 0
+/// succeeds), so a typo fails here and not on every connection.
+fn local_addrs_of(texts: &[String]) -> Result<Vec<IpAddr>, PlanError> {
+    texts
+        .iter()
+        .map(|text| {
+            let addr: IpAddr = text
+                .trim()
+                .parse()
+                .map_err(|_| bad("local-addr", format!("{text:?} is not an IP address")))?;
+            std::net::UdpSocket::bind((addr, 0)).map_err(|e| {
+                bad(
+                    "local-addr",
+                    format!("{addr} is not an address of this machine ({e})"),
+                )
+            })?;
+            Ok(addr)
+        })
+        .collect()
 }
 
 /// The test of shared/scenario.md: 10 s → 5, 20 s → 10, 30 s at 10, 10 s → 0.
@@ -543,6 +567,7 @@ impl Plan {
             tags: tags_of(args)?,
             http_debug: args.http_debug,
             threads,
+            local_addrs: local_addrs_of(&args.local_addr)?,
             tls: TlsOptions::new(args.insecure_skip_tls_verify, args.tls_ca.as_deref())
                 .map_err(|why| bad("tls-ca", why))?,
             segment: segment_of(&args.split)?,

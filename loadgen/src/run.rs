@@ -203,6 +203,7 @@ pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcom
             accounts: plan.accounts.clone(),
             seed: plan.seed,
             http_debug: plan.http_debug,
+            local_addrs: plan.local_addrs.clone(),
         },
         plan.threads,
         control.clone(),

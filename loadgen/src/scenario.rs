@@ -156,13 +156,21 @@ impl Scenario {
 
     /// One iteration of the k6 test.
     pub async fn iteration(self: &Arc<Self>, vu: &mut Vu, collector: &Arc<Collector>) {
+        // Boxed: the requests' state (buffers, timeouts, ~3 KB) lives on the
+        // heap only while they run, so the VU's task, sized for its largest
+        // state, holds little more than the think time's timer.
+        Box::pin(self.requests(vu, collector)).await;
+        // Only now, with the responses dropped: a VU in think time holds its
+        // socket and cookies, no buffer.
+        self.think(vu).await;
+    }
+
+    /// The iteration's login (unless reused) and generate.
+    async fn requests(self: &Arc<Self>, vu: &mut Vu, collector: &Arc<Collector>) {
         match self.login(vu, collector).await {
             Some(token) => self.generate(vu, collector, token).await,
             None => collector.add("errors", 1.0, &[]),
         }
-        // Only now, with the responses dropped: a VU in think time holds its
-        // socket and cookies, no buffer.
-        self.think(vu).await;
     }
 
     /// The VU's token, from a login unless `--login once` has one already.

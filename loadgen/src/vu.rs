@@ -1,8 +1,10 @@
 //! One virtual user: its own connection and cookie jar, its RNG (derived
 //! from `--seed` and the VU id, so prompts and think times are
-//! reproducible), its account and, with `--login once`, its token. It
+//! reproducible), its account and, with `--login once`, its token, and
+//! the source address of its connection (`--local-addr`). It
 //! lives on one of the [`crate::workers`] runtimes for the whole run.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use rand::rngs::SmallRng;
@@ -29,6 +31,7 @@ impl Vu {
         base: &Arc<BaseUrl>,
         accounts: &[(String, String)],
         seed: Option<u64>,
+        local_addr: Option<IpAddr>,
         debug: bool,
     ) -> Vu {
         let (email, password) = accounts[((id - 1) % accounts.len() as u64) as usize].clone();
@@ -40,7 +43,7 @@ impl Vu {
         Vu {
             id,
             runtime,
-            client: Client::new(base.clone(), debug),
+            client: Client::new(base.clone(), debug).with_local_addr(local_addr),
             rng,
             email,
             password,

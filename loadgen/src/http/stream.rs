@@ -8,6 +8,7 @@
 //! so an idle plain VU keeps its small footprint.
 
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,7 +18,7 @@ use bytes::BytesMut;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
@@ -48,12 +49,18 @@ pub struct Connected {
 }
 
 impl Stream {
-    /// Opens a connection to `host:port` along `route`.
-    pub async fn connect(route: &Route, host: &str, port: u16) -> Result<Connected, FailureKind> {
+    /// Opens a connection to `host:port` along `route`, from the source
+    /// address `local` when given (`--local-addr`).
+    pub async fn connect(
+        route: &Route,
+        host: &str,
+        port: u16,
+        local: Option<IpAddr>,
+    ) -> Result<Connected, FailureKind> {
         let started = Instant::now();
         let mut tcp = match &route.proxy {
-            None => tcp_connect(host, port).await?,
-            Some(proxy) => tcp_connect(&proxy.host, proxy.port).await?,
+            None => tcp_connect(host, port, local).await?,
+            Some(proxy) => tcp_connect(&proxy.host, proxy.port, local).await?,
         };
         if let (Some(proxy), Some(_)) = (&route.proxy, &route.tls) {
             open_tunnel(&mut tcp, proxy, host, port).await?;
@@ -134,14 +141,24 @@ impl AsyncWrite for Stream {
 }
 
 /// Tries each address the host resolves to (`localhost` may give `::1`
-/// first while the server listens on 127.0.0.1 only).
-async fn tcp_connect(host: &str, port: u16) -> Result<TcpStream, FailureKind> {
+/// first while the server listens on 127.0.0.1 only); with a source
+/// address, only those of its family.
+async fn tcp_connect(
+    host: &str,
+    port: u16,
+    local: Option<IpAddr>,
+) -> Result<TcpStream, FailureKind> {
     let addrs = tokio::net::lookup_host((host, port))
         .await
         .map_err(|_| FailureKind::Dns)?;
     let mut last = FailureKind::Dns;
     for addr in addrs {
-        match TcpStream::connect(addr).await {
+        let connected = match local {
+            None => TcpStream::connect(addr).await,
+            Some(local) if local.is_ipv4() != addr.is_ipv4() => continue,
+            Some(local) => connect_from(local, addr).await,
+        };
+        match connected {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
                 return Ok(stream);
@@ -150,6 +167,20 @@ async fn tcp_connect(host: &str, port: u16) -> Result<TcpStream, FailureKind> {
         }
     }
     Err(last)
+}
+
+/// Binds the source address, then connects. The port is left to the
+/// connect (`IP_BIND_ADDRESS_NO_PORT` on Linux), so each source address
+/// has its own ~28k ephemeral ports per destination instead of sharing
+/// one pool over all destinations.
+async fn connect_from(local: IpAddr, to: SocketAddr) -> io::Result<TcpStream> {
+    let socket = match local {
+        IpAddr::V4(_) => TcpSocket::new_v4()?,
+        IpAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    bind_address_no_port(&socket);
+    socket.bind(SocketAddr::new(local, 0))?;
+    socket.connect(to).await
 }
 
 /// `CONNECT host:port` through the proxy; the tunnel is open on a 200 (as
@@ -189,3 +220,25 @@ async fn open_tunnel(
         }
     }
 }
+
+/// Asks Linux to pick the source port at `connect`, not at `bind`; other
+/// systems (and old kernels, which refuse the option) pick it at `bind`.
+#[cfg(target_os = "linux")]
+fn bind_address_no_port(socket: &TcpSocket) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: the descriptor is the open socket `socket` owns, and the
+    // option's value is a c_int that outlives the call, its size passed.
+    let _ = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            std::ptr::from_ref(&on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn bind_address_no_port(_: &TcpSocket) {}
