@@ -29,6 +29,12 @@
 //!   [`schedule`]: a segment's ramping-VU steps and arrival times.
 //! - [`shard`]: the `--shard-out` file; [`merge`]: `loadgen merge`, the
 //!   shards added up into the whole.
+//! - [`raw`]: `loadgen http URL`, one request at full speed or a fixed rate
+//!   (oha's and hey's flags): [`raw::args`] options, [`raw::request`] the
+//!   request serialised once, [`raw::engine`] threads and connections
+//!   (closed and open model), [`raw::tally`] per-thread metrics merged into
+//!   a [`snapshot::Snapshot`]; it reuses `output`, `thresholds`, `progress`
+//!   and the `--out` writers of `run`, and `http`'s stream and wire format.
 //!
 //! Data flows one way: `command` uses `spawn`, `run` and `output`; none of
 //! them imports `command`.
@@ -44,6 +50,7 @@ pub mod metrics;
 pub mod output;
 pub mod plan;
 pub mod progress;
+pub mod raw;
 pub mod run;
 pub mod sample;
 pub mod scenario;
