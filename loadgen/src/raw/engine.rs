@@ -50,7 +50,9 @@ pub struct Engine {
 }
 
 pub fn lock(tally: &Mutex<Tally>) -> MutexGuard<'_, Tally> {
-    tally.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    tally
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Engine {
@@ -64,7 +66,11 @@ impl Engine {
     ) -> std::io::Result<Engine> {
         let sample_tags = keep_samples.then(|| {
             let method = String::from_utf8_lossy(
-                request.bytes.split(|&b| b == b' ').next().unwrap_or_default(),
+                request
+                    .bytes
+                    .split(|&b| b == b' ')
+                    .next()
+                    .unwrap_or_default(),
             )
             .into_owned();
             vec![

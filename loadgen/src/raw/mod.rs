@@ -40,7 +40,12 @@ struct Aggregate {
 
 impl Aggregate {
     /// Merges what each thread recorded since the last call.
-    fn collect(&mut self, tallies: &[Arc<Mutex<Tally>>], second: u32, plan: &RawPlan) -> Vec<Sample> {
+    fn collect(
+        &mut self,
+        tallies: &[Arc<Mutex<Tally>>],
+        second: u32,
+        plan: &RawPlan,
+    ) -> Vec<Sample> {
         let mut samples = Vec::new();
         self.second.take_samples_and_clear();
         for tally in tallies {
@@ -78,7 +83,12 @@ pub async fn command(args: HttpArgs, interrupt: Arc<AtomicBool>) -> Result<i32, 
         plan.threads,
         !writers.is_empty(),
     )
-    .map_err(|e| Failure::new(exit::RUNTIME_FAILED, format!("cannot start the threads: {e}")))?;
+    .map_err(|e| {
+        Failure::new(
+            exit::RUNTIME_FAILED,
+            format!("cannot start the threads: {e}"),
+        )
+    })?;
     let started = engine.shared.started;
     let tallies = engine.tallies.clone();
     let shared = engine.shared.clone();
@@ -188,11 +198,7 @@ pub async fn command(args: HttpArgs, interrupt: Arc<AtomicBool>) -> Result<i32, 
     exit::after(code, written)
 }
 
-fn write_samples(
-    writers: &mut [Writer],
-    samples: &[Sample],
-    error: &mut Option<std::io::Error>,
-) {
+fn write_samples(writers: &mut [Writer], samples: &[Sample], error: &mut Option<std::io::Error>) {
     for writer in writers {
         for sample in samples {
             if let Err(e) = writer.write(sample) {

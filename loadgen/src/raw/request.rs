@@ -127,11 +127,15 @@ mod tests {
     fn refuses_bad_methods_and_headers() {
         let mut bad = spec("http://127.0.0.1/");
         bad.method = "GE T".into();
-        let e = PreparedRequest::new(&bad, &TlsOptions::default()).err().unwrap();
+        let e = PreparedRequest::new(&bad, &TlsOptions::default())
+            .err()
+            .unwrap();
         assert_eq!(e.option, "method");
         let mut bad = spec("http://127.0.0.1/");
         bad.headers = vec![("X Bad".into(), "v".into())];
-        let e = PreparedRequest::new(&bad, &TlsOptions::default()).err().unwrap();
+        let e = PreparedRequest::new(&bad, &TlsOptions::default())
+            .err()
+            .unwrap();
         assert_eq!(e.option, "header");
     }
 }

@@ -191,7 +191,11 @@ impl Tally {
         let mut metrics = vec![
             metric("data_received", &[], count(self.received)),
             metric("data_sent", &[], count(self.sent)),
-            metric("http_req_duration", &[], Values::Trend(self.duration.clone())),
+            metric(
+                "http_req_duration",
+                &[],
+                Values::Trend(self.duration.clone()),
+            ),
             metric(
                 "http_req_failed",
                 &[],
@@ -212,10 +216,18 @@ impl Tally {
             ));
         }
         for &(status, n) in &self.statuses {
-            metrics.push(metric("http_reqs", &[("status", status.to_string())], count(n)));
+            metrics.push(metric(
+                "http_reqs",
+                &[("status", status.to_string())],
+                count(n),
+            ));
         }
         for &(kind, n) in &self.errors {
-            metrics.push(metric("http_reqs", &[("error", kind.to_string())], count(n)));
+            metrics.push(metric(
+                "http_reqs",
+                &[("error", kind.to_string())],
+                count(n),
+            ));
         }
         if open_model {
             metrics.push(metric("late_starts", &[], count(self.late_starts)));
@@ -282,11 +294,12 @@ mod tests {
         let mut tally = Tally::default();
         tally.record(&outcome(Ok(200), 5), None);
         assert!(tally.samples.is_empty());
-        tally.record(&outcome(Err("timeout"), 5), Some(&[("method", "GET".into())]));
+        tally.record(
+            &outcome(Err("timeout"), 5),
+            Some(&[("method", "GET".into())]),
+        );
         let samples = tally.take_samples_and_clear();
         assert_eq!(samples.len(), 5);
-        assert!(samples[0]
-            .tags
-            .contains(&("error", "timeout".to_string())));
+        assert!(samples[0].tags.contains(&("error", "timeout".to_string())));
     }
 }
