@@ -3,7 +3,9 @@
 # missing (Redis, Chromium for the report test, k6 for the compatibility
 # test; PostgreSQL's binaries are expected from the system), then runs the
 # whole workspace's tests (they start their own throwaway servers), then
-# validates the deploy files (scripts/validate-deploy.sh).
+# the quick race of loadgen http against the peers it finds
+# (scripts/bench/race.sh --quick), then validates the deploy files
+# (scripts/validate-deploy.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +26,11 @@ if ! command -v k6 >/dev/null; then
 fi
 
 cargo test --workspace --locked "$@"
+
+# loadgen http against the peers found here (wrk, oha, k6, k9, nginx):
+# each must produce a number; a missing one is reported, not failed. About
+# a minute, bounded; the full race (scripts/bench/race.sh) is not run here.
+timeout --kill-after=10 180 ./scripts/bench/race.sh --quick
 
 # The deploy files, offline: every Kubernetes manifest (kubernetes-validate,
 # strict, pinned) and docker-compose.yml (docker-compose config -q).
