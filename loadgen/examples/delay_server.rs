@@ -86,7 +86,11 @@ fn serve(mut stream: TcpStream, config: &Config, clock: &Mutex<Clock>) {
             }
         };
         let received = Instant::now();
-        let target = buf.split(|&b| b == b' ').nth(1).unwrap_or_default().to_vec();
+        let target = buf
+            .split(|&b| b == b' ')
+            .nth(1)
+            .unwrap_or_default()
+            .to_vec();
         buf.drain(..end);
         let body = match target.as_slice() {
             b"/__stats" => stats(clock),
@@ -95,11 +99,7 @@ fn serve(mut stream: TcpStream, config: &Config, clock: &Mutex<Clock>) {
                 "reset\n".to_string()
             }
             _ => {
-                let origin = *clock
-                    .lock()
-                    .expect("clock")
-                    .origin
-                    .get_or_insert(received);
+                let origin = *clock.lock().expect("clock").origin.get_or_insert(received);
                 let mut until = received + config.delay;
                 if let Some((at, length)) = config.stall {
                     let (start, end) = (origin + at, origin + at + length);
