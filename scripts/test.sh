@@ -6,7 +6,9 @@
 # whole workspace's tests (they start their own throwaway servers), then
 # fuzzes the mock's contract (scripts/fuzz-contract.sh: schemathesis,
 # pinned, in a virtualenv it makes; user and admin passes, fixed seed),
-# then validates the deploy files (scripts/validate-deploy.sh).
+# then the quick race of loadgen http against the peers it finds
+# (scripts/bench/race.sh --quick), then validates the deploy files
+# (scripts/validate-deploy.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +39,11 @@ cargo test --workspace --locked "$@"
 ADMIN_EMAIL=fuzz-admin@example.com \
 ADMIN_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_hex(16))') \
   ./scripts/fuzz-contract.sh
+
+# loadgen http against the peers found here (wrk, oha, k6, k9, nginx):
+# each must produce a number; a missing one is reported, not failed. About
+# a minute, bounded; the full race (scripts/bench/race.sh) is not run here.
+timeout --kill-after=10 180 ./scripts/bench/race.sh --quick
 
 # The deploy files, offline: every Kubernetes manifest (kubernetes-validate,
 # strict, pinned) and docker-compose.yml (docker-compose config -q).

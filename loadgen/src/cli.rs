@@ -21,6 +21,9 @@ pub enum Command {
     /// Run the generation test (shared/scenario.md) against API_BASE, or
     /// against an in-process mock with --spawn-mock.
     Run(Box<RunArgs>),
+    /// Load one URL in the style of oha, hey and wrk (closed model, or an
+    /// open model with -q), with run's summary, outputs and thresholds.
+    Http(Box<crate::raw::args::HttpArgs>),
     /// Check the ledger invariants I1-I7 on a database with the Cooly schema.
     Audit(AuditArgs),
     /// Merge the --shard-out files of one test split over execution

@@ -36,6 +36,12 @@
 //!   (the executors' clock), stop and the externally-controlled VUs;
 //!   [`control_api`]: k6's REST API, which reads the collector and writes
 //!   the control.
+//! - [`raw`]: `loadgen http URL`, one request at full speed or a fixed rate
+//!   (oha's and hey's flags): [`raw::args`] options, [`raw::request`] the
+//!   request serialised once, [`raw::engine`] threads and connections
+//!   (closed and open model), [`raw::tally`] per-thread metrics merged into
+//!   a [`snapshot::Snapshot`]; it reuses `output`, `thresholds`, `progress`
+//!   and the `--out` writers of `run`, and `http`'s stream and wire format.
 //!
 //! Data flows one way: `command` uses `spawn`, `run` and `output`; none of
 //! them imports `command`. `run` starts `control_api`, which writes
@@ -55,6 +61,7 @@ pub mod open_files;
 pub mod output;
 pub mod plan;
 pub mod progress;
+pub mod raw;
 pub mod run;
 pub mod sample;
 pub mod scenario;

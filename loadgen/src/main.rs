@@ -1,4 +1,4 @@
-//! `loadgen run`, `loadgen audit` and `loadgen merge`. Exit codes are k6's
+//! `loadgen run`, `loadgen http`, `loadgen audit` and `loadgen merge`. Exit codes are k6's
 //! (see `loadgen::exit`), plus 113 when the ledger audit finds a violation.
 
 use std::process::ExitCode;
@@ -43,25 +43,29 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => {
-                let interrupt = Arc::new(AtomicBool::new(false));
-                let flag = interrupt.clone();
-                tokio::spawn(async move {
-                    if tokio::signal::ctrl_c().await.is_ok() {
-                        eprintln!("\nstopping gracefully (Ctrl-C again to force)…");
-                        flag.store(true, Ordering::Relaxed);
-                        if tokio::signal::ctrl_c().await.is_ok() {
-                            std::process::exit(exit::INTERRUPTED);
-                        }
-                    }
-                });
-                loadgen::command::run(*args, interrupt).await
-            }
+            Command::Run(args) => loadgen::command::run(*args, interrupt_on_ctrl_c()).await,
+            Command::Http(args) => loadgen::raw::command(*args, interrupt_on_ctrl_c()).await,
             Command::Audit(args) => loadgen::command::audit(args).await,
             Command::Merge(args) => loadgen::merge::command(args),
         }
     });
     exit_code(result.unwrap_or_else(Failure::report))
+}
+
+/// A flag Ctrl-C sets (a graceful stop); a second Ctrl-C exits at once.
+fn interrupt_on_ctrl_c() -> Arc<AtomicBool> {
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let flag = interrupt.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nstopping gracefully (Ctrl-C again to force)…");
+            flag.store(true, Ordering::Relaxed);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(exit::INTERRUPTED);
+            }
+        }
+    });
+    interrupt
 }
 
 fn exit_code(code: i32) -> ExitCode {

@@ -66,6 +66,8 @@ pub const METRICS: &[(&str, MetricType, ValueType)] = &[
         ValueType::Default,
     ),
     ("generation_failed", MetricType::Counter, ValueType::Default),
+    // `loadgen http -q`: requests that could not start on schedule.
+    ("late_starts", MetricType::Counter, ValueType::Default),
     (
         "generation_timeout",
         MetricType::Counter,

@@ -312,7 +312,7 @@ fn executor(args: &RunArgs) -> Result<Executor, PlanError> {
 /// Half the cores: the server under test runs on this machine too (load
 /// goes to loopback only), and a second VU thread on a 2-core machine cost
 /// a quarter more CPU per request in wake-ups without adding throughput.
-fn default_threads() -> usize {
+pub fn default_threads() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     (cores / 2).max(1)
 }

@@ -24,7 +24,7 @@ use crate::sample::Sample;
 use crate::scenario::{Scenario, SetupError};
 use crate::snapshot::{Snapshot, Values};
 use crate::start::StartMissed;
-use crate::thresholds;
+use crate::thresholds::{self, ThresholdSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -74,20 +74,21 @@ pub struct RunOutcome {
     pub accepted_generations: u64,
 }
 
-enum Writer {
+/// A `--out` stream: k6's JSON lines or CSV.
+pub enum Writer {
     Json(NdjsonWriter<BufWriter<File>>),
     Csv(CsvWriter<BufWriter<File>>),
 }
 
 impl Writer {
-    fn write(&mut self, sample: &Sample) -> std::io::Result<()> {
+    pub fn write(&mut self, sample: &Sample) -> std::io::Result<()> {
         match self {
             Writer::Json(w) => w.write(sample),
             Writer::Csv(w) => w.write(sample),
         }
     }
 
-    fn finish(self) -> std::io::Result<()> {
+    pub fn finish(self) -> std::io::Result<()> {
         match self {
             Writer::Json(w) => w.finish().map(drop),
             Writer::Csv(w) => w.finish().map(drop),
@@ -95,8 +96,12 @@ impl Writer {
     }
 }
 
-fn open_writers(plan: &Plan) -> Result<Vec<Writer>, RunError> {
-    plan.outputs
+/// Creates the `--out` files (the JSON lines name the thresholds).
+pub fn open_writers(
+    outputs: &[OutputTarget],
+    thresholds: &[ThresholdSpec],
+) -> Result<Vec<Writer>, RunError> {
+    outputs
         .iter()
         .map(|target| {
             let path = match target {
@@ -108,7 +113,7 @@ fn open_writers(plan: &Plan) -> Result<Vec<Writer>, RunError> {
             })?;
             Ok(match target {
                 OutputTarget::Json(_) => Writer::Json(
-                    NdjsonWriter::new(BufWriter::new(file)).with_thresholds(&plan.thresholds),
+                    NdjsonWriter::new(BufWriter::new(file)).with_thresholds(thresholds),
                 ),
                 OutputTarget::Csv(_) => Writer::Csv(CsvWriter::new(BufWriter::new(file))),
             })
@@ -189,7 +194,7 @@ pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcom
         start_at.wait().await?;
     }
     control.resumed().await;
-    let mut writers = open_writers(&plan)?;
+    let mut writers = open_writers(&plan.outputs, &plan.thresholds)?;
     let collector = Collector::new(plan.sub_metrics(), !writers.is_empty());
     if plan.shard_out.is_some() {
         collector.keep_second_trends();

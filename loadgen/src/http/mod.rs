@@ -583,7 +583,7 @@ fn failed(
     }
 }
 
-fn classify_io(error: &std::io::Error) -> FailureKind {
+pub(crate) fn classify_io(error: &std::io::Error) -> FailureKind {
     use std::io::ErrorKind;
     match error.kind() {
         ErrorKind::ConnectionRefused => FailureKind::ConnectionRefused,

@@ -31,21 +31,7 @@ pub fn write_files(
     outcome: &RunOutcome,
     audit: Option<Vec<report::AuditRow>>,
 ) -> Result<(), Failure> {
-    let cannot_write = |path: &std::path::Path, e: std::io::Error| {
-        Failure::invalid_config(format!("cannot write {}: {e}", path.display()))
-    };
-    if let Some(path) = &plan.summary_export {
-        std::fs::File::create(path)
-            .and_then(|f| {
-                export::write(
-                    &outcome.snapshot,
-                    &plan.trend_stats,
-                    std::io::BufWriter::new(f),
-                )
-            })
-            .map_err(|e| cannot_write(path, e))?;
-    }
-    if let Some(path) = &plan.report {
+    let report = plan.report.as_deref().map(|path| {
         let config = vec![
             ("api_base".to_string(), plan.api_base.clone()),
             ("executor".to_string(), format!("{:?}", plan.executor)),
@@ -73,14 +59,41 @@ pub fn write_files(
                     .join(", "),
             ),
         ];
-        let html = report::render(&report::Report {
+        let report = report::Report {
             title: format!("loadgen report — {}", plan.api_base),
             snapshot: &outcome.snapshot,
             charts: report::charts(&outcome.series),
             audit,
             config,
-        });
-        std::fs::write(path, html).map_err(|e| cannot_write(path, e))?;
+        };
+        (path, report)
+    });
+    write_snapshot_files(
+        &outcome.snapshot,
+        &plan.trend_stats,
+        plan.summary_export.as_deref(),
+        report.as_ref().map(|(path, report)| (*path, report)),
+    )
+}
+
+/// Any run's `--summary-export` of `snapshot` and `--report` (the report
+/// rendered from `report`), each where asked.
+pub fn write_snapshot_files(
+    snapshot: &crate::snapshot::Snapshot,
+    trend_stats: &[summary::TrendStat],
+    summary_export: Option<&std::path::Path>,
+    report: Option<(&std::path::Path, &report::Report)>,
+) -> Result<(), Failure> {
+    let cannot_write = |path: &std::path::Path, e: std::io::Error| {
+        Failure::invalid_config(format!("cannot write {}: {e}", path.display()))
+    };
+    if let Some(path) = summary_export {
+        std::fs::File::create(path)
+            .and_then(|f| export::write(snapshot, trend_stats, std::io::BufWriter::new(f)))
+            .map_err(|e| cannot_write(path, e))?;
+    }
+    if let Some((path, report)) = report {
+        std::fs::write(path, report::render(report)).map_err(|e| cannot_write(path, e))?;
     }
     Ok(())
 }

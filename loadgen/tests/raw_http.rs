@@ -1,0 +1,448 @@
+//! `loadgen http URL` with the binary, against an in-test server on
+//! loopback: the request the flags describe, every exit code, statuses and
+//! failures counted by kind, the open model's rate (counted by the server)
+//! and latency from the scheduled start while the server stalls.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::routing::any;
+use axum::Router;
+use serde_json::Value;
+
+/// Every child gets this long before it is killed and the test fails.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Debug)]
+struct Seen {
+    method: Method,
+    target: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+#[derive(Default)]
+struct Log {
+    requests: AtomicU64,
+    connections: AtomicU64,
+    seen: Mutex<Vec<Seen>>,
+    /// Answers are held until then (set by `/stall`).
+    stalled_until: Mutex<Option<Instant>>,
+}
+
+struct Server {
+    base: String,
+    log: Arc<Log>,
+}
+
+/// Counts the connections it accepts.
+struct Counting {
+    listener: tokio::net::TcpListener,
+    log: Arc<Log>,
+}
+
+impl axum::serve::Listener for Counting {
+    type Io = tokio::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            if let Ok(pair) = self.listener.accept().await {
+                self.log.connections.fetch_add(1, Ordering::Relaxed);
+                return pair;
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
+}
+
+/// `/ok` answers 200, `/fail` 503, `/mixed` 404 for every third request,
+/// `/stall` holds every answer 600 ms from its 50th request on (a stall of
+/// the whole server), `/record` keeps the request.
+async fn handle(
+    State(log): State<Arc<Log>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    let n = log.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let held = {
+        let mut stalled = log.stalled_until.lock().unwrap();
+        if uri.path() == "/stall" && n == 50 {
+            *stalled = Some(Instant::now() + Duration::from_millis(600));
+        }
+        *stalled
+    };
+    if let Some(until) = held {
+        tokio::time::sleep_until(until.into()).await;
+    }
+    match uri.path() {
+        "/fail" => (StatusCode::SERVICE_UNAVAILABLE, "down"),
+        "/mixed" if n % 3 == 0 => (StatusCode::NOT_FOUND, "none"),
+        "/record" => {
+            log.seen.lock().unwrap().push(Seen {
+                method,
+                target: uri.to_string(),
+                headers,
+                body,
+            });
+            (StatusCode::OK, "kept")
+        }
+        _ => (StatusCode::OK, "ok"),
+    }
+}
+
+async fn start() -> Server {
+    let log = Arc::new(Log::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = Router::new().fallback(any(handle)).with_state(log.clone());
+    let counting = Counting {
+        listener,
+        log: log.clone(),
+    };
+    tokio::spawn(async move { axum::serve(counting, app).await });
+    Server { base, log }
+}
+
+fn http(url: &str, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_loadgen"));
+    command
+        .args(["http", "--quiet", "--no-color", url])
+        .args(extra);
+    command
+}
+
+/// Runs the child off the runtime's threads (the server answers meanwhile).
+async fn run(mut command: Command) -> Output {
+    tokio::task::spawn_blocking(move || common::child::output_within(&mut command, DEADLINE))
+        .await
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn read_export(path: &std::path::Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn count(export: &Value, key: &str) -> f64 {
+    export["metrics"][key]["count"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no count of {key} in {export}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_method_headers_body_and_content_type_as_given() {
+    let server = start().await;
+    let url = format!("{}/record?x=1&y=two", server.base);
+    let out = run(http(
+        &url,
+        &[
+            "-n",
+            "3",
+            "-c",
+            "1",
+            "-m",
+            "PUT",
+            "-H",
+            "X-One: 1",
+            "-H",
+            "X-Two:two",
+            "-d",
+            "hello body",
+            "-T",
+            "text/plain",
+        ],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let seen = server.log.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3);
+    for request in &seen {
+        assert_eq!(request.method, Method::PUT);
+        assert_eq!(request.target, "/record?x=1&y=two");
+        assert_eq!(request.headers["x-one"], "1");
+        assert_eq!(request.headers["x-two"], "two");
+        assert_eq!(request.headers["content-type"], "text/plain");
+        assert_eq!(request.headers["content-length"], "10");
+        assert_eq!(request.body, Bytes::from_static(b"hello body"));
+    }
+    // One kept-alive connection carried all three.
+    assert_eq!(server.log.connections.load(Ordering::Relaxed), 1);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("http_reqs"), "{stdout}");
+    assert!(stdout.contains("{ status:200 }"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_file_and_no_keepalive() {
+    let server = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let body: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let file = dir.path().join("body.bin");
+    std::fs::write(&file, &body).unwrap();
+    let url = format!("{}/record", server.base);
+    let out = run(http(
+        &url,
+        &[
+            "-n",
+            "4",
+            "-c",
+            "2",
+            "-m",
+            "POST",
+            "-D",
+            file.to_str().unwrap(),
+            "--disable-keepalive",
+        ],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let seen = server.log.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4);
+    for request in &seen {
+        assert_eq!(request.method, Method::POST);
+        assert_eq!(request.body.as_ref(), &body[..]);
+        assert!(request.headers.get("content-type").is_none());
+        assert_eq!(request.headers["connection"], "close");
+    }
+    // A new connection for each request.
+    assert_eq!(server.log.connections.load(Ordering::Relaxed), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_statuses_by_code_and_failures_by_kind() {
+    let server = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.json");
+    let out = run(http(
+        &format!("{}/mixed", server.base),
+        &[
+            "-n",
+            "30",
+            "-c",
+            "3",
+            "--summary-export",
+            summary.to_str().unwrap(),
+        ],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let export = read_export(&summary);
+    assert_eq!(count(&export, "http_reqs"), 30.0);
+    assert_eq!(count(&export, "http_reqs{status:200}"), 20.0);
+    assert_eq!(count(&export, "http_reqs{status:404}"), 10.0);
+    assert_eq!(export["metrics"]["http_req_failed"]["passes"], 10);
+
+    // A port nobody listens on: refused connections, counted by kind.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let out = run(http(
+        &format!("http://127.0.0.1:{port}/"),
+        &[
+            "-n",
+            "5",
+            "-c",
+            "1",
+            "--summary-export",
+            summary.to_str().unwrap(),
+        ],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let export = read_export(&summary);
+    assert_eq!(count(&export, "http_reqs{error:connection refused}"), 5.0);
+    assert_eq!(export["metrics"]["http_req_failed"]["value"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ninety_nine_when_a_threshold_fails() {
+    let server = start().await;
+    let out = run(http(
+        &format!("{}/fail", server.base),
+        &[
+            "-n",
+            "5",
+            "-c",
+            "1",
+            "--threshold",
+            "http_req_failed:rate<0.5",
+        ],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(99), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("{ status:503 }"));
+    // The same threshold holds on a healthy route.
+    let out = run(http(
+        &format!("{}/ok", server.base),
+        &[
+            "-n",
+            "5",
+            "-c",
+            "1",
+            "--threshold",
+            "http_req_failed:rate<0.5",
+        ],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_hundred_eight_when_a_threshold_aborts() {
+    let server = start().await;
+    let started = Instant::now();
+    let out = run(http(
+        &format!("{}/fail", server.base),
+        &[
+            "-z",
+            "50s",
+            "-c",
+            "1",
+            "-q",
+            "20",
+            "--threshold",
+            "http_req_failed:rate<0.5;abortOnFail",
+        ],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(108), "{}", text(&out.stderr));
+    // Stopped by the threshold, not by the end of the 50 s run.
+    assert!(started.elapsed() < Duration::from_secs(45));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_hundred_five_when_interrupted() {
+    let server = start().await;
+    let child = common::child::spawn_piped(&mut http(
+        &format!("{}/ok", server.base),
+        &["-z", "50s", "-c", "1", "-q", "50"],
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.log.requests.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "no load arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let out = tokio::task::spawn_blocking(move || common::child::wait_within(child, DEADLINE))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(105), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("http_reqs"));
+}
+
+#[test]
+fn one_hundred_four_for_invalid_options() {
+    for (bad, named) in [
+        (&["-c", "0"][..], "invalid --connections: "),
+        (&["-n", "0"][..], "invalid --requests: "),
+        (&["-z", "ten"][..], "invalid --duration: \"ten\""),
+        (&["-q", "0"][..], "invalid --rate: "),
+        (&["--rate=-5"][..], "invalid --rate: "),
+        (&["--burst", "5"][..], "invalid --burst: "),
+        (&["-q", "10", "--burst", "0"][..], "invalid --burst: "),
+        (&["-H", "no colon"][..], "invalid --header: "),
+        (&["-H", "Bad Name: x"][..], "invalid --header: "),
+        (&["-m", "GE T"][..], "invalid --method: "),
+        (&["-D", "/no/such/file"][..], "invalid --body-file: "),
+        (&["-d", "x", "-D", "/tmp/x"][..], "--body"),
+        (&["--timeout", "soon"][..], "invalid --timeout: "),
+        (&["--threads", "0"][..], "invalid --threads: "),
+        (&["--threshold", "nope:rate<1"][..], "invalid --threshold: "),
+        (&["--out", "xml=f"][..], "invalid --out: "),
+        (&["--summary-mode", "fancy"][..], "invalid --summary-mode: "),
+        (&["--no-such-flag"][..], "'--no-such-flag'"),
+    ] {
+        let out = common::child::output_within(&mut http("http://127.0.0.1:9/", bad), DEADLINE);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(104), "{bad:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{bad:?}: {err}");
+        assert!(err.starts_with("loadgen: "), "{bad:?}: {err}");
+        assert!(err.contains(named), "{bad:?} should name {named}: {err}");
+    }
+    let out = common::child::output_within(&mut http("ftp://127.0.0.1/", &[]), DEADLINE);
+    assert_eq!(out.status.code(), Some(104));
+    assert!(text(&out.stderr).contains("invalid --url: "));
+}
+
+/// The open model keeps its rate: 200 req/s for 5 s is 1000 requests at
+/// the server (within 2 %), whatever the answers' speed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_model_sends_the_rate() {
+    let server = start().await;
+    let out = run(http(
+        &format!("{}/ok", server.base),
+        &["-q", "200", "-z", "5s", "-c", "20"],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let served = server.log.requests.load(Ordering::Relaxed) as f64;
+    assert!(
+        (served - 1000.0).abs() <= 20.0,
+        "{served} requests, not 1000 ± 2 %"
+    );
+}
+
+/// Open model through a stall: 100 req/s on 2 connections; the server holds
+/// every answer for 600 ms from its 50th request on. The requests due in the
+/// first 300 ms of the stall cannot start before it ends, so their latency,
+/// counted from when they were due, is at least 300 ms each (the wait
+/// included), and they count as late starts. A closed model would record
+/// only the two held requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_model_latency_counts_from_the_scheduled_start() {
+    let server = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let samples = dir.path().join("samples.json");
+    let summary = dir.path().join("summary.json");
+    let out = run(http(
+        &format!("{}/stall", server.base),
+        &[
+            "-q",
+            "100",
+            "-z",
+            "2s",
+            "-c",
+            "2",
+            "--out",
+            &format!("json={}", samples.display()),
+            "--summary-export",
+            summary.to_str().unwrap(),
+        ],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let durations: Vec<f64> = std::fs::read_to_string(&samples)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|v| v["type"] == "Point" && v["metric"] == "http_req_duration")
+        .map(|v| v["data"]["value"].as_f64().unwrap())
+        .collect();
+    assert_eq!(durations.len(), 200);
+    let held = durations.iter().filter(|&&ms| ms >= 300.0).count();
+    assert!(
+        held >= 31,
+        "{held} requests of 300 ms or more: {durations:?}"
+    );
+    assert!(durations.iter().any(|&ms| ms >= 600.0), "{durations:?}");
+    let export = read_export(&summary);
+    assert!(count(&export, "late_starts") >= 29.0, "{export}");
+}
