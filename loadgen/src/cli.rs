@@ -288,11 +288,11 @@ pub struct SplitArgs {
     pub shard_out: Option<PathBuf>,
     /// Start the executor at this RFC 3339 time or unix-ms value (every
     /// instance the same), after setup.
-    #[arg(long)]
+    #[arg(long, env = "START_AT")]
     pub start_at: Option<String>,
     /// With --start-at: how late an instance may still start (default 10s);
     /// later, it exits 114 without running.
-    #[arg(long)]
+    #[arg(long, env = "START_TOLERANCE")]
     pub start_tolerance: Option<String>,
 }
 
