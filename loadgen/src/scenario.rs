@@ -234,7 +234,14 @@ impl Scenario {
             self.accepted.fetch_add(1, Ordering::Relaxed);
             if let (Some(tracking), Some(id)) = (&self.config.tracking, session_id) {
                 let client = vu.client.fresh();
-                self.track(tracking.clone(), client, id, token, started, collector.clone());
+                self.track(
+                    tracking.clone(),
+                    client,
+                    id,
+                    token,
+                    started,
+                    collector.clone(),
+                );
             }
         } else {
             collector.add_all(&[("generation_success", 0.0), ("errors", 1.0)], &[]);

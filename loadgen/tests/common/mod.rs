@@ -83,7 +83,10 @@ async fn session(State(state): State<AppState>, Path(id): Path<String>) -> impl 
         (StatusCode::OK, Json(json!({"status": "completed"})))
     } else {
         state.polls.foreign.fetch_add(1, Ordering::Relaxed);
-        (StatusCode::NOT_FOUND, Json(json!({"error": "no such session"})))
+        (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no such session"})),
+        )
     }
 }
 
