@@ -63,7 +63,8 @@ pub struct RunArgs {
         hide_env_values = true
     )]
     pub password: String,
-    /// `email,password` lines (the seed's --users-file); VU n uses account n mod N.
+    /// `email,password` lines (the seed's --users-file); VU n of the whole
+    /// test (its global number with a segment) uses account (n-1) mod N.
     #[arg(long)]
     pub users_file: Option<PathBuf>,
 

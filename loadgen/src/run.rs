@@ -190,6 +190,7 @@ pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcom
         VuOptions {
             targets,
             accounts: plan.accounts.clone(),
+            segment: plan.segment.clone(),
             seed: plan.seed,
             http_debug: plan.http_debug,
             local_addrs: plan.local_addrs.clone(),

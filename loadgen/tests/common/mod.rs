@@ -6,7 +6,7 @@
 pub mod child;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -34,6 +34,8 @@ pub struct Server {
     pub generates: Arc<AtomicU64>,
     /// Session polls, of a session this server created and of any other.
     pub polls: Arc<Polls>,
+    /// The email of every login, in arrival order.
+    pub logins: Arc<Mutex<Vec<String>>>,
 }
 
 #[derive(Default)]
@@ -43,13 +45,14 @@ pub struct Polls {
 }
 
 /// What every handler shares: the behaviour, the generates answered, the
-/// prefix of this server's session ids (its port) and the polls.
+/// prefix of this server's session ids (its port), the polls and logins.
 #[derive(Clone)]
 struct AppState {
     behaviour: Behaviour,
     generates: Arc<AtomicU64>,
     sessions: String,
     polls: Arc<Polls>,
+    logins: Arc<Mutex<Vec<String>>>,
 }
 
 pub async fn start(behaviour: Behaviour) -> Server {
@@ -60,11 +63,13 @@ pub async fn start(behaviour: Behaviour) -> Server {
         generates: Arc::new(AtomicU64::new(0)),
         sessions: format!("s{}-", address.port()),
         polls: Arc::default(),
+        logins: Arc::default(),
     };
     let server = Server {
         base: format!("http://{address}"),
         generates: state.generates.clone(),
         polls: state.polls.clone(),
+        logins: state.logins.clone(),
     };
     let app = Router::new()
         .route("/api/auth/login", post(login))
@@ -90,8 +95,13 @@ async fn session(State(state): State<AppState>, Path(id): Path<String>) -> impl 
     }
 }
 
-async fn login(State(AppState { behaviour, .. }): State<AppState>) -> impl IntoResponse {
-    match behaviour {
+async fn login(State(state): State<AppState>, body: axum::body::Bytes) -> impl IntoResponse {
+    let email = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|b| b["email"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    state.logins.lock().unwrap().push(email);
+    match state.behaviour {
         Behaviour::RejectLogin => (
             StatusCode::UNAUTHORIZED,
             Json(json!({"error": "Invalid credentials"})),
