@@ -63,7 +63,8 @@ pub struct RunArgs {
         hide_env_values = true
     )]
     pub password: String,
-    /// `email,password` lines (the seed's --users-file); VU n uses account n mod N.
+    /// `email,password` lines (the seed's --users-file); VU n of the whole
+    /// test (its global number with a segment) uses account (n-1) mod N.
     #[arg(long)]
     pub users_file: Option<PathBuf>,
 
@@ -288,11 +289,11 @@ pub struct SplitArgs {
     pub shard_out: Option<PathBuf>,
     /// Start the executor at this RFC 3339 time or unix-ms value (every
     /// instance the same), after setup.
-    #[arg(long)]
+    #[arg(long, env = "START_AT")]
     pub start_at: Option<String>,
     /// With --start-at: how late an instance may still start (default 10s);
     /// later, it exits 114 without running.
-    #[arg(long)]
+    #[arg(long, env = "START_TOLERANCE")]
     pub start_tolerance: Option<String>,
 }
 

@@ -244,7 +244,12 @@ impl Executor {
 pub struct VuOptions {
     /// The `--api-base` targets: VU n is pinned to target (n - 1) mod their number.
     pub targets: Vec<Arc<BaseUrl>>,
+    /// VU n uses account (m − 1) mod their number, m its number in the
+    /// whole test (k6's `exec.vu.idInTest`): with an execution segment, the
+    /// `segment`'s n-th VU; so the instances of a split test use the
+    /// accounts one process would, none twice.
     pub accounts: Vec<(String, String)>,
+    pub segment: Tuple,
     pub seed: Option<u64>,
     pub http_debug: bool,
     /// `--local-addr`: VU n connects from address n mod the count.
@@ -305,11 +310,13 @@ impl RunContext {
     fn new_vu(&self) -> Vu {
         let id = self.next_vu.fetch_add(1, Ordering::Relaxed);
         let targets = &self.vus.targets;
+        let accounts = &self.vus.accounts;
+        let id_in_test = self.vus.segment.nth_index(id - 1) + 1;
         Vu::new(
             id,
             self.workers.pick(),
             &targets[((id - 1) % targets.len() as u64) as usize],
-            &self.vus.accounts,
+            accounts[((id_in_test - 1) % accounts.len() as u64) as usize].clone(),
             self.vus.seed,
             self.vus
                 .local_addrs
@@ -685,6 +692,7 @@ mod tests {
         let vus = VuOptions {
             targets: vec![Arc::new(base)],
             accounts: vec![("a".into(), "b".into())],
+            segment: Tuple::full(),
             seed: Some(1),
             http_debug: false,
             local_addrs: Vec::new(),

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::metrics::Collector;
+use crate::snapshot::Values;
+
 pub struct Progress {
     bar: Option<ProgressBar>,
     plain: bool,
@@ -20,6 +23,30 @@ pub struct Status {
     pub iterations: u64,
     pub requests: f64,
     pub failed_rate: f64,
+}
+
+impl Status {
+    /// The run's state now. `vus_max` is the collector's, so it follows a
+    /// `vus-max` raised through the REST API.
+    pub fn of(collector: &Collector) -> Status {
+        let counter = |metric| match collector.totals_of(metric) {
+            Some(Values::Counter { count }) => count,
+            _ => 0.0,
+        };
+        Status {
+            elapsed: collector.elapsed(),
+            vus: collector.active_vus(),
+            vus_max: collector.vus_max(),
+            iterations: counter("iterations") as u64,
+            requests: counter("http_reqs"),
+            failed_rate: match collector.totals_of("http_req_failed") {
+                Some(Values::Rate { passes, fails }) if passes + fails > 0 => {
+                    passes as f64 / (passes + fails) as f64
+                }
+                _ => 0.0,
+            },
+        }
+    }
 }
 
 impl Progress {
@@ -61,5 +88,28 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_follows_the_runs_vu_maximum_and_totals() {
+        let collector = Collector::new(Vec::new(), false);
+        collector.set_vus_max(4);
+        assert_eq!(Status::of(&collector).vus_max, 4);
+        // As the externally-controlled executor does on a PATCH of vus-max.
+        collector.set_vus_max(6);
+        assert_eq!(Status::of(&collector).vus_max, 6);
+        collector.add_all(&[("http_reqs", 1.0), ("http_req_failed", 1.0)], &[]);
+        collector.add_all(&[("http_reqs", 1.0), ("http_req_failed", 0.0)], &[]);
+        collector.add("iterations", 1.0, &[]);
+        collector.tick();
+        let status = Status::of(&collector);
+        assert_eq!(status.requests, 2.0);
+        assert_eq!(status.iterations, 1);
+        assert_eq!(status.failed_rate, 0.5);
     }
 }

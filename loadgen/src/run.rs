@@ -22,7 +22,7 @@ use crate::plan::{OutputTarget, Plan};
 use crate::progress::{Progress, Status};
 use crate::sample::Sample;
 use crate::scenario::{Scenario, SetupError};
-use crate::snapshot::{Snapshot, Values};
+use crate::snapshot::Snapshot;
 use crate::start::StartMissed;
 use crate::thresholds::{self, ThresholdSpec};
 
@@ -121,22 +121,6 @@ pub fn open_writers(
         .collect()
 }
 
-fn counter(collector: &Collector, metric: &str) -> f64 {
-    match collector.totals_of(metric) {
-        Some(Values::Counter { count }) => count,
-        _ => 0.0,
-    }
-}
-
-fn rate(collector: &Collector, metric: &str) -> f64 {
-    match collector.totals_of(metric) {
-        Some(Values::Rate { passes, fails }) if passes + fails > 0 => {
-            passes as f64 / (passes + fails) as f64
-        }
-        _ => 0.0,
-    }
-}
-
 /// The samples with the `--tag`s added.
 fn tagged(mut samples: Vec<Sample>, tags: &[(&'static str, String)]) -> Vec<Sample> {
     if !tags.is_empty() {
@@ -206,6 +190,7 @@ pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcom
         VuOptions {
             targets,
             accounts: plan.accounts.clone(),
+            segment: plan.segment.clone(),
             seed: plan.seed,
             http_debug: plan.http_debug,
             local_addrs: plan.local_addrs.clone(),
@@ -215,7 +200,10 @@ pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcom
     )?;
     let aborted = Arc::new(AtomicBool::new(false));
     let planned = plan.executor.planned_duration();
-    let vus_max = plan.executor.max_vus();
+    // This segment's VUs, known before the first sample (k6 initialises
+    // them before the test); the externally-controlled executor raises it
+    // with the REST API's `vus-max`, and the progress line follows.
+    collector.set_vus_max(plan.executor.share(&plan.segment).max_vus);
     let aggregator = {
         let (collector, ctx, aborted, interrupt) = (
             collector.clone(),
@@ -260,14 +248,7 @@ pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcom
                     aborted.store(true, Ordering::Relaxed);
                     ctx.stop.cancel();
                 }
-                progress.update(&Status {
-                    elapsed: collector.elapsed(),
-                    vus: collector.active_vus(),
-                    vus_max,
-                    iterations: counter(&collector, "iterations") as u64,
-                    requests: counter(&collector, "http_reqs"),
-                    failed_rate: rate(&collector, "http_req_failed"),
-                });
+                progress.update(&Status::of(&collector));
             }
             progress.finish();
             (writers, write_error)

@@ -233,7 +233,15 @@ impl Scenario {
             collector.add_all(&[("generation_success", 1.0), ("errors", 0.0)], &[]);
             self.accepted.fetch_add(1, Ordering::Relaxed);
             if let (Some(tracking), Some(id)) = (&self.config.tracking, session_id) {
-                self.track(tracking.clone(), id, token, started, collector.clone());
+                let client = vu.client.fresh();
+                self.track(
+                    tracking.clone(),
+                    client,
+                    id,
+                    token,
+                    started,
+                    collector.clone(),
+                );
             }
         } else {
             collector.add_all(&[("generation_success", 0.0), ("errors", 1.0)], &[]);
@@ -265,18 +273,20 @@ impl Scenario {
 
     /// Polls the session on its own connection, outside the iteration, so
     /// the iteration's timing and the `http_*` metrics stay those of the k6
-    /// test; its requests are not counted in `http_reqs`.
+    /// test; its requests are not counted in `http_reqs`. `client` (the VU's
+    /// [`Client::fresh`]) polls the target the session was created on, and
+    /// the samples carry the VU's `target` tag, as the iteration's do.
     fn track(
         self: &Arc<Self>,
         tracking: Tracking,
+        mut client: Client,
         session_id: String,
         token: String,
         accepted_at: Instant,
         collector: Arc<Collector>,
     ) {
-        let scenario = self.clone();
+        let target = crate::metrics::TARGET.try_with(Arc::clone).ok();
         let task = async move {
-            let mut client = Client::new(scenario.base.clone(), false);
             let cookie = format!("token={token}");
             let single = format!("/api/images/seedream4/sessions/{session_id}");
             let mut use_history = false;
@@ -347,7 +357,10 @@ impl Scenario {
             }
         };
         if let Ok(mut trackers) = self.trackers.lock() {
-            trackers.spawn(task);
+            match target {
+                Some(target) => trackers.spawn(crate::metrics::TARGET.scope(target, task)),
+                None => trackers.spawn(task),
+            };
         }
     }
 

@@ -24,17 +24,16 @@ pub struct Vu {
 }
 
 impl Vu {
-    /// VU `id` (1-based) uses account `id - 1` mod the number of accounts.
+    /// VU `id` (1-based, of this instance) logging in as `account`.
     pub fn new(
         id: u64,
         runtime: Handle,
         base: &Arc<BaseUrl>,
-        accounts: &[(String, String)],
+        (email, password): (String, String),
         seed: Option<u64>,
         local_addr: Option<IpAddr>,
         debug: bool,
     ) -> Vu {
-        let (email, password) = accounts[((id - 1) % accounts.len() as u64) as usize].clone();
         let rng = match seed {
             // SplitMix-style spreading so neighbouring VUs get unrelated streams.
             Some(seed) => SmallRng::seed_from_u64(seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),

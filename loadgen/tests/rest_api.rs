@@ -119,6 +119,18 @@ async fn pause_resume_scale_and_stop_through_the_rest_api() {
         let (code, _) = patch(&address, json!({"vus": 1}));
         assert_eq!(code, 200);
         eventually("back to 1 VU", || status(&address)["vus"] == 1);
+        // vus-max raised: the run's VU maximum follows (what the status and
+        // the progress line read), and the new VUs may be used.
+        assert_eq!(status(&address)["vus-max"], 4);
+        let (code, body) = patch(&address, json!({"vus-max": 6}));
+        assert_eq!(code, 200, "{body}");
+        eventually("vus-max 6", || status(&address)["vus-max"] == 6);
+        let (code, body) = patch(&address, json!({"vus": 6}));
+        assert_eq!(code, 200, "{body}");
+        eventually("6 VUs", || status(&address)["vus"] == 6);
+        let (code, _) = patch(&address, json!({"vus": 1}));
+        assert_eq!(code, 200);
+        eventually("1 VU again", || status(&address)["vus"] == 1);
 
         // Paused mid-run: once the running iterations end, none starts.
         let (code, _) = patch(&address, json!({"paused": true}));

@@ -1,6 +1,8 @@
 //! One shared-iterations test split over three loadgen processes by
 //! execution segments, merged, against one unsegmented run of the same
-//! test; and the exit codes of the segment options and of `loadgen merge`.
+//! test; each instance's VUs using the accounts of their numbers in the
+//! whole test; and the exit codes of the segment options and of `loadgen
+//! merge`.
 
 mod common;
 
@@ -135,6 +137,60 @@ async fn three_segments_merged_equal_one_unsegmented_run() {
         server.generates.load(std::sync::atomic::Ordering::Relaxed),
         60
     );
+}
+
+/// With `--users-file`, VU n of an instance logs in as the account of its
+/// number in the whole test (k6's `exec.vu.idInTest`), not of its number in
+/// the instance: two halves use the six accounts one process would, each
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segments_vus_use_the_accounts_of_their_global_numbers() {
+    // One mock per half, so each one's logins are that half's.
+    let servers = [
+        start(Behaviour::Accept).await,
+        start(Behaviour::Accept).await,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.csv");
+    let emails: Vec<String> = (1..=6).map(|n| format!("u{n}@example.com")).collect();
+    let lines: Vec<String> = emails.iter().map(|e| format!("{e},pw")).collect();
+    std::fs::write(&users, lines.join("\n")).unwrap();
+    let bases: Vec<String> = servers.iter().map(|s| s.base.clone()).collect();
+    tokio::task::spawn_blocking(move || {
+        let children: Vec<Child> = bases
+            .iter()
+            .zip(["0:1/2", "1/2:1"])
+            .map(|(base, segment)| {
+                let mut command = loadgen_run(base);
+                command
+                    .args(["--executor", "per-vu-iterations", "--vus", "6"])
+                    .args(["--iterations", "1", "--execution-segment", segment])
+                    .arg("--users-file")
+                    .arg(&users);
+                common::child::spawn_piped(&mut command)
+            })
+            .collect();
+        for child in children {
+            let out = common::child::wait_within(child, DEADLINE);
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        }
+    })
+    .await
+    .unwrap();
+    // Each half's setup logs in as the first account, then each of its VUs
+    // once: the first half holds the odd global VUs, the second the even.
+    let logins = |server: &common::Server| {
+        let mut logins = server.logins.lock().unwrap().clone();
+        logins.sort();
+        logins
+    };
+    let accounts = |numbers: [usize; 4]| -> Vec<String> {
+        let mut accounts: Vec<String> = numbers.iter().map(|n| emails[n - 1].clone()).collect();
+        accounts.sort();
+        accounts
+    };
+    assert_eq!(logins(&servers[0]), accounts([1, 1, 3, 5]));
+    assert_eq!(logins(&servers[1]), accounts([1, 2, 4, 6]));
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Several `--api-base` targets: each VU pinned to one, round-robin, and
-//! every sample of its iterations tagged `target`.
+//! every sample of its iterations and of its session follow-ups tagged
+//! `target`; a follow-up polls the target its session was created on.
 
 mod common;
 
@@ -26,6 +27,7 @@ async fn a_run_over_three_mocks_shows_each_targets_share() {
             let mut command = common::child::loadgen_run(&format!("{},{}", bases[0], bases[1]));
             command
                 .args(["--api-base", &bases[2], "--vus", "6", "--duration", "1s"])
+                .args(["--track-sessions", "--poll-interval", "50ms"])
                 .arg("--out")
                 .arg(format!("json={}", json.display()));
             common::child::output_within(&mut command, Duration::from_secs(60))
@@ -41,6 +43,7 @@ async fn a_run_over_three_mocks_shows_each_targets_share() {
     );
     let mut requests: BTreeMap<String, u64> = BTreeMap::new();
     let mut iterations: BTreeMap<String, u64> = BTreeMap::new();
+    let mut e2e: BTreeMap<String, u64> = BTreeMap::new();
     for line in std::fs::read_to_string(&json).unwrap().lines() {
         let point: serde_json::Value = serde_json::from_str(line).unwrap();
         if point["type"] != "Point" {
@@ -58,17 +61,27 @@ async fn a_run_over_three_mocks_shows_each_targets_share() {
                     .entry(target.expect("every iteration sample has its target"))
                     .or_default() += 1
             }
+            "generation_e2e" => {
+                *e2e.entry(target.expect("every generation_e2e sample has its target"))
+                    .or_default() += 1
+            }
             _ => {}
         }
     }
     // Each target has its share, and its requests are the ones it served
     // (a login and a generate per iteration).
     assert_eq!(requests.len(), 3, "{requests:?}");
+    assert_eq!(e2e.len(), 3, "{e2e:?}");
     for server in &servers {
         let generates = server.generates.load(Ordering::Relaxed);
         assert!(generates > 0, "{} got no load", server.base);
         assert_eq!(requests[&server.base], 2 * generates, "{requests:?}");
         assert_eq!(iterations[&server.base], generates, "{iterations:?}");
+        // Each session is followed up on its own target (completed at the
+        // first poll there), under that target's tag.
+        assert_eq!(server.polls.foreign.load(Ordering::Relaxed), 0);
+        assert_eq!(server.polls.own.load(Ordering::Relaxed), generates);
+        assert_eq!(e2e[&server.base], generates, "{e2e:?}");
     }
 }
 

@@ -240,6 +240,12 @@ impl Client {
         }
     }
 
+    /// A client of its own to the same target from the same source
+    /// address: a new connection, no cookies, no debug output.
+    pub fn fresh(&self) -> Client {
+        Client::new(self.base.clone(), false).with_local_addr(self.local_addr)
+    }
+
     /// Connects from `local` (a local address) instead of the address the
     /// system picks.
     pub fn with_local_addr(mut self, local: Option<IpAddr>) -> Client {

@@ -6,13 +6,13 @@
 pub mod child;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -32,24 +32,76 @@ pub enum Behaviour {
 pub struct Server {
     pub base: String,
     pub generates: Arc<AtomicU64>,
+    /// Session polls, of a session this server created and of any other.
+    pub polls: Arc<Polls>,
+    /// The email of every login, in arrival order.
+    pub logins: Arc<Mutex<Vec<String>>>,
+}
+
+#[derive(Default)]
+pub struct Polls {
+    pub own: AtomicU64,
+    pub foreign: AtomicU64,
+}
+
+/// What every handler shares: the behaviour, the generates answered, the
+/// prefix of this server's session ids (its port), the polls and logins.
+#[derive(Clone)]
+struct AppState {
+    behaviour: Behaviour,
+    generates: Arc<AtomicU64>,
+    sessions: String,
+    polls: Arc<Polls>,
+    logins: Arc<Mutex<Vec<String>>>,
 }
 
 pub async fn start(behaviour: Behaviour) -> Server {
-    let generates = Arc::new(AtomicU64::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let state = AppState {
+        behaviour,
+        generates: Arc::new(AtomicU64::new(0)),
+        sessions: format!("s{}-", address.port()),
+        polls: Arc::default(),
+        logins: Arc::default(),
+    };
+    let server = Server {
+        base: format!("http://{address}"),
+        generates: state.generates.clone(),
+        polls: state.polls.clone(),
+        logins: state.logins.clone(),
+    };
     let app = Router::new()
         .route("/api/auth/login", post(login))
         .route("/api/images/seedream4/generate", post(generate))
-        .with_state((behaviour, generates.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+        .route("/api/images/seedream4/sessions/{id}", get(session))
+        .with_state(state);
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Server { base, generates }
+    server
 }
 
-type AppState = (Behaviour, Arc<AtomicU64>);
+/// A session of this server is completed at the first poll; any other is
+/// counted and not found.
+async fn session(State(state): State<AppState>, Path(id): Path<String>) -> impl IntoResponse {
+    if id.starts_with(&state.sessions) {
+        state.polls.own.fetch_add(1, Ordering::Relaxed);
+        (StatusCode::OK, Json(json!({"status": "completed"})))
+    } else {
+        state.polls.foreign.fetch_add(1, Ordering::Relaxed);
+        (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no such session"})),
+        )
+    }
+}
 
-async fn login(State((behaviour, _)): State<AppState>) -> impl IntoResponse {
-    match behaviour {
+async fn login(State(state): State<AppState>, body: axum::body::Bytes) -> impl IntoResponse {
+    let email = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|b| b["email"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    state.logins.lock().unwrap().push(email);
+    match state.behaviour {
         Behaviour::RejectLogin => (
             StatusCode::UNAUTHORIZED,
             Json(json!({"error": "Invalid credentials"})),
@@ -61,9 +113,10 @@ async fn login(State((behaviour, _)): State<AppState>) -> impl IntoResponse {
     }
 }
 
-async fn generate(State((behaviour, count)): State<AppState>) -> impl IntoResponse {
-    let nth = count.fetch_add(1, Ordering::Relaxed) + 1;
-    match behaviour {
+async fn generate(State(state): State<AppState>) -> impl IntoResponse {
+    let nth = state.generates.fetch_add(1, Ordering::Relaxed) + 1;
+    let id = format!("{}{nth}", state.sessions);
+    match state.behaviour {
         Behaviour::RefuseEvery(n) if nth % n == 0 => (
             StatusCode::PAYMENT_REQUIRED,
             Json(json!({"error": "Insufficient credits"})),
@@ -74,17 +127,17 @@ async fn generate(State((behaviour, count)): State<AppState>) -> impl IntoRespon
         ),
         Behaviour::Stall(delay) => {
             tokio::time::sleep(delay).await;
-            accepted()
+            accepted(&id)
         }
-        _ => accepted(),
+        _ => accepted(&id),
     }
 }
 
-fn accepted() -> (StatusCode, Json<serde_json::Value>) {
+fn accepted(id: &str) -> (StatusCode, Json<serde_json::Value>) {
     (
         StatusCode::ACCEPTED,
         Json(
-            json!({"accepted": true, "clientKey": "k", "reservationId": "r", "sessionId": "s", "session_id": "s", "status": "queued"}),
+            json!({"accepted": true, "clientKey": "k", "reservationId": "r", "sessionId": id, "session_id": id, "status": "queued"}),
         ),
     )
 }
