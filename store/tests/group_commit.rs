@@ -10,7 +10,10 @@
 //! - many concurrent requests of several users through the committers:
 //!   exactly the credits there are, per user;
 //! - several outcomes (captures, a release, an unknown and a repeated
-//!   reservation) recorded in one transaction.
+//!   reservation) recorded in one transaction;
+//! - a finish batch mixing completed, failed, already settled and expired
+//!   reservations of two users with several lots each: the same answers
+//!   and the same rows as finishing them one at a time.
 //!
 //! Every test ends with the audit clean. The PostgreSQL halves use a
 //! throwaway server from `store::testing` and print SKIP when none can be
@@ -457,7 +460,10 @@ async fn finish_scenario(db: &Db, tag: &str, now: Timestamp) -> ([Id; 2], Vec<Id
     {
         let hash = store::users::hash_password("pw", 4).unwrap();
         let email = format!("{tag}-{}@example.com", Id::random());
-        *user = users::create(db, &email, &hash, "user", now).await.unwrap().id;
+        *user = users::create(db, &email, &hash, "user", now)
+            .await
+            .unwrap()
+            .id;
         for (amount, days) in lots {
             ledger::add_credits(
                 db,
@@ -533,13 +539,23 @@ async fn settled_rows(db: &Db, users: &[Id; 2], ids: &[Id]) -> Vec<String> {
     let reservations: Vec<(Id, String, Option<Timestamp>, Option<Timestamp>)> = with_pool!(db, pool => sqlx::query_as(
         "SELECT id, status, captured_at, released_at FROM credit_reservations",
     ).fetch_all(pool).await.unwrap());
-    let sessions: Vec<(Option<Id>, String, Option<String>, Option<i32>, Option<Timestamp>, i64)> = with_pool!(db, pool => sqlx::query_as(
+    let sessions: Vec<(
+        Option<Id>,
+        String,
+        Option<String>,
+        Option<i32>,
+        Option<Timestamp>,
+        i64,
+    )> = with_pool!(db, pool => sqlx::query_as(
         "SELECT s.reservation_id, s.status, CAST(s.error_details AS TEXT), s.duration_ms, s.completed_at, \
          (SELECT CAST(COUNT(*) AS BIGINT) FROM images i WHERE i.session_id = s.id) FROM generation_sessions s",
     ).fetch_all(pool).await.unwrap());
     for (id, status, captured, released) in reservations {
         if ids.contains(&id) {
-            rows.push(format!("reservation {}: {status} {captured:?} {released:?}", place(id)));
+            rows.push(format!(
+                "reservation {}: {status} {captured:?} {released:?}",
+                place(id)
+            ));
         }
     }
     for (reservation, status, details, ms, completed, images) in sessions {
@@ -616,8 +632,38 @@ async fn finish_batch_matches_one_at_a_time(db: Db) {
     );
     // X's captures (4, 5, and 6 before) took lot by lot, earliest expiry
     // first; Y's (4, 5, 3) emptied all three lots.
-    assert!(batch_rows.contains(&"user 0: 5".to_string()), "{batch_rows:#?}");
-    assert!(batch_rows.contains(&"user 1: 2".to_string()), "{batch_rows:#?}");
+    assert!(
+        batch_rows.contains(&"user 0: 5".to_string()),
+        "{batch_rows:#?}"
+    );
+    assert!(
+        batch_rows.contains(&"user 1: 2".to_string()),
+        "{batch_rows:#?}"
+    );
+    let lots: Vec<&str> = batch_rows
+        .iter()
+        .filter(|row| row.contains(" lot "))
+        .map(|row| {
+            row.split(" None")
+                .next()
+                .unwrap()
+                .split(" Some")
+                .next()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        lots,
+        [
+            "user 0 lot 0: 0",
+            "user 0 lot 1: 0",
+            "user 0 lot 2: 5",
+            "user 1 lot 0: 0",
+            "user 1 lot 1: 0",
+            "user 1 lot 2: 2"
+        ],
+        "{batch_rows:#?}"
+    );
     settle_all_and_audit(&db).await;
 }
 
