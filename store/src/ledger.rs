@@ -101,6 +101,15 @@ pub enum Transition {
     Unchanged(ReservationStatus),
 }
 
+/// What [`finish_sessions`] did for one generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Finished {
+    pub transition: Transition,
+    /// The reservation's credits: those captured or released when the
+    /// transition is `Applied`.
+    pub amount: i32,
+}
+
 /// Where a lot's credits came from (contract §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LotSource {
@@ -360,9 +369,11 @@ const INSERT_CHUNK: usize = 256;
 /// Group commit: decides every request of `requests` in one write
 /// transaction and answers each, in order, once it has committed.
 ///
-/// Each distinct user's row is locked once (in id order, so two batches
-/// never deadlock) and its live reservations summed once; the requests are
-/// then decided in arrival order in memory, exactly as one transaction
+/// A constant number of statements per batch (up to [`INSERT_CHUNK`]
+/// users or keys per statement): the users' rows locked with one (in id
+/// order, so two batches never deadlock; on SQLite the write transaction is
+/// the lock), their credits and live reservations read with one, their
+/// `clientKey`s looked up with one; the requests are then decided in arrival order in memory, exactly as one transaction
 /// each would have: `Insufficient` exactly when the credits still available
 /// after the earlier requests of the batch are fewer than the cost, and a
 /// `clientKey` the user already sent (in the database, or earlier in this
@@ -392,50 +403,70 @@ pub async fn reserve_batch(
     }
     with_pool!(db, pool => {
         let mut tx = pool.begin_write().await?;
+        let users: Vec<Id> = users.into_iter().collect();
         // What each user has left to reserve, or None for no active user.
-        let mut available: BTreeMap<Id, Option<i64>> = BTreeMap::new();
+        let mut available: BTreeMap<Id, Option<i64>> = users.iter().map(|user| (*user, None)).collect();
+        for chunk in users.chunks(INSERT_CHUNK) {
+            // PostgreSQL: the users locked first, in id order (two batches
+            // never deadlock), so the sums read next are final. SQLite's
+            // write transaction already holds the only write lock, so the
+            // one read below does.
+            if dialect == crate::db::Dialect::Postgres {
+                let sql = format!(
+                    "SELECT id FROM users WHERE id IN ({}) ORDER BY id{}",
+                    placeholders(1, chunk.len()),
+                    dialect.for_update()
+                );
+                let mut query = sqlx::query(&sql);
+                for user in chunk {
+                    query = query.bind(*user);
+                }
+                query.execute(&mut *tx).await?;
+            }
+            let sql = format!(
+                "SELECT u.id, u.credits, CAST(COALESCE((SELECT SUM(r.amount) FROM credit_reservations r \
+                 WHERE r.user_id = u.id AND r.status = 'reserved' AND r.expires_at > $1), 0) AS BIGINT) \
+                 FROM users u WHERE u.id IN ({}) AND u.deleted_at IS NULL",
+                placeholders(2, chunk.len())
+            );
+            let mut query = sqlx::query_as(&sql).bind(now);
+            for user in chunk {
+                query = query.bind(*user);
+            }
+            let rows: Vec<(Id, i32, i64)> = query.fetch_all(&mut *tx).await?;
+            for (user, credits, reserved) in rows {
+                available.insert(user, Some(i64::from(credits) - reserved));
+            }
+        }
         // (user, clientKey) -> (session, reservation) already accepted.
         let mut known: HashMap<(Id, &str), Option<(Id, Id)>> = HashMap::new();
-        for &user in &users {
-            let credits: Option<(i32,)> = sqlx::query_as(&format!(
-                "SELECT credits FROM users WHERE id = $1 AND deleted_at IS NULL{}",
-                dialect.for_update()
-            ))
-            .bind(user)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some((credits,)) = credits else {
-                available.insert(user, None);
-                continue;
-            };
-            let (reserved,): (i64,) = sqlx::query_as(
-                "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM credit_reservations \
-                 WHERE user_id = $1 AND status = 'reserved' AND expires_at > $2",
-            )
-            .bind(user)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            available.insert(user, Some(i64::from(credits) - reserved));
-            let keys: Vec<&str> = requests
-                .iter()
-                .filter(|r| r.user == user && r.amount > 0)
-                .filter_map(|r| r.session.as_ref().map(|s| s.client_key.as_str()))
-                .collect();
-            for chunk in keys.chunks(INSERT_CHUNK) {
-                let sql = format!(
-                    "SELECT client_key, id, reservation_id FROM generation_sessions \
-                     WHERE user_id = $1 AND client_key IN ({})",
-                    placeholders(2, chunk.len())
-                );
-                let mut query = sqlx::query_as(&sql).bind(user);
-                for key in chunk {
-                    query = query.bind(*key);
-                }
-                let earlier: Vec<(String, Id, Option<Id>)> = query.fetch_all(&mut *tx).await?;
-                for (key, session, reservation) in earlier {
-                    let key = *chunk.iter().find(|k| **k == key).expect("asked for this key");
-                    known.insert((user, key), reservation.map(|r| (session, r)));
+        let asked: Vec<(Id, &str)> = requests
+            .iter()
+            .filter(|r| r.amount > 0 && matches!(available.get(&r.user), Some(Some(_))))
+            .filter_map(|r| r.session.as_ref().map(|s| (r.user, s.client_key.as_str())))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for chunk in asked.chunks(INSERT_CHUNK) {
+            let users: Vec<Id> = chunk.iter().map(|(user, _)| *user).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+            let sql = format!(
+                "SELECT user_id, client_key, id, reservation_id FROM generation_sessions \
+                 WHERE user_id IN ({}) AND client_key IN ({})",
+                placeholders(1, users.len()),
+                placeholders(users.len() + 1, chunk.len())
+            );
+            let mut query = sqlx::query_as(&sql);
+            for user in &users {
+                query = query.bind(*user);
+            }
+            for (_, key) in chunk {
+                query = query.bind(*key);
+            }
+            let earlier: Vec<(Id, String, Id, Option<Id>)> = query.fetch_all(&mut *tx).await?;
+            for (user, key, session, reservation) in earlier {
+                // Another user's key of the same text was read too: skipped.
+                if let Ok(n) = chunk.binary_search(&(user, key.as_str())) {
+                    known.insert(chunk[n], reservation.map(|r| (session, r)));
                 }
             }
         }
@@ -625,17 +656,21 @@ async fn settle(
         outcome,
     };
     let mut answers = settle_batch(db, std::slice::from_ref(&item), now).await?;
-    answers.pop().expect("one answer per settlement")
+    answers
+        .pop()
+        .expect("one answer per settlement")
+        .map(|finished| finished.transition)
 }
 
 /// Records many generations' outcomes in one transaction, each as
-/// [`finish_session`] would, and answers each in order. `Err` means the
-/// transaction failed and nothing of the batch was committed.
+/// [`finish_session`] would, and answers each in order, with the
+/// reservation's amount. `Err` means the transaction failed and nothing of
+/// the batch was committed.
 pub async fn finish_sessions(
     db: &Db,
     finishes: &[(Id, SessionOutcome)],
     now: Timestamp,
-) -> Result<Vec<Result<Transition, LedgerError>>, sqlx::Error> {
+) -> Result<Vec<Result<Finished, LedgerError>>, sqlx::Error> {
     let items: Vec<Settlement> = finishes
         .iter()
         .map(|(reservation, outcome)| Settlement {
@@ -685,7 +720,7 @@ async fn settle_batch(
     db: &Db,
     items: &[Settlement<'_>],
     now: Timestamp,
-) -> Result<Vec<Result<Transition, LedgerError>>, sqlx::Error> {
+) -> Result<Vec<Result<Finished, LedgerError>>, sqlx::Error> {
     use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
     let dialect = db.dialect();
@@ -851,7 +886,7 @@ async fn settle_batch(
                     outcomes.push((reservation, outcome));
                 }
             }
-            answers.push(Ok(transition));
+            answers.push(Ok(Finished { transition, amount: h.amount }));
         }
 
         // The changes, one multi-row statement per table and kind.

@@ -410,9 +410,13 @@ async fn finishes_in_one_batch(db: Db) {
         (ids[0], completed(3)),
         (ids[3], completed(1)),
     ];
-    let answers = ledger::finish_sessions(&db, &finishes, Utc::now())
-        .await
-        .unwrap();
+    let answers: Vec<Result<Transition, LedgerError>> =
+        ledger::finish_sessions(&db, &finishes, Utc::now())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|answer| answer.map(|finished| finished.transition))
+            .collect();
     assert!(matches!(answers[0], Ok(Transition::Applied)));
     assert!(matches!(answers[1], Ok(Transition::Applied)));
     assert!(matches!(
@@ -598,8 +602,8 @@ async fn finish_batch_matches_one_at_a_time(db: Db) {
     let batched: Vec<String> = ledger::finish_sessions(&db, &finishes(&batch_ids), later)
         .await
         .unwrap()
-        .iter()
-        .map(|answer| format!("{answer:?}"))
+        .into_iter()
+        .map(|answer| format!("{:?}", answer.map(|finished| finished.transition)))
         .collect();
     let mut single = Vec::new();
     for (reservation, outcome) in finishes(&single_ids) {
