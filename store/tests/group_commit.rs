@@ -512,6 +512,21 @@ fn provider_failed() -> SessionOutcome {
     }
 }
 
+/// A ledger row as `settled_rows` reads it: amount, balance after,
+/// reservation, lot, description.
+type EntryRow = (i32, i32, Option<Id>, Option<Id>, Option<String>);
+
+/// A session as `settled_rows` reads it: reservation, status, error
+/// details, duration, completion, images stored.
+type SessionRow = (
+    Option<Id>,
+    String,
+    Option<String>,
+    Option<i32>,
+    Option<Timestamp>,
+    i64,
+);
+
 /// Every row the finishes touch, with ids replaced by their place in the
 /// scenario (users, reservations, lots by expiry), sorted.
 async fn settled_rows(db: &Db, users: &[Id; 2], ids: &[Id]) -> Vec<String> {
@@ -528,7 +543,7 @@ async fn settled_rows(db: &Db, users: &[Id; 2], ids: &[Id]) -> Vec<String> {
         for (k, (_, remaining, closed_at)) in lots.iter().enumerate() {
             rows.push(format!("user {n} lot {k}: {remaining} {closed_at:?}"));
         }
-        let entries: Vec<(i32, i32, Option<Id>, Option<Id>, Option<String>)> = with_pool!(db, pool => sqlx::query_as(
+        let entries: Vec<EntryRow> = with_pool!(db, pool => sqlx::query_as(
             "SELECT amount, balance_after, reservation_id, lot_id, description FROM credit_transactions \
              WHERE user_id = $1 AND reservation_id IS NOT NULL",
         ).bind(*user).fetch_all(pool).await.unwrap());
@@ -543,14 +558,7 @@ async fn settled_rows(db: &Db, users: &[Id; 2], ids: &[Id]) -> Vec<String> {
     let reservations: Vec<(Id, String, Option<Timestamp>, Option<Timestamp>)> = with_pool!(db, pool => sqlx::query_as(
         "SELECT id, status, captured_at, released_at FROM credit_reservations",
     ).fetch_all(pool).await.unwrap());
-    let sessions: Vec<(
-        Option<Id>,
-        String,
-        Option<String>,
-        Option<i32>,
-        Option<Timestamp>,
-        i64,
-    )> = with_pool!(db, pool => sqlx::query_as(
+    let sessions: Vec<SessionRow> = with_pool!(db, pool => sqlx::query_as(
         "SELECT s.reservation_id, s.status, CAST(s.error_details AS TEXT), s.duration_ms, s.completed_at, \
          (SELECT CAST(COUNT(*) AS BIGINT) FROM images i WHERE i.session_id = s.id) FROM generation_sessions s",
     ).fetch_all(pool).await.unwrap());
