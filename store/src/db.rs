@@ -215,7 +215,10 @@ impl Db {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true);
+                .foreign_keys(true)
+                // Statement journals (every multi-row statement inside a
+                // batch's transaction keeps one) in memory, not temp files.
+                .pragma("temp_store", "memory");
             // One connection: SQLite has one writer anyway, and queueing in
             // the pool is cheaper than SQLite's sleeping busy handler.
             let pool = SqlitePoolOptions::new()

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::db::{Db, Dialect, Id};
-use crate::ledger::{self, Accepted, LedgerError, ReserveRequest, SessionOutcome, Transition};
+use crate::ledger::{self, Accepted, Finished, LedgerError, ReserveRequest, SessionOutcome};
 
 /// How the committers batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,7 +156,7 @@ impl GroupCommit {
 /// The workers' outcomes, batched: each recorded as
 /// [`ledger::finish_session`] would, many in one transaction.
 pub struct FinishCommit {
-    lanes: Lanes<(Id, SessionOutcome), Transition>,
+    lanes: Lanes<(Id, SessionOutcome), Finished>,
 }
 
 impl FinishCommit {
@@ -169,7 +169,7 @@ impl FinishCommit {
     }
 
     /// Settles `reservation` with `outcome`; answers once committed.
-    pub async fn finish(&self, reservation: Id, outcome: SessionOutcome) -> Answer<Transition> {
+    pub async fn finish(&self, reservation: Id, outcome: SessionOutcome) -> Answer<Finished> {
         self.lanes.submit(reservation, (reservation, outcome)).await
     }
 }

@@ -101,6 +101,15 @@ pub enum Transition {
     Unchanged(ReservationStatus),
 }
 
+/// What [`finish_sessions`] did for one generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Finished {
+    pub transition: Transition,
+    /// The reservation's credits: those captured or released when the
+    /// transition is `Applied`.
+    pub amount: i32,
+}
+
 /// Where a lot's credits came from (contract §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LotSource {
@@ -360,9 +369,11 @@ const INSERT_CHUNK: usize = 256;
 /// Group commit: decides every request of `requests` in one write
 /// transaction and answers each, in order, once it has committed.
 ///
-/// Each distinct user's row is locked once (in id order, so two batches
-/// never deadlock) and its live reservations summed once; the requests are
-/// then decided in arrival order in memory, exactly as one transaction
+/// A constant number of statements per batch (up to [`INSERT_CHUNK`]
+/// users or keys per statement): the users' rows locked with one (in id
+/// order, so two batches never deadlock; on SQLite the write transaction is
+/// the lock), their credits and live reservations read with one, their
+/// `clientKey`s looked up with one; the requests are then decided in arrival order in memory, exactly as one transaction
 /// each would have: `Insufficient` exactly when the credits still available
 /// after the earlier requests of the batch are fewer than the cost, and a
 /// `clientKey` the user already sent (in the database, or earlier in this
@@ -392,50 +403,70 @@ pub async fn reserve_batch(
     }
     with_pool!(db, pool => {
         let mut tx = pool.begin_write().await?;
+        let users: Vec<Id> = users.into_iter().collect();
         // What each user has left to reserve, or None for no active user.
-        let mut available: BTreeMap<Id, Option<i64>> = BTreeMap::new();
+        let mut available: BTreeMap<Id, Option<i64>> = users.iter().map(|user| (*user, None)).collect();
+        for chunk in users.chunks(INSERT_CHUNK) {
+            // PostgreSQL: the users locked first, in id order (two batches
+            // never deadlock), so the sums read next are final. SQLite's
+            // write transaction already holds the only write lock, so the
+            // one read below does.
+            if dialect == crate::db::Dialect::Postgres {
+                let sql = format!(
+                    "SELECT id FROM users WHERE id IN ({}) ORDER BY id{}",
+                    placeholders(1, chunk.len()),
+                    dialect.for_update()
+                );
+                let mut query = sqlx::query(&sql);
+                for user in chunk {
+                    query = query.bind(*user);
+                }
+                query.execute(&mut *tx).await?;
+            }
+            let sql = format!(
+                "SELECT u.id, u.credits, CAST(COALESCE((SELECT SUM(r.amount) FROM credit_reservations r \
+                 WHERE r.user_id = u.id AND r.status = 'reserved' AND r.expires_at > $1), 0) AS BIGINT) \
+                 FROM users u WHERE u.id IN ({}) AND u.deleted_at IS NULL",
+                placeholders(2, chunk.len())
+            );
+            let mut query = sqlx::query_as(&sql).bind(now);
+            for user in chunk {
+                query = query.bind(*user);
+            }
+            let rows: Vec<(Id, i32, i64)> = query.fetch_all(&mut *tx).await?;
+            for (user, credits, reserved) in rows {
+                available.insert(user, Some(i64::from(credits) - reserved));
+            }
+        }
         // (user, clientKey) -> (session, reservation) already accepted.
         let mut known: HashMap<(Id, &str), Option<(Id, Id)>> = HashMap::new();
-        for &user in &users {
-            let credits: Option<(i32,)> = sqlx::query_as(&format!(
-                "SELECT credits FROM users WHERE id = $1 AND deleted_at IS NULL{}",
-                dialect.for_update()
-            ))
-            .bind(user)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some((credits,)) = credits else {
-                available.insert(user, None);
-                continue;
-            };
-            let (reserved,): (i64,) = sqlx::query_as(
-                "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM credit_reservations \
-                 WHERE user_id = $1 AND status = 'reserved' AND expires_at > $2",
-            )
-            .bind(user)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            available.insert(user, Some(i64::from(credits) - reserved));
-            let keys: Vec<&str> = requests
-                .iter()
-                .filter(|r| r.user == user && r.amount > 0)
-                .filter_map(|r| r.session.as_ref().map(|s| s.client_key.as_str()))
-                .collect();
-            for chunk in keys.chunks(INSERT_CHUNK) {
-                let sql = format!(
-                    "SELECT client_key, id, reservation_id FROM generation_sessions \
-                     WHERE user_id = $1 AND client_key IN ({})",
-                    placeholders(2, chunk.len())
-                );
-                let mut query = sqlx::query_as(&sql).bind(user);
-                for key in chunk {
-                    query = query.bind(*key);
-                }
-                let earlier: Vec<(String, Id, Option<Id>)> = query.fetch_all(&mut *tx).await?;
-                for (key, session, reservation) in earlier {
-                    let key = *chunk.iter().find(|k| **k == key).expect("asked for this key");
-                    known.insert((user, key), reservation.map(|r| (session, r)));
+        let asked: Vec<(Id, &str)> = requests
+            .iter()
+            .filter(|r| r.amount > 0 && matches!(available.get(&r.user), Some(Some(_))))
+            .filter_map(|r| r.session.as_ref().map(|s| (r.user, s.client_key.as_str())))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for chunk in asked.chunks(INSERT_CHUNK) {
+            let users: Vec<Id> = chunk.iter().map(|(user, _)| *user).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+            let sql = format!(
+                "SELECT user_id, client_key, id, reservation_id FROM generation_sessions \
+                 WHERE user_id IN ({}) AND client_key IN ({})",
+                placeholders(1, users.len()),
+                placeholders(users.len() + 1, chunk.len())
+            );
+            let mut query = sqlx::query_as(&sql);
+            for user in &users {
+                query = query.bind(*user);
+            }
+            for (_, key) in chunk {
+                query = query.bind(*key);
+            }
+            let earlier: Vec<(Id, String, Id, Option<Id>)> = query.fetch_all(&mut *tx).await?;
+            for (user, key, session, reservation) in earlier {
+                // Another user's key of the same text was read too: skipped.
+                if let Ok(n) = chunk.binary_search(&(user, key.as_str())) {
+                    known.insert(chunk[n], reservation.map(|r| (session, r)));
                 }
             }
         }
@@ -569,6 +600,15 @@ fn value_rows(rows: usize, width: usize, constant: &str) -> String {
         .join(", ")
 }
 
+/// `($first, …), (…)`: `rows` rows of `width` parameters each, numbered
+/// from `first`.
+fn param_rows(first: usize, rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|row| format!("({})", placeholders(first + row * width, width)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Deducts the reservation's amount from the user's lots, earliest expiry
 /// first, with one ledger row per lot touched.
 pub async fn capture(db: &Db, reservation: Id, now: Timestamp) -> Result<Transition, LedgerError> {
@@ -616,17 +656,21 @@ async fn settle(
         outcome,
     };
     let mut answers = settle_batch(db, std::slice::from_ref(&item), now).await?;
-    answers.pop().expect("one answer per settlement")
+    answers
+        .pop()
+        .expect("one answer per settlement")
+        .map(|finished| finished.transition)
 }
 
 /// Records many generations' outcomes in one transaction, each as
-/// [`finish_session`] would, and answers each in order. `Err` means the
-/// transaction failed and nothing of the batch was committed.
+/// [`finish_session`] would, and answers each in order, with the
+/// reservation's amount. `Err` means the transaction failed and nothing of
+/// the batch was committed.
 pub async fn finish_sessions(
     db: &Db,
     finishes: &[(Id, SessionOutcome)],
     now: Timestamp,
-) -> Result<Vec<Result<Transition, LedgerError>>, sqlx::Error> {
+) -> Result<Vec<Result<Finished, LedgerError>>, sqlx::Error> {
     let items: Vec<Settlement> = finishes
         .iter()
         .map(|(reservation, outcome)| Settlement {
@@ -647,211 +691,354 @@ struct Settlement<'a> {
     outcome: Option<&'a SessionOutcome>,
 }
 
-/// Settles every item in one write transaction: the owners' rows locked
-/// once each, in id order (two batches never deadlock), then each item
-/// settled in order against its owner's running balance.
+/// A reservation as a settle batch reads it.
+struct Held {
+    user: Id,
+    status: ReservationStatus,
+    amount: i32,
+    expires_at: Timestamp,
+}
+
+/// An open lot of a user a settle batch captures from: what it had left
+/// when locked, and what the batch takes from it.
+struct OpenLot {
+    id: Id,
+    remaining: i32,
+    taken: i32,
+}
+
+/// Settles every item in one write transaction with a constant number of
+/// statements, whatever the batch's size (up to [`INSERT_CHUNK`] items per
+/// statement): the batch's reservations read at once, their owners' rows
+/// locked at once (in id order, so two batches never deadlock), the owners'
+/// open lots read at once; then every item is decided in order in memory,
+/// exactly as one transaction each would have (running balances, lots
+/// deducted earliest expiry first, a reservation settled earlier in the
+/// batch is `Unchanged`), and the changes are written with one multi-row
+/// statement per table and kind of change.
 async fn settle_batch(
     db: &Db,
     items: &[Settlement<'_>],
     now: Timestamp,
-) -> Result<Vec<Result<Transition, LedgerError>>, sqlx::Error> {
-    use std::collections::{BTreeMap, HashMap};
+) -> Result<Vec<Result<Finished, LedgerError>>, sqlx::Error> {
+    use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
     let dialect = db.dialect();
+    let ids: Vec<Id> = items
+        .iter()
+        .map(|item| item.reservation)
+        .collect::<BTreeSet<Id>>()
+        .into_iter()
+        .collect();
     with_pool!(db, pool => {
         let mut tx = pool.begin_write().await?;
-        // The owner never changes, so it can be read before taking the lock.
-        let mut owners: HashMap<Id, Id> = HashMap::new();
-        for item in items {
-            let owner: Option<(Id,)> = sqlx::query_as("SELECT user_id FROM credit_reservations WHERE id = $1")
-                .bind(item.reservation)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some((user,)) = owner {
-                owners.insert(item.reservation, user);
+        let mut held: HashMap<Id, Held> = HashMap::new();
+        let mut credits: BTreeMap<Id, i32> = BTreeMap::new();
+        // The owners are read first to know whose rows to lock. On
+        // PostgreSQL the reservations are read again once the owners are
+        // locked: only then is their status final (the sweeper expires
+        // without the user lock). SQLite's write transaction holds the
+        // database's only write lock from the start, so one read does.
+        loop {
+            held.clear();
+            for chunk in ids.chunks(INSERT_CHUNK) {
+                let sql = format!(
+                    "SELECT id, user_id, status, amount, expires_at FROM credit_reservations WHERE id IN ({})",
+                    placeholders(1, chunk.len())
+                );
+                let mut query = sqlx::query_as(&sql);
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                let rows: Vec<(Id, Id, String, i32, Timestamp)> = query.fetch_all(&mut *tx).await?;
+                for (id, user, status, amount, expires_at) in rows {
+                    let status = ReservationStatus::parse(&status)?;
+                    held.insert(id, Held { user, status, amount, expires_at });
+                }
+            }
+            if !credits.is_empty() || held.is_empty() {
+                break;
+            }
+            let owners: Vec<Id> = held.values().map(|h| h.user).collect::<BTreeSet<Id>>().into_iter().collect();
+            for chunk in owners.chunks(INSERT_CHUNK) {
+                let sql = format!(
+                    "SELECT id, credits FROM users WHERE id IN ({}) ORDER BY id{}",
+                    placeholders(1, chunk.len()),
+                    dialect.for_update()
+                );
+                let mut query = sqlx::query_as(&sql);
+                for user in chunk {
+                    query = query.bind(*user);
+                }
+                let rows: Vec<(Id, i32)> = query.fetch_all(&mut *tx).await?;
+                credits.extend(rows);
+            }
+            if dialect == crate::db::Dialect::Sqlite {
+                break;
             }
         }
-        let mut balances: BTreeMap<Id, i32> = owners.values().map(|user| (*user, 0)).collect();
-        for (user, credits) in balances.iter_mut() {
-            let (locked,): (i32,) = sqlx::query_as(&format!(
-                "SELECT credits FROM users WHERE id = $1{}",
+        // The open lots of every owner with a reservation to capture.
+        let capturing: Vec<Id> = items
+            .iter()
+            .filter(|item| item.how == Settle::Capture)
+            .filter_map(|item| held.get(&item.reservation))
+            .filter(|h| h.status == ReservationStatus::Reserved && h.expires_at > now)
+            .map(|h| h.user)
+            .collect::<BTreeSet<Id>>()
+            .into_iter()
+            .collect();
+        let mut lots: HashMap<Id, Vec<OpenLot>> = HashMap::new();
+        for chunk in capturing.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "SELECT id, user_id, remaining FROM credit_lots \
+                 WHERE user_id IN ({}) AND remaining > 0 AND closed_at IS NULL \
+                 ORDER BY user_id, expires_at, created_at, id{}",
+                placeholders(1, chunk.len()),
                 dialect.for_update()
-            ))
-            .bind(*user)
-            .fetch_one(&mut *tx)
-            .await?;
-            *credits = locked;
+            );
+            let mut query = sqlx::query_as(&sql);
+            for user in chunk {
+                query = query.bind(*user);
+            }
+            let rows: Vec<(Id, Id, i32)> = query.fetch_all(&mut *tx).await?;
+            for (id, user, remaining) in rows {
+                lots.entry(user).or_default().push(OpenLot { id, remaining, taken: 0 });
+            }
         }
+
+        // Every item decided in order, in memory.
         let mut answers = Vec::with_capacity(items.len());
+        let mut settled: BTreeMap<Id, ReservationStatus> = BTreeMap::new();
+        let mut charged: BTreeSet<Id> = BTreeSet::new();
+        // (user, amount, balance after, reservation, lot) per ledger row.
+        let mut entries: Vec<(Id, i32, i32, Id, Id)> = Vec::new();
+        // The first outcome recorded per reservation: a later one would find
+        // its session no longer `processing`.
+        let mut outcomes: Vec<(Id, &SessionOutcome)> = Vec::new();
+        let mut with_outcome: HashSet<Id> = HashSet::new();
         for item in items {
-            let Some(&user) = owners.get(&item.reservation) else {
-                answers.push(Err(LedgerError::UnknownReservation(item.reservation)));
+            let reservation = item.reservation;
+            let Some(h) = held.get_mut(&reservation) else {
+                answers.push(Err(LedgerError::UnknownReservation(reservation)));
                 continue;
             };
-            let credits = balances.get_mut(&user).expect("every owner is locked");
-            let (reservation, how, outcome) = (item.reservation, item.how, item.outcome);
-            let answer: Result<Transition, LedgerError> = async {
-                let (status, amount, expires_at): (String, i32, Timestamp) = sqlx::query_as(
-                    "SELECT status, amount, expires_at FROM credit_reservations WHERE id = $1",
-                )
-                .bind(reservation)
-                .fetch_one(&mut *tx)
-                .await?;
-                let mut status = ReservationStatus::parse(&status)?;
-                // Past its TTL the credits are no longer held for it (they count as
-                // available again), so it can only expire, even if the sweeper has
-                // not run yet.
-                if status == ReservationStatus::Reserved && expires_at <= now {
-                    sqlx::query("UPDATE credit_reservations SET status = 'expired', released_at = $2 WHERE id = $1")
-                        .bind(reservation)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    status = ReservationStatus::Expired;
-                }
-                let transition = match (how, status) {
-                    (_, ReservationStatus::Reserved) => Transition::Applied,
-                    (Settle::Capture, ReservationStatus::Captured) => Transition::Unchanged(status),
-                    (Settle::Release, ReservationStatus::Released | ReservationStatus::Expired) => {
-                        Transition::Unchanged(status)
-                    }
-                    (Settle::Capture, _) | (Settle::Release, _) => {
-                        // The expiry recorded above stays: the batch commits it.
-                        return Err(LedgerError::WrongState {
-                            id: reservation,
-                            status,
-                            wanted: match how {
-                                Settle::Capture => "captured",
-                                Settle::Release => "released",
-                            },
-                        });
-                    }
-                };
-                if transition == Transition::Applied {
-                    match how {
-                        Settle::Release => {
-                            sqlx::query(
-                                "UPDATE credit_reservations SET status = 'released', released_at = $2 WHERE id = $1",
-                            )
-                            .bind(reservation)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
-                        }
-                        Settle::Capture => {
-                            let lots: Vec<(Id, i32)> = sqlx::query_as(&format!(
-                                "SELECT id, remaining FROM credit_lots \
-                                 WHERE user_id = $1 AND remaining > 0 AND closed_at IS NULL \
-                                 ORDER BY expires_at, created_at, id{}",
-                                dialect.for_update()
-                            ))
-                            .bind(user)
-                            .fetch_all(&mut *tx)
-                            .await?;
-                            let in_lots: i64 = lots.iter().map(|(_, r)| i64::from(*r)).sum();
-                            if in_lots < i64::from(amount) {
-                                return Err(LedgerError::LotsShort { user, in_lots, needed: amount });
-                            }
-                            let mut balance = *credits;
-                            let mut owed = amount;
-                            for (lot, remaining) in lots {
-                                if owed == 0 {
-                                    break;
-                                }
-                                let take = owed.min(remaining);
-                                owed -= take;
-                                balance -= take;
-                                sqlx::query(
-                                    "UPDATE credit_lots SET remaining = remaining - $2, \
-                                     closed_at = CASE WHEN remaining - $2 = 0 THEN $3 ELSE closed_at END \
-                                     WHERE id = $1",
-                                )
-                                .bind(lot)
-                                .bind(take)
-                                .bind(now)
-                                .execute(&mut *tx)
-                                .await?;
-                                sqlx::query(
-                                    "INSERT INTO credit_transactions (id, user_id, description, amount, balance_after, reservation_id, lot_id, created_at) \
-                                     VALUES ($1, $2, 'Capture of reservation', $3, $4, $5, $6, $7)",
-                                )
-                                .bind(Id::random())
-                                .bind(user)
-                                .bind(-take)
-                                .bind(balance)
-                                .bind(reservation)
-                                .bind(lot)
-                                .bind(now)
-                                .execute(&mut *tx)
-                                .await?;
-                            }
-                            sqlx::query("UPDATE users SET credits = $2 WHERE id = $1")
-                                .bind(user)
-                                .bind(balance)
-                                .execute(&mut *tx)
-                                .await?;
-                            *credits = balance;
-                            sqlx::query(
-                                "UPDATE credit_reservations SET status = 'captured', captured_at = $2 WHERE id = $1",
-                            )
-                            .bind(reservation)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
-                        }
-                    }
-                }
-                match outcome {
-                    None => {}
-                    Some(SessionOutcome::Completed { images, duration_ms }) => {
-                        let session: Option<(Id,)> = sqlx::query_as(
-                            "UPDATE generation_sessions SET status = 'completed', completed_at = $2, duration_ms = $3 \
-                             WHERE reservation_id = $1 AND status = 'processing' RETURNING id",
-                        )
-                        .bind(reservation)
-                        .bind(now)
-                        .bind(duration_ms)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                        if let Some((session,)) = session {
-                            for image in images {
-                                sqlx::query(
-                                    "INSERT INTO images (id, session_id, url, width, height, storage_provider, generation_tool, client_key, created_at, completed_at) \
-                                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
-                                )
-                                .bind(Id::random())
-                                .bind(session)
-                                .bind(&image.url)
-                                .bind(image.width)
-                                .bind(image.height)
-                                .bind(&image.storage_provider)
-                                .bind(&image.generation_tool)
-                                .bind(&image.client_key)
-                                .bind(now)
-                                .execute(&mut *tx)
-                                .await?;
-                            }
-                        }
-                    }
-                    Some(SessionOutcome::Failed { error_details, duration_ms }) => {
-                        sqlx::query(
-                            "UPDATE generation_sessions SET status = 'failed', error_details = $2, duration_ms = $3 \
-                             WHERE reservation_id = $1 AND status = 'processing'",
-                        )
-                        .bind(reservation)
-                        .bind(Json(error_details))
-                        .bind(duration_ms)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                }
-                Ok(transition)
+            // Past its TTL the credits are no longer held for it (they count
+            // as available again), so it can only expire, even if the
+            // sweeper has not run yet.
+            if h.status == ReservationStatus::Reserved && h.expires_at <= now {
+                h.status = ReservationStatus::Expired;
+                settled.insert(reservation, ReservationStatus::Expired);
             }
-            .await;
-            match answer {
-                Err(LedgerError::Db(e)) => return Err(e),
-                answer => answers.push(answer),
+            let transition = match (item.how, h.status) {
+                (_, ReservationStatus::Reserved) => Transition::Applied,
+                (Settle::Capture, ReservationStatus::Captured) => Transition::Unchanged(h.status),
+                (Settle::Release, ReservationStatus::Released | ReservationStatus::Expired) => {
+                    Transition::Unchanged(h.status)
+                }
+                (Settle::Capture, _) | (Settle::Release, _) => {
+                    // The expiry recorded above stays: the batch commits it.
+                    answers.push(Err(LedgerError::WrongState {
+                        id: reservation,
+                        status: h.status,
+                        wanted: match item.how {
+                            Settle::Capture => "captured",
+                            Settle::Release => "released",
+                        },
+                    }));
+                    continue;
+                }
+            };
+            if transition == Transition::Applied {
+                match item.how {
+                    Settle::Release => h.status = ReservationStatus::Released,
+                    Settle::Capture => {
+                        let open = lots.entry(h.user).or_default();
+                        let in_lots: i64 = open.iter().map(|lot| i64::from(lot.remaining)).sum();
+                        if in_lots < i64::from(h.amount) {
+                            answers.push(Err(LedgerError::LotsShort {
+                                user: h.user,
+                                in_lots,
+                                needed: h.amount,
+                            }));
+                            continue;
+                        }
+                        let balance = credits.get_mut(&h.user).expect("every owner is locked");
+                        let mut owed = h.amount;
+                        for lot in open.iter_mut().filter(|lot| lot.remaining > 0) {
+                            if owed == 0 {
+                                break;
+                            }
+                            let take = owed.min(lot.remaining);
+                            owed -= take;
+                            lot.remaining -= take;
+                            lot.taken += take;
+                            *balance -= take;
+                            entries.push((h.user, -take, *balance, reservation, lot.id));
+                        }
+                        charged.insert(h.user);
+                        h.status = ReservationStatus::Captured;
+                    }
+                }
+                settled.insert(reservation, h.status);
             }
+            if let Some(outcome) = item.outcome {
+                if with_outcome.insert(reservation) {
+                    outcomes.push((reservation, outcome));
+                }
+            }
+            answers.push(Ok(Finished { transition, amount: h.amount }));
+        }
+
+        // The changes, one multi-row statement per table and kind.
+        for (status, column) in [
+            (ReservationStatus::Captured, "captured_at"),
+            (ReservationStatus::Released, "released_at"),
+            (ReservationStatus::Expired, "released_at"),
+        ] {
+            let ids: Vec<Id> = settled
+                .iter()
+                .filter(|(_, s)| **s == status)
+                .map(|(id, _)| *id)
+                .collect();
+            for chunk in ids.chunks(INSERT_CHUNK) {
+                let sql = format!(
+                    "UPDATE credit_reservations SET status = $1, {column} = $2 WHERE id IN ({})",
+                    placeholders(3, chunk.len())
+                );
+                let mut query = sqlx::query(&sql).bind(status.as_str()).bind(now);
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query.execute(&mut *tx).await?;
+            }
+        }
+        let taken: Vec<(Id, i32)> = lots
+            .values()
+            .flatten()
+            .filter(|lot| lot.taken > 0)
+            .map(|lot| (lot.id, lot.taken))
+            .collect();
+        for chunk in taken.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "WITH taken (lot, credits) AS (VALUES {}) \
+                 UPDATE credit_lots SET remaining = credit_lots.remaining - taken.credits, \
+                 closed_at = CASE WHEN credit_lots.remaining - taken.credits = 0 THEN $1 ELSE credit_lots.closed_at END \
+                 FROM taken WHERE credit_lots.id = taken.lot",
+                param_rows(2, chunk.len(), 2)
+            );
+            let mut query = sqlx::query(&sql).bind(now);
+            for (lot, credits) in chunk {
+                query = query.bind(*lot).bind(*credits);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        for chunk in entries.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "INSERT INTO credit_transactions (id, user_id, amount, balance_after, reservation_id, lot_id, created_at, description) \
+                 VALUES {}",
+                value_rows(chunk.len(), 7, "'Capture of reservation'")
+            );
+            let mut query = sqlx::query(&sql);
+            for (user, amount, balance, reservation, lot) in chunk {
+                query = query
+                    .bind(Id::random())
+                    .bind(*user)
+                    .bind(*amount)
+                    .bind(*balance)
+                    .bind(*reservation)
+                    .bind(*lot)
+                    .bind(now);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        let balances: Vec<(Id, i32)> = charged.iter().map(|user| (*user, credits[user])).collect();
+        for chunk in balances.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "WITH charged (id, credits) AS (VALUES {}) \
+                 UPDATE users SET credits = charged.credits FROM charged WHERE users.id = charged.id",
+                param_rows(1, chunk.len(), 2)
+            );
+            let mut query = sqlx::query(&sql);
+            for (user, balance) in chunk {
+                query = query.bind(*user).bind(*balance);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        // Sessions are only updated while still `processing`; images go to
+        // the sessions this batch completed.
+        let mut images_of: HashMap<Id, &[NewImage]> = HashMap::new();
+        let completed: Vec<(Id, i32)> = outcomes
+            .iter()
+            .filter_map(|(reservation, outcome)| match outcome {
+                SessionOutcome::Completed { images, duration_ms } => {
+                    images_of.insert(*reservation, images.as_slice());
+                    Some((*reservation, *duration_ms))
+                }
+                SessionOutcome::Failed { .. } => None,
+            })
+            .collect();
+        let mut images: Vec<(Id, &NewImage)> = Vec::new();
+        for chunk in completed.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "WITH done (reservation, ms) AS (VALUES {}) \
+                 UPDATE generation_sessions SET status = 'completed', completed_at = $1, duration_ms = done.ms \
+                 FROM done WHERE generation_sessions.reservation_id = done.reservation \
+                 AND generation_sessions.status = 'processing' RETURNING id, reservation_id",
+                param_rows(2, chunk.len(), 2)
+            );
+            let mut query = sqlx::query_as(&sql).bind(now);
+            for (reservation, duration_ms) in chunk {
+                query = query.bind(*reservation).bind(*duration_ms);
+            }
+            let sessions: Vec<(Id, Id)> = query.fetch_all(&mut *tx).await?;
+            for (session, reservation) in sessions {
+                images.extend(images_of[&reservation].iter().map(|image| (session, image)));
+            }
+        }
+        for chunk in images.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "INSERT INTO images (id, session_id, url, width, height, storage_provider, generation_tool, client_key, created_at, completed_at) \
+                 VALUES {}",
+                param_rows(1, chunk.len(), 10)
+            );
+            let mut query = sqlx::query(&sql);
+            for (session, image) in chunk {
+                query = query
+                    .bind(Id::random())
+                    .bind(*session)
+                    .bind(&image.url)
+                    .bind(image.width)
+                    .bind(image.height)
+                    .bind(&image.storage_provider)
+                    .bind(&image.generation_tool)
+                    .bind(&image.client_key)
+                    .bind(now)
+                    .bind(now);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        let failed: Vec<(Id, &Value, i32)> = outcomes
+            .iter()
+            .filter_map(|(reservation, outcome)| match outcome {
+                SessionOutcome::Failed { error_details, duration_ms } => {
+                    Some((*reservation, error_details, *duration_ms))
+                }
+                SessionOutcome::Completed { .. } => None,
+            })
+            .collect();
+        for chunk in failed.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "WITH failed (reservation, details, ms) AS (VALUES {}) \
+                 UPDATE generation_sessions SET status = 'failed', error_details = failed.details, duration_ms = failed.ms \
+                 FROM failed WHERE generation_sessions.reservation_id = failed.reservation \
+                 AND generation_sessions.status = 'processing'",
+                param_rows(1, chunk.len(), 3)
+            );
+            let mut query = sqlx::query(&sql);
+            for (reservation, details, duration_ms) in chunk {
+                query = query.bind(*reservation).bind(Json(*details)).bind(*duration_ms);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(answers)

@@ -10,7 +10,10 @@
 //! - many concurrent requests of several users through the committers:
 //!   exactly the credits there are, per user;
 //! - several outcomes (captures, a release, an unknown and a repeated
-//!   reservation) recorded in one transaction.
+//!   reservation) recorded in one transaction;
+//! - a finish batch mixing completed, failed, already settled and expired
+//!   reservations of two users with several lots each: the same answers
+//!   and the same rows as finishing them one at a time.
 //!
 //! Every test ends with the audit clean. The PostgreSQL halves use a
 //! throwaway server from `store::testing` and print SKIP when none can be
@@ -407,9 +410,13 @@ async fn finishes_in_one_batch(db: Db) {
         (ids[0], completed(3)),
         (ids[3], completed(1)),
     ];
-    let answers = ledger::finish_sessions(&db, &finishes, Utc::now())
-        .await
-        .unwrap();
+    let answers: Vec<Result<Transition, LedgerError>> =
+        ledger::finish_sessions(&db, &finishes, Utc::now())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|answer| answer.map(|finished| finished.transition))
+            .collect();
     assert!(matches!(answers[0], Ok(Transition::Applied)));
     assert!(matches!(answers[1], Ok(Transition::Applied)));
     assert!(matches!(
@@ -443,5 +450,244 @@ async fn finishes_in_one_batch_sqlite() {
 async fn finishes_in_one_batch_postgres() {
     if let Some(db) = postgres("finishes_in_one_batch_postgres").await {
         finishes_in_one_batch(db).await;
+    }
+}
+
+/// Two users with three lots each (expiring in a different order than
+/// they were granted) and nine generations between them: two settled
+/// before, one past its TTL. Returns the users and the reservations.
+async fn finish_scenario(db: &Db, tag: &str, now: Timestamp) -> ([Id; 2], Vec<Id>) {
+    let mut users = [Id::random(); 2];
+    for (user, lots) in users
+        .iter_mut()
+        .zip([[(5, 10), (3, 2), (12, 30)], [(4, 5), (4, 1), (6, 60)]])
+    {
+        let hash = store::users::hash_password("pw", 4).unwrap();
+        let email = format!("{tag}-{}@example.com", Id::random());
+        *user = users::create(db, &email, &hash, "user", now)
+            .await
+            .unwrap()
+            .id;
+        for (amount, days) in lots {
+            ledger::add_credits(
+                db,
+                *user,
+                amount,
+                LotSource::Adjustment,
+                now + chrono::Duration::days(days),
+                "test credits",
+                now,
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let [x, y] = users;
+    let mut batch: Vec<ReserveRequest> = [(x, 4), (x, 3), (x, 5), (x, 2), (x, 6)]
+        .into_iter()
+        .chain([(y, 4), (y, 5), (y, 2), (y, 3)])
+        .enumerate()
+        .map(|(n, (user, amount))| request(user, amount, &format!("{tag}-{n}")))
+        .collect();
+    batch[3].ttl = Duration::from_secs(60);
+    let ids: Vec<Id> = ledger::reserve_batch(db, &batch, now)
+        .await
+        .unwrap()
+        .iter()
+        .map(new_id)
+        .collect();
+    ledger::finish_session(db, ids[4], &completed(6), now)
+        .await
+        .unwrap();
+    ledger::finish_session(db, ids[7], &provider_failed(), now)
+        .await
+        .unwrap();
+    (users, ids)
+}
+
+fn provider_failed() -> SessionOutcome {
+    SessionOutcome::Failed {
+        error_details: json!({"error": "provider failed", "status": 500}),
+        duration_ms: 7,
+    }
+}
+
+/// A ledger row as `settled_rows` reads it: amount, balance after,
+/// reservation, lot, description.
+type EntryRow = (i32, i32, Option<Id>, Option<Id>, Option<String>);
+
+/// A session as `settled_rows` reads it: reservation, status, error
+/// details, duration, completion, images stored.
+type SessionRow = (
+    Option<Id>,
+    String,
+    Option<String>,
+    Option<i32>,
+    Option<Timestamp>,
+    i64,
+);
+
+/// Every row the finishes touch, with ids replaced by their place in the
+/// scenario (users, reservations, lots by expiry), sorted.
+async fn settled_rows(db: &Db, users: &[Id; 2], ids: &[Id]) -> Vec<String> {
+    let place = |id: Id| ids.iter().position(|r| *r == id).map_or(-1, |n| n as i64);
+    let mut rows = Vec::new();
+    for (n, user) in users.iter().enumerate() {
+        let (credits,): (i32,) = with_pool!(db, pool => sqlx::query_as(
+            "SELECT credits FROM users WHERE id = $1",
+        ).bind(*user).fetch_one(pool).await.unwrap());
+        rows.push(format!("user {n}: {credits}"));
+        let lots: Vec<(Id, i32, Option<Timestamp>)> = with_pool!(db, pool => sqlx::query_as(
+            "SELECT id, remaining, closed_at FROM credit_lots WHERE user_id = $1 ORDER BY expires_at",
+        ).bind(*user).fetch_all(pool).await.unwrap());
+        for (k, (_, remaining, closed_at)) in lots.iter().enumerate() {
+            rows.push(format!("user {n} lot {k}: {remaining} {closed_at:?}"));
+        }
+        let entries: Vec<EntryRow> = with_pool!(db, pool => sqlx::query_as(
+            "SELECT amount, balance_after, reservation_id, lot_id, description FROM credit_transactions \
+             WHERE user_id = $1 AND reservation_id IS NOT NULL",
+        ).bind(*user).fetch_all(pool).await.unwrap());
+        for (amount, balance, reservation, lot, description) in entries {
+            let lot = lots.iter().position(|(id, _, _)| Some(*id) == lot);
+            let reservation = reservation.map(place);
+            rows.push(format!(
+                "user {n} entry: {reservation:?} {lot:?} {amount} {balance} {description:?}"
+            ));
+        }
+    }
+    let reservations: Vec<(Id, String, Option<Timestamp>, Option<Timestamp>)> = with_pool!(db, pool => sqlx::query_as(
+        "SELECT id, status, captured_at, released_at FROM credit_reservations",
+    ).fetch_all(pool).await.unwrap());
+    let sessions: Vec<SessionRow> = with_pool!(db, pool => sqlx::query_as(
+        "SELECT s.reservation_id, s.status, CAST(s.error_details AS TEXT), s.duration_ms, s.completed_at, \
+         (SELECT CAST(COUNT(*) AS BIGINT) FROM images i WHERE i.session_id = s.id) FROM generation_sessions s",
+    ).fetch_all(pool).await.unwrap());
+    for (id, status, captured, released) in reservations {
+        if ids.contains(&id) {
+            rows.push(format!(
+                "reservation {}: {status} {captured:?} {released:?}",
+                place(id)
+            ));
+        }
+    }
+    for (reservation, status, details, ms, completed, images) in sessions {
+        if let Some(reservation) = reservation.filter(|r| ids.contains(r)) {
+            let details: Option<serde_json::Value> =
+                details.map(|d| serde_json::from_str(&d).unwrap());
+            rows.push(format!(
+                "session {}: {status} {details:?} {ms:?} {completed:?} {images} images",
+                place(reservation)
+            ));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+async fn finish_batch_matches_one_at_a_time(db: Db) {
+    let now = Utc::now();
+    let later = now + chrono::Duration::seconds(120);
+    let unknown = Id::random();
+    let finishes = |r: &[Id]| {
+        vec![
+            (r[0], completed(4)),
+            (r[5], completed(4)),
+            (r[1], provider_failed()),
+            (r[3], completed(2)),
+            (r[6], completed(5)),
+            (r[2], completed(5)),
+            (r[3], provider_failed()),
+            (r[4], completed(6)),
+            (r[7], provider_failed()),
+            (r[8], completed(3)),
+            (r[5], completed(4)),
+            (unknown, completed(1)),
+        ]
+    };
+    let (batch_users, batch_ids) = finish_scenario(&db, "batch", now).await;
+    let (single_users, single_ids) = finish_scenario(&db, "single", now).await;
+
+    let batched: Vec<String> = ledger::finish_sessions(&db, &finishes(&batch_ids), later)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|answer| format!("{:?}", answer.map(|finished| finished.transition)))
+        .collect();
+    let mut single = Vec::new();
+    for (reservation, outcome) in finishes(&single_ids) {
+        let answer = ledger::finish_session(&db, reservation, &outcome, later).await;
+        single.push(format!("{answer:?}"));
+    }
+    let place = |text: &str| {
+        batch_ids
+            .iter()
+            .zip(&single_ids)
+            .fold(text.to_string(), |t, (b, s)| {
+                t.replace(&b.to_string(), &s.to_string())
+            })
+    };
+    let batched: Vec<String> = batched.iter().map(|a| place(a)).collect();
+    assert_eq!(batched, single, "the same answers, item by item");
+    assert!(batched[0].starts_with("Ok(Applied)"), "{batched:?}");
+    assert!(batched[3].contains("Expired"), "{batched:?}");
+    assert!(batched[6].contains("Unchanged(Expired)"), "{batched:?}");
+    assert!(batched[7].contains("Unchanged(Captured)"), "{batched:?}");
+    assert!(batched[8].contains("Unchanged(Released)"), "{batched:?}");
+    assert!(batched[10].contains("Unchanged(Captured)"), "{batched:?}");
+    assert!(batched[11].contains("UnknownReservation"), "{batched:?}");
+
+    let batch_rows = settled_rows(&db, &batch_users, &batch_ids).await;
+    assert_eq!(
+        batch_rows,
+        settled_rows(&db, &single_users, &single_ids).await,
+        "the same rows"
+    );
+    // X's captures (4, 5, and 6 before) took lot by lot, earliest expiry
+    // first; Y's (4, 5, 3) emptied all three lots.
+    assert!(
+        batch_rows.contains(&"user 0: 5".to_string()),
+        "{batch_rows:#?}"
+    );
+    assert!(
+        batch_rows.contains(&"user 1: 2".to_string()),
+        "{batch_rows:#?}"
+    );
+    let lots: Vec<&str> = batch_rows
+        .iter()
+        .filter(|row| row.contains(" lot "))
+        .map(|row| {
+            row.split(" None")
+                .next()
+                .unwrap()
+                .split(" Some")
+                .next()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        lots,
+        [
+            "user 0 lot 0: 0",
+            "user 0 lot 1: 0",
+            "user 0 lot 2: 5",
+            "user 1 lot 0: 0",
+            "user 1 lot 1: 0",
+            "user 1 lot 2: 2"
+        ],
+        "{batch_rows:#?}"
+    );
+    settle_all_and_audit(&db).await;
+}
+
+#[tokio::test]
+async fn finish_batch_matches_one_at_a_time_sqlite() {
+    let (_dir, db) = sqlite().await;
+    finish_batch_matches_one_at_a_time(db).await;
+}
+
+#[tokio::test]
+async fn finish_batch_matches_one_at_a_time_postgres() {
+    if let Some(db) = postgres("finish_batch_matches_one_at_a_time_postgres").await {
+        finish_batch_matches_one_at_a_time(db).await;
     }
 }

@@ -154,7 +154,6 @@ impl Jobs {
             shutdown.clone(),
         )));
         let worker = worker::Worker {
-            db: db.clone(),
             finishes: Arc::new(FinishCommit::start(db.clone(), config.group_commit)),
             queue,
             provider,

@@ -12,7 +12,11 @@
 //! - a malformed job fails for good at once (its session failed, the job
 //!   completed): retrying cannot fix it;
 //! - a session already settled (a job run twice, a reservation the sweeper
-//!   expired) is not generated again: the job is just completed.
+//!   expired) or unknown: the ledger refuses the outcome or changes
+//!   nothing (a session is only updated while `processing`, its images
+//!   only stored then), and the job is completed. The worker reads nothing
+//!   from the database before running a job: everything it needs is in
+//!   the payload, and the finish answers the credits it settled.
 //!
 //! At shutdown the provider call gets the grace period; past it the job is
 //! handed back to the queue unrecorded.
@@ -32,9 +36,8 @@ use serde_json::{json, Value};
 use store::db::{Db, Id};
 use store::group_commit::FinishCommit;
 use store::ledger::{
-    self, LedgerError, ReservationStatus, SessionOutcome, Transition, GENERATION_EVENT,
+    self, Finished, LedgerError, ReservationStatus, SessionOutcome, Transition, GENERATION_EVENT,
 };
-use store::with_pool;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -50,7 +53,6 @@ const QUEUE_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub(crate) struct Worker {
-    pub db: Db,
     pub finishes: Arc<FinishCommit>,
     pub queue: Arc<dyn Queue>,
     pub provider: Arc<Provider>,
@@ -104,21 +106,6 @@ impl Worker {
             Ok(request) => request,
             Err(why) => return self.malformed(&job, &why).await,
         };
-        let cost = match session_state(&self.db, job.id).await {
-            Ok(Some((status, _))) if status != "processing" => {
-                tracing::debug!(reservation = %job.id, %status, "session already settled; job completed");
-                return self.complete(&job).await;
-            }
-            Ok(Some((_, cost))) => Some(cost),
-            Ok(None) => {
-                tracing::warn!(reservation = %job.id, "no session for this job; dropped");
-                return self.complete(&job).await;
-            }
-            Err(e) => {
-                tracing::warn!(reservation = %job.id, error = %e, "cannot read the session; running the job anyway");
-                None
-            }
-        };
         let started = Instant::now();
         let generated = {
             let generation = self.provider.generate(&request);
@@ -139,7 +126,7 @@ impl Worker {
                     images,
                     duration_ms,
                 };
-                match record(self.recorder(), job.id, &outcome, cost).await {
+                match record(self.recorder(), job.id, &outcome).await {
                     Ok(_) => self.complete(&job).await,
                     Err(Unrecorded::Settled(e)) => {
                         fail_if_expired(self.recorder(), job.id, &e, duration_ms).await;
@@ -152,23 +139,17 @@ impl Worker {
                             status: 500,
                             message: format!("cannot record the generation: {e}"),
                         };
-                        self.failed_attempt(&job, failure, cost, duration_ms).await;
+                        self.failed_attempt(&job, failure, duration_ms).await;
                     }
                 }
             }
-            Err(failure) => self.failed_attempt(&job, failure, cost, duration_ms).await,
+            Err(failure) => self.failed_attempt(&job, failure, duration_ms).await,
         }
     }
 
     /// Reports the failed attempt to the queue; out of attempts, records
     /// the failure for good.
-    async fn failed_attempt(
-        &self,
-        job: &Job,
-        failure: ProviderFailure,
-        cost: Option<i32>,
-        duration_ms: i32,
-    ) {
+    async fn failed_attempt(&self, job: &Job, failure: ProviderFailure, duration_ms: i32) {
         match self.queue.fail(job, &failure.to_string()).await {
             Ok(AfterFailure::RetryIn(delay)) => {
                 metrics::counter!("mock_jobs_total", "outcome" => "retried").increment(1);
@@ -180,7 +161,7 @@ impl Worker {
                     error_details: failure_details(&failure, job.attempt),
                     duration_ms,
                 };
-                match record(self.recorder(), job.id, &outcome, cost).await {
+                match record(self.recorder(), job.id, &outcome).await {
                     Ok(_) | Err(Unrecorded::Settled(_)) => {}
                     Err(Unrecorded::Error(e)) => {
                         // The sweeper expires the reservation at its TTL.
@@ -202,7 +183,7 @@ impl Worker {
                 error_details: json!({ "error": format!("malformed job: {why}"), "attempts": job.attempt }),
                 duration_ms: 0,
             };
-            match record(self.recorder(), job.id, &outcome, None).await {
+            match record(self.recorder(), job.id, &outcome).await {
                 Ok(Transition::Applied) => {}
                 Ok(Transition::Unchanged(_)) | Err(Unrecorded::Settled(_)) => {}
                 Err(Unrecorded::Error(e)) => {
@@ -257,11 +238,6 @@ pub async fn run_generation(
     provider: &Provider,
     request: GenerationRequest,
 ) -> GenerationResult {
-    let cost = session_state(db, request.reservation_id)
-        .await
-        .ok()
-        .flatten()
-        .map(|(_, cost)| cost);
     let started = Instant::now();
     let generated = provider.generate(&request).await;
     let duration_ms = elapsed_ms(started);
@@ -282,7 +258,7 @@ pub async fn run_generation(
         ),
     };
     match (
-        record(Recorder::Direct(db), request.reservation_id, &outcome, cost).await,
+        record(Recorder::Direct(db), request.reservation_id, &outcome).await,
         failure,
     ) {
         (Ok(transition), None) => GenerationResult::Completed(transition),
@@ -327,11 +303,13 @@ impl Recorder<'_> {
         self,
         reservation: Id,
         outcome: &SessionOutcome,
-    ) -> Result<Transition, LedgerError> {
+    ) -> Result<Finished, LedgerError> {
         match self {
             Recorder::Batched(finishes) => finishes.finish(reservation, outcome.clone()).await,
             Recorder::Direct(db) => {
-                ledger::finish_session(db, reservation, outcome, chrono::Utc::now()).await
+                let finish = [(reservation, outcome.clone())];
+                let mut answers = ledger::finish_sessions(db, &finish, chrono::Utc::now()).await?;
+                answers.pop().expect("one answer per finish")
             }
         }
     }
@@ -349,19 +327,16 @@ async fn record(
     recorder: Recorder<'_>,
     reservation: Id,
     outcome: &SessionOutcome,
-    cost: Option<i32>,
 ) -> Result<Transition, Unrecorded> {
     match recorder.finish(reservation, outcome).await {
-        Ok(transition) => {
+        Ok(Finished { transition, amount }) => {
             let (label, credits) = match outcome {
                 SessionOutcome::Completed { .. } => ("completed", "mock_credits_captured_total"),
                 SessionOutcome::Failed { .. } => ("failed", "mock_credits_released_total"),
             };
             metrics::counter!("mock_jobs_total", "outcome" => label).increment(1);
             if transition == Transition::Applied {
-                if let Some(cost) = cost {
-                    metrics::counter!(credits).increment(u64::try_from(cost).unwrap_or(0));
-                }
+                metrics::counter!(credits).increment(u64::try_from(amount).unwrap_or(0));
             }
             Ok(transition)
         }
@@ -415,16 +390,6 @@ fn elapsed_ms(started: Instant) -> i32 {
 
 fn failure_details(failure: &ProviderFailure, attempts: u32) -> Value {
     json!({ "error": failure.message, "status": failure.status, "attempts": attempts })
-}
-
-/// The session's status and cost, by its reservation.
-async fn session_state(db: &Db, reservation: Id) -> Result<Option<(String, i32)>, sqlx::Error> {
-    with_pool!(db, pool => {
-        sqlx::query_as("SELECT status, credit_cost FROM generation_sessions WHERE reservation_id = $1")
-            .bind(reservation)
-            .fetch_optional(pool)
-            .await
-    })
 }
 
 /// The provider request of a contract §5 payload:
