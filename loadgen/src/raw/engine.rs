@@ -11,11 +11,13 @@
 //! found no free connection (a stalled target) carries its wait
 //! (coordinated omission is not hidden), and starts past [`LATE`] count.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
+use tokio::time::Sleep;
 
 use super::args::Load;
 use super::request::PreparedRequest;
@@ -180,6 +182,19 @@ async fn start_at(at: Instant) {
     }
 }
 
+/// Ends at `deadline`. The connection's one timer is re-armed only when it
+/// fires before the deadline, not for every request: an answer in
+/// microseconds then costs no timer-wheel insert and removal.
+async fn expire(mut timer: Pin<&mut Sleep>, deadline: Instant) {
+    loop {
+        timer.as_mut().await;
+        if Instant::now() >= deadline {
+            return;
+        }
+        timer.as_mut().reset(deadline.into());
+    }
+}
+
 /// One connection's requests, one after another, until the run is over.
 async fn connection(shared: Arc<Shared>, tally: Arc<Mutex<Tally>>) {
     let mut conn = Connection {
@@ -187,6 +202,8 @@ async fn connection(shared: Arc<Shared>, tally: Arc<Mutex<Tally>>) {
         served: 0,
         buf: vec![0; READ_BUFFER],
     };
+    let timer = tokio::time::sleep(shared.timeout);
+    tokio::pin!(timer);
     while let Some(due) = shared.claim() {
         let start = match due {
             Some(at) => {
@@ -197,18 +214,19 @@ async fn connection(shared: Arc<Shared>, tally: Arc<Mutex<Tally>>) {
         };
         let late = due.is_some_and(|at| at.elapsed() > LATE);
         let mut connected = None;
-        let result = tokio::time::timeout(
-            shared.timeout,
-            conn.exchange(&shared.request, &mut connected),
-        )
-        .await;
+        let deadline = Instant::now() + shared.timeout;
+        let result = tokio::select! {
+            biased;
+            result = conn.exchange(&shared.request, &mut connected) => Some(result),
+            () = expire(timer.as_mut(), deadline) => None,
+        };
         let (answer, received) = match result {
-            Ok(Ok((status, received))) => (Ok(status), received),
-            Ok(Err((kind, received))) => {
+            Some(Ok((status, received))) => (Ok(status), received),
+            Some(Err((kind, received))) => {
                 conn.stream = None;
                 (Err(kind), received)
             }
-            Err(_) => {
+            None => {
                 conn.stream = None;
                 (Err(FailureKind::Timeout.as_tag()), 0)
             }
