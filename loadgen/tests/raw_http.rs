@@ -543,3 +543,32 @@ async fn https_with_tls_ca_is_trusted_and_without_it_every_request_fails_by_kind
     );
     assert_eq!(server.log.requests.load(Ordering::Relaxed), 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_timeout_fails_and_only_it() {
+    let server = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.json");
+    // The 50th request starts a 600 ms stall: it and the one after it (on
+    // a new connection) outlast 200 ms; the hundreds of quick requests
+    // around them, over several timeout periods, must not time out.
+    let out = run(http(
+        &format!("{}/stall", server.base),
+        &[
+            "-n",
+            "400",
+            "-c",
+            "1",
+            "--timeout",
+            "200ms",
+            "--summary-export",
+            summary.to_str().unwrap(),
+        ],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let export = read_export(&summary);
+    let timeouts = count(&export, "http_reqs{error:timeout}");
+    assert!((2.0..=3.0).contains(&timeouts), "{timeouts} timeouts");
+    assert_eq!(count(&export, "http_reqs{status:200}"), 400.0 - timeouts);
+}
