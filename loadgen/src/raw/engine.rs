@@ -205,16 +205,14 @@ async fn connection(shared: Arc<Shared>, tally: Arc<Mutex<Tally>>) {
     let timer = tokio::time::sleep(shared.timeout);
     tokio::pin!(timer);
     while let Some(due) = shared.claim() {
-        let start = match due {
-            Some(at) => {
-                start_at(at).await;
-                at
-            }
-            None => Instant::now(),
-        };
-        let late = due.is_some_and(|at| at.elapsed() > LATE);
+        if let Some(at) = due {
+            start_at(at).await;
+        }
+        let begun = Instant::now();
+        let start = due.unwrap_or(begun);
+        let late = begun - start > LATE;
         let mut connected = None;
-        let deadline = Instant::now() + shared.timeout;
+        let deadline = begun + shared.timeout;
         let result = tokio::select! {
             biased;
             result = conn.exchange(&shared.request, &mut connected) => Some(result),
