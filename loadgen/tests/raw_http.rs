@@ -446,3 +446,129 @@ async fn open_model_latency_counts_from_the_scheduled_start() {
     let export = read_export(&summary);
     assert!(count(&export, "late_starts") >= 29.0, "{export}");
 }
+
+/// A TLS front on loopback (a leaf for `localhost` signed by a CA made
+/// here) that passes each connection to `backend`; answers the base URL
+/// and the CA's PEM file.
+async fn start_tls_front(backend: &str, dir: &std::path::Path) -> (String, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    let ca_key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "loadgen http test CA");
+    let ca = params.self_signed(&ca_key).unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der().clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let backend = backend.trim_start_matches("http://").to_string();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, backend) = (acceptor.clone(), backend.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(&backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (format!("https://localhost:{port}"), ca_file)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_tls_ca_is_trusted_and_without_it_every_request_fails_by_kind() {
+    let server = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (base, ca) = start_tls_front(&server.base, dir.path()).await;
+    let summary = dir.path().join("summary.json");
+    let guarded = |extra: &[&str]| {
+        let mut args = vec![
+            "-n",
+            "20",
+            "-c",
+            "2",
+            "--threshold",
+            "http_req_failed:rate==0",
+            "--summary-export",
+            summary.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        http(&format!("{base}/ok"), &args)
+    };
+
+    let out = run(guarded(&["--tls-ca", ca.to_str().unwrap()])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let export = read_export(&summary);
+    assert_eq!(count(&export, "http_reqs{status:200}"), 20.0);
+    assert_eq!(server.log.requests.load(Ordering::Relaxed), 20);
+    // Kept alive: one TLS connection per loadgen connection.
+    assert_eq!(server.log.connections.load(Ordering::Relaxed), 2);
+
+    // Without the CA: no answer, each request a failure of its own kind,
+    // and the threshold on failures gives the documented exit code 99.
+    let out = run(guarded(&[])).await;
+    assert_eq!(out.status.code(), Some(99), "{}", text(&out.stderr));
+    let export = read_export(&summary);
+    assert_eq!(
+        count(
+            &export,
+            "http_reqs{error:tls: certificate signed by unknown authority}"
+        ),
+        20.0
+    );
+    assert_eq!(server.log.requests.load(Ordering::Relaxed), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_timeout_fails_and_only_it() {
+    let server = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.json");
+    // The 50th request starts a 600 ms stall: it and the one after it (on
+    // a new connection) outlast 200 ms; the hundreds of quick requests
+    // around them, over several timeout periods, must not time out.
+    let out = run(http(
+        &format!("{}/stall", server.base),
+        &[
+            "-n",
+            "400",
+            "-c",
+            "1",
+            "--timeout",
+            "200ms",
+            "--summary-export",
+            summary.to_str().unwrap(),
+        ],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let export = read_export(&summary);
+    let timeouts = count(&export, "http_reqs{error:timeout}");
+    assert!((2.0..=3.0).contains(&timeouts), "{timeouts} timeouts");
+    assert_eq!(count(&export, "http_reqs{status:200}"), 400.0 - timeouts);
+}
