@@ -43,6 +43,9 @@ ADMIN_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_hex(16))') \
 # loadgen http against the peers found here (wrk, oha, k6, k9, nginx):
 # each must produce a number; a missing one is reported, not failed. About
 # a minute, bounded; the full race (scripts/bench/race.sh) is not run here.
+# Its binaries are built first, outside the bound (cargo test's build has
+# other features, so this compiles loadgen once more on a fresh machine).
+cargo build --locked -q -p loadgen --bin loadgen --example delay_server
 timeout --kill-after=10 180 ./scripts/bench/race.sh --quick
 
 # The deploy files, offline: every Kubernetes manifest (kubernetes-validate,
