@@ -117,43 +117,17 @@ pub struct RunArgs {
     #[arg(long, default_value = "60s")]
     pub generate_timeout: String,
 
-    /// `metric:expression` (repeatable; replaces the five defaults), e.g.
-    /// 'http_req_duration{endpoint:seedream4}:p(95)<500;abortOnFail'.
-    #[arg(long = "threshold", action = clap::ArgAction::Append)]
-    pub thresholds: Vec<String>,
-    #[arg(long)]
-    pub no_thresholds: bool,
-    /// `json=FILE` or `csv=FILE` (repeatable).
-    #[arg(long = "out", short = 'o', action = clap::ArgAction::Append)]
-    pub outputs_to: Vec<String>,
-    #[arg(long)]
-    pub summary_export: Option<PathBuf>,
-    /// Trend columns of the summary, k6's list: `avg,min,med,max,p(90),p(95),p(99),count`.
-    #[arg(long, default_value = "avg,min,med,max,p(90),p(95)")]
-    pub summary_trend_stats: String,
-    /// Time values of the summary in this unit: s, ms or us (default: humanized).
-    #[arg(long)]
-    pub summary_time_unit: Option<String>,
-    /// legacy (the classic layout, default), compact or full (k6 1.x's grouped layout).
-    #[arg(long, default_value = "legacy")]
-    pub summary_mode: String,
-    /// No end-of-test summary on stdout (files asked for are still written).
-    #[arg(long)]
-    pub no_summary: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// `NAME=VALUE` (repeatable): a tag on every sample, in the --out streams.
     #[arg(long = "tag", value_name = "NAME=VALUE", action = clap::ArgAction::Append)]
     pub tags: Vec<String>,
-    /// Self-contained HTML report.
-    #[arg(long)]
-    pub report: Option<PathBuf>,
     /// Seed for prompts and think times.
     #[arg(long)]
     pub seed: Option<u64>,
     /// No progress output.
     #[arg(long, short = 'q')]
     pub quiet: bool,
-    #[arg(long)]
-    pub no_color: bool,
     /// Print every request and response.
     #[arg(long)]
     pub http_debug: bool,
@@ -297,24 +271,53 @@ pub struct SplitArgs {
     pub start_tolerance: Option<String>,
 }
 
+/// What a test's results become, the same for `run`, `http` and `merge`:
+/// thresholds, the end-of-test summary, `--summary-export`, the `--out`
+/// streams and the HTML report. Resolved by
+/// [`crate::plan::ResultOutputs::from_args`]; where a subcommand differs
+/// (its thresholds' default, its trend columns) it says so with `mut_arg`.
 #[derive(Args, Debug, Clone)]
-pub struct MergeArgs {
-    /// The --shard-out files of every instance.
-    #[arg(required = true, num_args = 1..)]
-    pub shards: Vec<PathBuf>,
-    /// `metric:expression` (repeatable; replaces the five defaults), as in run.
+pub struct OutputArgs {
+    /// `metric:expression` (repeatable; replaces the five defaults), e.g.
+    /// 'http_req_duration{endpoint:seedream4}:p(95)<500;abortOnFail'.
     #[arg(long = "threshold", action = clap::ArgAction::Append)]
     pub thresholds: Vec<String>,
     #[arg(long)]
     pub no_thresholds: bool,
-    /// `json=FILE` (repeatable): k6 JSON lines of the whole.
+    /// `json=FILE` or `csv=FILE` (repeatable).
     #[arg(long = "out", short = 'o', action = clap::ArgAction::Append)]
     pub outputs_to: Vec<String>,
     #[arg(long)]
     pub summary_export: Option<PathBuf>,
-    /// Self-contained HTML report of the whole.
+    /// Trend columns of the summary, k6's list: `avg,min,med,max,p(90),p(95),p(99),count`.
+    #[arg(long, default_value = "avg,min,med,max,p(90),p(95)")]
+    pub summary_trend_stats: String,
+    /// Time values of the summary in this unit: s, ms or us (default: humanized).
+    #[arg(long)]
+    pub summary_time_unit: Option<String>,
+    /// legacy (the classic layout, default), compact or full (k6 1.x's grouped layout).
+    #[arg(long, default_value = "legacy")]
+    pub summary_mode: String,
+    /// No end-of-test summary on stdout (files asked for are still written).
+    #[arg(long)]
+    pub no_summary: bool,
+    /// Self-contained HTML report.
     #[arg(long)]
     pub report: Option<PathBuf>,
     #[arg(long)]
     pub no_color: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(
+    mut_arg("thresholds", |a| a.help("`metric:expression` (repeatable; replaces the five defaults), as in run")),
+    mut_arg("outputs_to", |a| a.help("`json=FILE` (repeatable): k6 JSON lines of the whole")),
+    mut_arg("report", |a| a.help("Self-contained HTML report of the whole")),
+)]
+pub struct MergeArgs {
+    /// The --shard-out files of every instance.
+    #[arg(required = true, num_args = 1..)]
+    pub shards: Vec<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }

@@ -4,6 +4,9 @@
 //! # Layout
 //!
 //! - [`cli`]: options, with k6's names; [`plan`]: them resolved and validated.
+//!   The result options (thresholds, summary, `--summary-export`, `--out`,
+//!   `--report`) are one [`cli::OutputArgs`], flattened into `run`, `http`
+//!   and `merge`, resolved once by [`plan::Outputs::from_args`].
 //! - [`executor`]: k6's executors (closed and open model, and
 //!   externally-controlled), graceful stops; each VU pinned to one target.
 //! - [`vu`]: one virtual user; [`http`]: its own HTTP/1.1 client (one socket,

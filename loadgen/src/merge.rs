@@ -9,7 +9,6 @@
 //! not cover 0..1 only warn: the merge is then of part of the test.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -19,9 +18,9 @@ use crate::cli::MergeArgs;
 use crate::exit::{self, Failure};
 use crate::metrics::{definition, SeriesPoint};
 use crate::output::ndjson::NdjsonWriter;
-use crate::output::summary::{self, SummaryStyle, DEFAULT_TREND_STATS};
+use crate::output::summary;
 use crate::output::{export, report};
-use crate::plan::{self, OutputTarget};
+use crate::plan::{self, DefaultThresholds, OutputTarget};
 use crate::sample::Sample;
 use crate::segment::{Ratio, Segment, Sequence, Tuple};
 use crate::shard::{self, Shard, ShardValues};
@@ -435,11 +434,11 @@ fn write_json(path: &PathBuf, merged: &Merged, specs: &[ThresholdSpec]) -> std::
     writer.finish().map(drop)
 }
 
-fn write_outputs(args: &MergeArgs, merged: &Merged, specs: &[ThresholdSpec]) -> Result<(), String> {
-    let targets = plan::output_targets(&args.outputs_to).map_err(|e| e.to_string())?;
+fn write_outputs(output: &plan::Outputs, merged: &Merged) -> Result<(), String> {
+    let specs = &output.thresholds;
     let cannot =
         |path: &PathBuf, e: std::io::Error| format!("cannot write {}: {e}", path.display());
-    for target in &targets {
+    for target in &output.streams {
         match target {
             OutputTarget::Json(path) => {
                 write_json(path, merged, specs).map_err(|e| cannot(path, e))?
@@ -452,18 +451,18 @@ fn write_outputs(args: &MergeArgs, merged: &Merged, specs: &[ThresholdSpec]) -> 
             }
         }
     }
-    if let Some(path) = &args.summary_export {
+    if let Some(path) = &output.summary_export {
         std::fs::File::create(path)
             .and_then(|f| {
                 export::write(
                     &merged.snapshot,
-                    &DEFAULT_TREND_STATS,
+                    &output.trend_stats,
                     std::io::BufWriter::new(f),
                 )
             })
             .map_err(|e| cannot(path, e))?;
     }
-    if let Some(path) = &args.report {
+    if let Some(path) = &output.report {
         let segments: Vec<String> = merged.segments.iter().map(Segment::to_string).collect();
         let html = report::render(&report::Report {
             title: format!("loadgen report — merge of {} shards", merged.segments.len()),
@@ -501,24 +500,14 @@ pub fn command(args: MergeArgs) -> Result<i32, Failure> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| refused(&e))?;
     let mut merged = merge(&shards).map_err(|e| refused(&e))?;
-    let texts = if args.thresholds.is_empty() {
-        &merged.thresholds
-    } else {
-        &args.thresholds
-    };
-    let specs = plan::threshold_specs(args.no_thresholds, texts)?;
+    let output =
+        plan::Outputs::from_args(&args.output, DefaultThresholds::Named(&merged.thresholds))?;
     if let Some(covered) = &merged.uncovered {
         eprintln!(
             "loadgen: warning: the shards cover {covered}, not all of 0..1: this is part of the test"
         );
     }
-    merged.snapshot.thresholds = thresholds::evaluate(&specs, &merged.snapshot);
-    let style = SummaryStyle {
-        color: !args.no_color
-            && std::env::var_os("NO_COLOR").is_none()
-            && std::io::stdout().is_terminal(),
-        ..SummaryStyle::default()
-    };
+    merged.snapshot.thresholds = thresholds::evaluate(&output.thresholds, &merged.snapshot);
     println!(
         "\n     merged: {} shards ({}), {} complete and {} interrupted iterations",
         merged.segments.len(),
@@ -531,8 +520,10 @@ pub fn command(args: MergeArgs) -> Result<i32, Failure> {
         merged.completed_iterations,
         merged.interrupted_iterations
     );
-    print!("{}", summary::render(&merged.snapshot, &style));
-    write_outputs(&args, &merged, &specs).map_err(|e| refused(&e))?;
+    if let Some(style) = &output.summary {
+        print!("{}", summary::render(&merged.snapshot, style));
+    }
+    write_outputs(&output, &merged).map_err(|e| refused(&e))?;
     if merged.snapshot.thresholds.iter().any(|t| !t.ok) {
         Ok(exit::THRESHOLDS_FAILED)
     } else {

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{RunArgs, SplitArgs};
+use crate::cli::{OutputArgs, RunArgs, SplitArgs};
 use crate::executor::{Executor, Stage};
 use crate::exit::Failure;
 use crate::http::tls::TlsOptions;
@@ -53,17 +53,10 @@ pub struct Plan {
     pub executor: Executor,
     pub accounts: Vec<(String, String)>,
     pub scenario: ScenarioConfig,
-    pub thresholds: Vec<ThresholdSpec>,
-    pub outputs: Vec<OutputTarget>,
-    pub summary_export: Option<PathBuf>,
-    /// `--summary-trend-stats`: the trends' stats in the summary and, as k6
-    /// writes them, in the summary export.
-    pub trend_stats: Vec<TrendStat>,
-    pub report: Option<PathBuf>,
+    /// Thresholds, summary, `--summary-export`, `--out` and `--report`.
+    pub output: Outputs,
     pub seed: Option<u64>,
     pub quiet: bool,
-    /// The end-of-test summary's style; none with `--no-summary`.
-    pub summary: Option<SummaryStyle>,
     /// `--tag NAME=VALUE`: on every sample the streaming outputs write.
     pub tags: Vec<(&'static str, String)>,
     pub http_debug: bool,
@@ -317,8 +310,68 @@ pub fn default_threads() -> usize {
     (cores / 2).max(1)
 }
 
-fn thresholds_of(args: &RunArgs) -> Result<Vec<ThresholdSpec>, PlanError> {
-    threshold_specs(args.no_thresholds, &args.thresholds)
+/// The thresholds of a subcommand given no `--threshold`.
+#[derive(Clone, Copy, Debug)]
+pub enum DefaultThresholds<'a> {
+    /// `loadgen run`: the five of the k6 test.
+    TheTest,
+    /// `loadgen http`: none.
+    None,
+    /// `loadgen merge`: the ones the shards name (the test's when empty).
+    Named(&'a [String]),
+}
+
+/// What a test's results become ([`OutputArgs`] resolved), the same for
+/// `run`, `http` and `merge`.
+#[derive(Clone, Debug)]
+pub struct Outputs {
+    pub thresholds: Vec<ThresholdSpec>,
+    /// `--out`: the streams of every sample.
+    pub streams: Vec<OutputTarget>,
+    pub summary_export: Option<PathBuf>,
+    /// `--summary-trend-stats`: the trends' stats in the summary and, as k6
+    /// writes them, in the summary export.
+    pub trend_stats: Vec<TrendStat>,
+    pub report: Option<PathBuf>,
+    /// The end-of-test summary's style; none with `--no-summary`.
+    pub summary: Option<SummaryStyle>,
+}
+
+impl Outputs {
+    pub fn from_args(args: &OutputArgs, defaults: DefaultThresholds) -> Result<Outputs, PlanError> {
+        let thresholds = match defaults {
+            _ if !args.thresholds.is_empty() => {
+                threshold_specs(args.no_thresholds, &args.thresholds)?
+            }
+            DefaultThresholds::TheTest => threshold_specs(args.no_thresholds, &[])?,
+            DefaultThresholds::None => Vec::new(),
+            DefaultThresholds::Named(texts) => threshold_specs(args.no_thresholds, texts)?,
+        };
+        let trend_stats = TrendStat::parse_list(&args.summary_trend_stats)
+            .map_err(|why| bad("summary-trend-stats", why))?;
+        let style = SummaryStyle {
+            mode: SummaryMode::parse(&args.summary_mode).map_err(|why| bad("summary-mode", why))?,
+            trend_stats: trend_stats.clone(),
+            time_unit: args
+                .summary_time_unit
+                .as_deref()
+                .map(TimeUnit::parse)
+                .transpose()
+                .map_err(|why| bad("summary-time-unit", why))?,
+            // As k6: no ANSI codes into a file or a pipe.
+            color: !args.no_color
+                && std::env::var_os("NO_COLOR").is_none()
+                && std::io::stdout().is_terminal(),
+        };
+        Ok(Outputs {
+            thresholds,
+            streams: output_targets(&args.outputs_to)?,
+            summary_export: args.summary_export.clone(),
+            trend_stats,
+            report: args.report.clone(),
+            summary: (!args.no_summary).then_some(style),
+        })
+    }
 }
 
 /// `--threshold` texts (or the defaults, or none with `--no-thresholds`)
@@ -348,10 +401,6 @@ pub fn threshold_specs(
             Ok(spec)
         })
         .collect()
-}
-
-fn outputs_of(args: &RunArgs) -> Result<Vec<OutputTarget>, PlanError> {
-    output_targets(&args.outputs_to)
 }
 
 /// `--out` texts: `json=FILE` or `csv=FILE`.
@@ -443,25 +492,6 @@ fn think_time(args: &RunArgs) -> Result<(Duration, Duration), PlanError> {
     Ok((min, max))
 }
 
-fn summary_of(
-    args: &RunArgs,
-    color: bool,
-    trend_stats: Vec<TrendStat>,
-) -> Result<Option<SummaryStyle>, PlanError> {
-    let style = SummaryStyle {
-        mode: SummaryMode::parse(&args.summary_mode).map_err(|why| bad("summary-mode", why))?,
-        trend_stats,
-        time_unit: args
-            .summary_time_unit
-            .as_deref()
-            .map(TimeUnit::parse)
-            .transpose()
-            .map_err(|why| bad("summary-time-unit", why))?,
-        color,
-    };
-    Ok((!args.no_summary).then_some(style))
-}
-
 /// `--tag NAME=VALUE`s. The names live as long as the process, as the
 /// engine's own tag names do.
 fn tags_of(args: &RunArgs) -> Result<Vec<(&'static str, String)>, PlanError> {
@@ -535,12 +565,6 @@ impl Plan {
         for target in api_base.split(',') {
             crate::http::BaseUrl::parse(target).map_err(|e| bad("api-base", e.to_string()))?;
         }
-        // As k6: no ANSI codes into a file or a pipe.
-        let color = !args.no_color
-            && std::env::var_os("NO_COLOR").is_none()
-            && std::io::stdout().is_terminal();
-        let trend_stats = TrendStat::parse_list(&args.summary_trend_stats)
-            .map_err(|why| bad("summary-trend-stats", why))?;
         Plan {
             api_base: api_base.to_string(),
             executor: executor(args)?,
@@ -556,14 +580,9 @@ impl Plan {
                 think_time: think_time(args)?,
                 tracking,
             },
-            thresholds: thresholds_of(args)?,
-            outputs: outputs_of(args)?,
-            summary_export: args.summary_export.clone(),
-            trend_stats: trend_stats.clone(),
-            report: args.report.clone(),
+            output: Outputs::from_args(&args.output, DefaultThresholds::TheTest)?,
             seed: args.seed,
             quiet: args.quiet,
-            summary: summary_of(args, color, trend_stats)?,
             tags: tags_of(args)?,
             http_debug: args.http_debug,
             threads,
@@ -573,7 +592,7 @@ impl Plan {
             segment: segment_of(&args.split)?,
             shard_out: args.split.shard_out.clone(),
             shard_thresholds: match args.split.shard_out {
-                Some(_) => threshold_specs(false, &args.thresholds)?,
+                Some(_) => threshold_specs(false, &args.output.thresholds)?,
                 None => Vec::new(),
             },
             start_at: start_at_of(&args.split)?,
@@ -614,7 +633,7 @@ impl Plan {
             metric: "http_req_duration".into(),
             tags: [("expected_response".to_string(), "true".to_string())].into(),
         }];
-        for spec in self.thresholds.iter().chain(&self.shard_thresholds) {
+        for spec in self.output.thresholds.iter().chain(&self.shard_thresholds) {
             let sub = SubMetric {
                 metric: spec.metric.clone(),
                 tags: spec.tags.clone(),
@@ -807,7 +826,7 @@ mod tests {
                 ("env", "staging".to_string())
             ]
         );
-        let style = plan.summary.unwrap();
+        let style = plan.output.summary.unwrap();
         assert_eq!(style.mode, SummaryMode::Compact);
         assert_eq!(
             style.trend_stats,
@@ -819,7 +838,7 @@ mod tests {
         );
         assert_eq!(style.time_unit, Some(TimeUnit::Millis));
         let plan = Plan::from_args(&run_args(&["--no-summary"])).unwrap();
-        assert!(plan.summary.is_none());
+        assert!(plan.output.summary.is_none());
         assert_eq!(
             Plan::from_args(&run_args(&["--tag", "=x"]))
                 .unwrap_err()

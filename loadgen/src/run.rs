@@ -178,7 +178,7 @@ pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcom
         start_at.wait().await?;
     }
     control.resumed().await;
-    let mut writers = open_writers(&plan.outputs, &plan.thresholds)?;
+    let mut writers = open_writers(&plan.output.streams, &plan.output.thresholds)?;
     let collector = Collector::new(plan.sub_metrics(), !writers.is_empty());
     if plan.shard_out.is_some() {
         collector.keep_second_trends();
@@ -211,7 +211,7 @@ pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcom
             aborted.clone(),
             interrupt.clone(),
         );
-        let specs = plan.thresholds.clone();
+        let specs = plan.output.thresholds.clone();
         let tags = plan.tags.clone();
         let abort_specs = specs.iter().any(|spec| spec.abort_on_fail);
         let quiet = plan.quiet;
@@ -274,7 +274,7 @@ pub async fn execute(plan: Plan, interrupt: Arc<AtomicBool>) -> Result<RunOutcom
         tracing::warn!("streaming output incomplete: {e}");
     }
     let mut snapshot = collector.snapshot(collector.elapsed());
-    snapshot.thresholds = thresholds::evaluate(&plan.thresholds, &snapshot);
+    snapshot.thresholds = thresholds::evaluate(&plan.output.thresholds, &snapshot);
     let exit_code = if interrupt.load(Ordering::Relaxed) {
         exit::INTERRUPTED
     } else if control.stopped_by_api() {

@@ -19,7 +19,7 @@ pub fn print_result(plan: &Plan, outcome: &RunOutcome) {
         outcome.completed_iterations,
         outcome.interrupted_iterations
     );
-    if let Some(style) = &plan.summary {
+    if let Some(style) = &plan.output.summary {
         print!("{}", summary::render(&outcome.snapshot, style));
     }
 }
@@ -31,7 +31,7 @@ pub fn write_files(
     outcome: &RunOutcome,
     audit: Option<Vec<report::AuditRow>>,
 ) -> Result<(), Failure> {
-    let report = plan.report.as_deref().map(|path| {
+    let report = plan.output.report.as_deref().map(|path| {
         let config = vec![
             ("api_base".to_string(), plan.api_base.clone()),
             ("executor".to_string(), format!("{:?}", plan.executor)),
@@ -43,7 +43,8 @@ pub fn write_files(
             ("login".to_string(), format!("{:?}", plan.scenario.login)),
             (
                 "thresholds".to_string(),
-                plan.thresholds
+                plan.output
+                    .thresholds
                     .iter()
                     .map(|t| t.to_string())
                     .collect::<Vec<_>>()
@@ -70,8 +71,8 @@ pub fn write_files(
     });
     write_snapshot_files(
         &outcome.snapshot,
-        &plan.trend_stats,
-        plan.summary_export.as_deref(),
+        &plan.output.trend_stats,
+        plan.output.summary_export.as_deref(),
         report.as_ref().map(|(path, report)| (*path, report)),
     )
 }

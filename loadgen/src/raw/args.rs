@@ -7,12 +7,19 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::cli::OutputArgs;
 use crate::http::tls::TlsOptions;
-use crate::output::summary::{SummaryMode, SummaryStyle, TimeUnit, TrendStat};
-use crate::plan::{output_targets, parse_duration, threshold_specs, OutputTarget, PlanError};
-use crate::thresholds::ThresholdSpec;
+use crate::plan::{parse_duration, DefaultThresholds, Outputs, PlanError};
 
 #[derive(Args, Debug, Clone)]
+#[command(
+    mut_arg("thresholds", |a| a.help("`metric:expression` (repeatable), e.g. 'http_req_duration:p(99)<50' or 'http_req_failed:rate<0.01;abortOnFail'. None by default")),
+    mut_arg("outputs_to", |a| a.help("`json=FILE` or `csv=FILE` (repeatable): every request's samples")),
+    mut_arg("summary_trend_stats", |a| a
+        .help("Trend columns of the summary, k6's list")
+        .default_value("avg,min,med,max,p(90),p(95),p(99)")),
+    mut_arg("summary_mode", |a| a.help("legacy (default), compact or full")),
+)]
 pub struct HttpArgs {
     /// The URL every request goes to (http:// or https://).
     pub url: String,
@@ -65,34 +72,11 @@ pub struct HttpArgs {
     #[arg(long)]
     pub tls_ca: Option<PathBuf>,
 
-    /// `metric:expression` (repeatable), e.g. 'http_req_duration:p(99)<50'
-    /// or 'http_req_failed:rate<0.01;abortOnFail'. None by default.
-    #[arg(long = "threshold", action = clap::ArgAction::Append)]
-    pub thresholds: Vec<String>,
-    /// `json=FILE` or `csv=FILE` (repeatable): every request's samples.
-    #[arg(long = "out", short = 'o', action = clap::ArgAction::Append)]
-    pub outputs_to: Vec<String>,
-    #[arg(long)]
-    pub summary_export: Option<PathBuf>,
-    /// Trend columns of the summary, k6's list.
-    #[arg(long, default_value = "avg,min,med,max,p(90),p(95),p(99)")]
-    pub summary_trend_stats: String,
-    /// Time values of the summary in this unit: s, ms or us (default: humanized).
-    #[arg(long)]
-    pub summary_time_unit: Option<String>,
-    /// legacy (default), compact or full.
-    #[arg(long, default_value = "legacy")]
-    pub summary_mode: String,
-    #[arg(long)]
-    pub no_summary: bool,
-    /// Self-contained HTML report.
-    #[arg(long)]
-    pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// No progress output.
     #[arg(long)]
     pub quiet: bool,
-    #[arg(long)]
-    pub no_color: bool,
 }
 
 /// When the run ends and how requests start.
@@ -138,13 +122,8 @@ pub struct RawPlan {
     pub timeout: Duration,
     pub threads: usize,
     pub tls: TlsOptions,
-    pub thresholds: Vec<ThresholdSpec>,
-    pub outputs: Vec<OutputTarget>,
-    pub summary_export: Option<PathBuf>,
-    /// `--summary-trend-stats`, for the summary and `--summary-export`.
-    pub trend_stats: Vec<TrendStat>,
-    pub report: Option<PathBuf>,
-    pub summary: Option<SummaryStyle>,
+    /// Thresholds, summary, `--summary-export`, `--out` and `--report`.
+    pub output: Outputs,
     pub quiet: bool,
 }
 
@@ -210,21 +189,6 @@ impl RawPlan {
             Some(n) => n,
             None => crate::plan::default_threads(),
         };
-        let color = !args.no_color
-            && std::env::var_os("NO_COLOR").is_none()
-            && std::io::IsTerminal::is_terminal(&std::io::stdout());
-        let summary = SummaryStyle {
-            mode: SummaryMode::parse(&args.summary_mode).map_err(|why| bad("summary-mode", why))?,
-            trend_stats: TrendStat::parse_list(&args.summary_trend_stats)
-                .map_err(|why| bad("summary-trend-stats", why))?,
-            time_unit: args
-                .summary_time_unit
-                .as_deref()
-                .map(TimeUnit::parse)
-                .transpose()
-                .map_err(|why| bad("summary-time-unit", why))?,
-            color,
-        };
         Ok(RawPlan {
             load: Load {
                 connections: args.connections,
@@ -244,12 +208,7 @@ impl RawPlan {
             threads,
             tls: TlsOptions::new(args.insecure, args.tls_ca.as_deref())
                 .map_err(|why| bad("tls-ca", why))?,
-            thresholds: threshold_specs(args.thresholds.is_empty(), &args.thresholds)?,
-            outputs: output_targets(&args.outputs_to)?,
-            summary_export: args.summary_export.clone(),
-            report: args.report.clone(),
-            trend_stats: summary.trend_stats.clone(),
-            summary: (!args.no_summary).then_some(summary),
+            output: Outputs::from_args(&args.output, DefaultThresholds::None)?,
             quiet: args.quiet,
         })
     }

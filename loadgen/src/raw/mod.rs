@@ -75,7 +75,7 @@ impl Aggregate {
 pub async fn command(args: HttpArgs, interrupt: Arc<AtomicBool>) -> Result<i32, Failure> {
     let plan = RawPlan::from_args(&args)?;
     let request = PreparedRequest::new(&plan.request, &plan.tls)?;
-    let mut writers = open_writers(&plan.outputs, &plan.thresholds)?;
+    let mut writers = open_writers(&plan.output.streams, &plan.output.thresholds)?;
     let engine = Engine::start(
         request,
         plan.load.clone(),
@@ -99,7 +99,7 @@ pub async fn command(args: HttpArgs, interrupt: Arc<AtomicBool>) -> Result<i32, 
         second: Tally::default(),
     };
     let mut progress = Progress::new(plan.quiet, plan.planned());
-    let abort_specs = plan.thresholds.iter().any(|spec| spec.abort_on_fail);
+    let abort_specs = plan.output.thresholds.iter().any(|spec| spec.abort_on_fail);
     let mut aborted = false;
     let mut write_error = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -121,7 +121,7 @@ pub async fn command(args: HttpArgs, interrupt: Arc<AtomicBool>) -> Result<i32, 
         if abort_specs
             && !aborted
             && thresholds::should_abort(
-                &plan.thresholds,
+                &plan.output.thresholds,
                 &aggregate.snapshot(elapsed, &plan),
                 elapsed,
             )
@@ -153,7 +153,7 @@ pub async fn command(args: HttpArgs, interrupt: Arc<AtomicBool>) -> Result<i32, 
         tracing::warn!("streaming output incomplete: {e}");
     }
     let mut snapshot = aggregate.snapshot(elapsed, &plan);
-    snapshot.thresholds = thresholds::evaluate(&plan.thresholds, &snapshot);
+    snapshot.thresholds = thresholds::evaluate(&plan.output.thresholds, &snapshot);
     let code = if interrupt.load(Ordering::Relaxed) {
         exit::INTERRUPTED
     } else if aborted {
@@ -175,10 +175,10 @@ pub async fn command(args: HttpArgs, interrupt: Arc<AtomicBool>) -> Result<i32, 
         aggregate.totals.requests,
         elapsed.as_secs_f64()
     );
-    if let Some(style) = &plan.summary {
+    if let Some(style) = &plan.output.summary {
         print!("{}", summary::render(&snapshot, style));
     }
-    let report = plan.report.as_deref().map(|path| {
+    let report = plan.output.report.as_deref().map(|path| {
         (
             path,
             report::Report {
@@ -192,8 +192,8 @@ pub async fn command(args: HttpArgs, interrupt: Arc<AtomicBool>) -> Result<i32, 
     });
     let written = write_snapshot_files(
         &snapshot,
-        &plan.trend_stats,
-        plan.summary_export.as_deref(),
+        &plan.output.trend_stats,
+        plan.output.summary_export.as_deref(),
         report.as_ref().map(|(path, report)| (*path, report)),
     );
     exit::after(code, written)
@@ -223,7 +223,8 @@ fn config_rows(plan: &RawPlan) -> Vec<(String, String)> {
         ("keep_alive".into(), plan.request.keep_alive.to_string()),
         (
             "thresholds".into(),
-            plan.thresholds
+            plan.output
+                .thresholds
                 .iter()
                 .map(|t| t.to_string())
                 .collect::<Vec<_>>()
