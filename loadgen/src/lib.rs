@@ -34,7 +34,9 @@
 //! - [`segment`]: k6's execution segments, sequences and striping;
 //!   [`schedule`]: a segment's ramping-VU steps and arrival times.
 //! - [`shard`]: the `--shard-out` file; [`merge`]: `loadgen merge`, the
-//!   shards added up into the whole.
+//!   shards added up into the whole, and their own `--out json` streams
+//!   (read back by `output::ndjson::PointReader`) interleaved by time into
+//!   the `--out` of the whole.
 //! - [`start`]: `--start-at` and `--start-tolerance`; [`control`]: pause
 //!   (the executors' clock), stop and the externally-controlled VUs;
 //!   [`control_api`]: k6's REST API, which reads the collector and writes

@@ -4,12 +4,17 @@
 //! are those of one histogram of every sample, bucket for bucket; gauges
 //! add second by second. The thresholds are evaluated on the whole.
 //!
+//! `--out json=`/`csv=` of the whole interleaves, by time, the shards' own
+//! `--out json` streams (each shard names its own): every sample of every
+//! instance, tags intact, in the lines and rows `run --out` writes.
+//!
 //! Refused (exit 104, one line): shards of different tests (test hashes),
 //! of different sequences, or with overlapping segments. Segments that do
 //! not cover 0..1 only warn: the merge is then of part of the test.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
@@ -17,10 +22,11 @@ use chrono::{DateTime, Utc};
 use crate::cli::MergeArgs;
 use crate::exit::{self, Failure};
 use crate::metrics::{definition, SeriesPoint};
-use crate::output::ndjson::NdjsonWriter;
+use crate::output::ndjson::{NdjsonWriter, PointReader};
 use crate::output::summary;
 use crate::output::{export, report};
 use crate::plan::{self, DefaultThresholds, OutputTarget};
+use crate::run::{open_writers, Writer};
 use crate::sample::Sample;
 use crate::segment::{Ratio, Segment, Sequence, Tuple};
 use crate::shard::{self, Shard, ShardValues};
@@ -395,11 +401,15 @@ pub fn merge(shards: &[(PathBuf, Shard)]) -> Result<Merged, MergeError> {
     })
 }
 
-/// k6 JSON lines of the whole: each counter as one point carrying its
-/// total at the end, each gauge as its merged per-second series. Rates and
-/// trends have no raw samples in a shard (their totals are in
-/// `--summary-export`).
-fn write_json(path: &PathBuf, merged: &Merged, specs: &[ThresholdSpec]) -> std::io::Result<()> {
+/// k6 JSON lines of the totals, for shards that recorded no stream: each
+/// counter as one point carrying its total at the end, each gauge as its
+/// merged per-second series. Rates and trends need the samples (their
+/// totals are in `--summary-export`).
+fn write_totals_json(
+    path: &PathBuf,
+    merged: &Merged,
+    specs: &[ThresholdSpec],
+) -> std::io::Result<()> {
     let file = std::fs::File::create(path)?;
     let mut writer = NdjsonWriter::new(std::io::BufWriter::new(file)).with_thresholds(specs);
     let at = |unix: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
@@ -434,20 +444,140 @@ fn write_json(path: &PathBuf, merged: &Merged, specs: &[ThresholdSpec]) -> std::
     writer.finish().map(drop)
 }
 
-fn write_outputs(output: &plan::Outputs, merged: &Merged) -> Result<(), String> {
+/// Where `shard`'s own `--out json` stream is: the path it recorded, else
+/// the file of that name beside the shard file (shards and streams copied
+/// together into one directory). None when the instance wrote none.
+fn stream_of(shard_path: &Path, shard: &Shard) -> Option<Result<PathBuf, MergeError>> {
+    let recorded = shard.samples.as_ref()?;
+    let beside = recorded
+        .file_name()
+        .map(|name| shard_path.with_file_name(name));
+    Some(
+        [Some(recorded.clone()), beside]
+            .into_iter()
+            .flatten()
+            .find(|path| path.is_file())
+            .ok_or_else(|| {
+                refuse(format!(
+                    "{}: its --out json stream {} is neither there nor beside the shard",
+                    shard_path.display(),
+                    recorded.display()
+                ))
+            }),
+    )
+}
+
+/// The shards' own streams, one per shard; None when no shard has one.
+/// Refused when only some have one: the merged stream would miss samples.
+fn streams_of(shards: &[(PathBuf, Shard)]) -> Result<Option<Vec<PathBuf>>, MergeError> {
+    let found: Vec<Option<Result<PathBuf, MergeError>>> = shards
+        .iter()
+        .map(|(path, shard)| stream_of(path, shard))
+        .collect();
+    if found.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    shards
+        .iter()
+        .zip(found)
+        .map(|((path, _), stream)| {
+            stream.unwrap_or_else(|| {
+                Err(refuse(format!(
+                    "{} recorded no --out json stream, other shards did: run every instance with --out json=FILE",
+                    path.display()
+                )))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// Every sample of every stream, interleaved by time (each stream is in
+/// its instance's order, time-ordered as `run` writes it), into `writers`.
+fn interleave<R: BufRead>(
+    streams: Vec<(PathBuf, PointReader<R>)>,
+    writers: &mut [Writer],
+) -> Result<(), String> {
+    let mut streams: Vec<(PathBuf, std::iter::Peekable<PointReader<R>>)> = streams
+        .into_iter()
+        .map(|(path, reader)| (path, reader.peekable()))
+        .collect();
+    loop {
+        let mut earliest: Option<(usize, SystemTime)> = None;
+        for (index, (path, reader)) in streams.iter_mut().enumerate() {
+            match reader.peek() {
+                Some(Ok(sample)) => {
+                    if earliest.is_none_or(|(_, time)| sample.time < time) {
+                        earliest = Some((index, sample.time));
+                    }
+                }
+                Some(Err(_)) => {
+                    let why = reader.next().and_then(Result::err).unwrap_or_default();
+                    return Err(format!("{}: {why}", path.display()));
+                }
+                None => {}
+            }
+        }
+        let Some((index, _)) = earliest else {
+            return Ok(());
+        };
+        if let Some(Ok(sample)) = streams[index].1.next() {
+            for writer in writers.iter_mut() {
+                writer.write(&sample).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+}
+
+/// `--out` of the whole from the shards' own streams: the same lines and
+/// rows `run --out` writes, every shard's samples in time order.
+fn write_streams(
+    targets: &[OutputTarget],
+    specs: &[ThresholdSpec],
+    streams: &[PathBuf],
+) -> Result<(), String> {
+    let readers = streams
+        .iter()
+        .map(|path| {
+            std::fs::File::open(path)
+                .map(|file| (path.clone(), PointReader::new(BufReader::new(file))))
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut writers = open_writers(targets, specs).map_err(|e| e.to_string())?;
+    interleave(readers, &mut writers)?;
+    for writer in writers {
+        writer
+            .finish()
+            .map_err(|e| format!("cannot write --out: {e}"))?;
+    }
+    Ok(())
+}
+
+/// `--out` (from the shards' own streams, else the totals), then
+/// `--summary-export` and `--report`.
+fn write_outputs(
+    output: &plan::Outputs,
+    merged: &Merged,
+    streams: Option<&[PathBuf]>,
+) -> Result<(), String> {
     let specs = &output.thresholds;
     let cannot =
         |path: &PathBuf, e: std::io::Error| format!("cannot write {}: {e}", path.display());
-    for target in &output.streams {
-        match target {
-            OutputTarget::Json(path) => {
-                write_json(path, merged, specs).map_err(|e| cannot(path, e))?
-            }
-            OutputTarget::Csv(path) => {
-                return Err(format!(
-                    "invalid --out: csv={}: merge writes json= only (a shard keeps no raw samples)",
-                    path.display()
-                ))
+    match streams {
+        Some(streams) => write_streams(&output.streams, specs, streams)?,
+        None => {
+            for target in &output.streams {
+                match target {
+                    OutputTarget::Json(path) => write_totals_json(path, merged, specs)
+                        .map_err(|e| cannot(path, e))?,
+                    OutputTarget::Csv(path) => {
+                        return Err(format!(
+                            "invalid --out: csv={}: the shards recorded no --out json stream (run the instances with --out json=FILE)",
+                            path.display()
+                        ))
+                    }
+                }
             }
         }
     }
@@ -508,6 +638,15 @@ pub fn command(args: MergeArgs) -> Result<i32, Failure> {
         );
     }
     merged.snapshot.thresholds = thresholds::evaluate(&output.thresholds, &merged.snapshot);
+    let streams = match output.streams.is_empty() {
+        true => None,
+        false => streams_of(&shards).map_err(|e| refused(&e))?,
+    };
+    if streams.is_none() && !output.streams.is_empty() {
+        eprintln!(
+            "loadgen: warning: the shards recorded no --out json stream: --out json= holds the totals of counters and gauges only (run the instances with --out json=FILE for every sample)"
+        );
+    }
     println!(
         "\n     merged: {} shards ({}), {} complete and {} interrupted iterations",
         merged.segments.len(),
@@ -523,7 +662,7 @@ pub fn command(args: MergeArgs) -> Result<i32, Failure> {
     if let Some(style) = &output.summary {
         print!("{}", summary::render(&merged.snapshot, style));
     }
-    write_outputs(&output, &merged).map_err(|e| refused(&e))?;
+    write_outputs(&output, &merged, streams.as_deref()).map_err(|e| refused(&e))?;
     if merged.snapshot.thresholds.iter().any(|t| !t.ok) {
         Ok(exit::THRESHOLDS_FAILED)
     } else {
@@ -592,6 +731,7 @@ mod tests {
                 requests: requests as u64,
                 ..ShardSecond::default()
             }],
+            samples: None,
         }
     }
 
@@ -751,5 +891,81 @@ mod tests {
             plan::threshold_specs(false, &["http_req_duration:p(99)<500".to_string()]).unwrap();
         merged.snapshot.thresholds = thresholds::evaluate(&strict, &merged.snapshot);
         assert!(!merged.snapshot.thresholds[0].ok);
+    }
+
+    #[test]
+    fn streams_interleave_by_time_keeping_every_sample_and_its_tags() {
+        use crate::output::ndjson::{NdjsonWriter, PointReader};
+        let stream = |millis: &[u64], shard: &str| -> Vec<u8> {
+            let mut writer = NdjsonWriter::new(Vec::new());
+            for ms in millis {
+                let (metric, metric_type, contains) = definition("iterations").unwrap();
+                writer
+                    .write(&Sample {
+                        metric,
+                        metric_type,
+                        contains,
+                        time: SystemTime::UNIX_EPOCH + Duration::from_millis(*ms),
+                        value: 1.0,
+                        tags: vec![("shard", shard.to_string())],
+                    })
+                    .unwrap();
+            }
+            writer.finish().unwrap()
+        };
+        let (a, b, c) = (
+            stream(&[1, 4, 5, 9], "a"),
+            stream(&[2, 3, 7], "b"),
+            stream(&[], "c"),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("whole.ndjson");
+        let mut writers =
+            crate::run::open_writers(&[OutputTarget::Json(out.clone())], &[]).unwrap();
+        let readers = [("a", &a), ("b", &b), ("c", &c)]
+            .map(|(name, bytes)| (PathBuf::from(name), PointReader::new(bytes.as_slice())));
+        interleave(readers.into(), &mut writers).unwrap();
+        for writer in writers {
+            writer.finish().unwrap();
+        }
+        let text = std::fs::read_to_string(&out).unwrap();
+        let merged: Vec<(u128, String)> = PointReader::new(text.as_bytes())
+            .map(|s| {
+                let s = s.unwrap();
+                let ms = s
+                    .time
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis();
+                (ms, s.tags[0].1.clone())
+            })
+            .collect();
+        let expected: Vec<(u128, String)> = [
+            (1, "a"),
+            (2, "b"),
+            (3, "b"),
+            (4, "a"),
+            (5, "a"),
+            (7, "b"),
+            (9, "a"),
+        ]
+        .map(|(ms, shard)| (ms, shard.to_string()))
+        .into();
+        assert_eq!(merged, expected);
+        // One Metric line, before the first point.
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.contains(r#""type":"Metric""#))
+                .count(),
+            1
+        );
+        // A broken stream names its file and line.
+        let broken = b"{\"type\":\"Point\"}\n".to_vec();
+        let readers = vec![(
+            PathBuf::from("s0.ndjson"),
+            PointReader::new(broken.as_slice()),
+        )];
+        let err = interleave(readers, &mut []).unwrap_err();
+        assert!(err.starts_with("s0.ndjson: line 1"), "{err}");
     }
 }

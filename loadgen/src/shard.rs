@@ -18,11 +18,14 @@
 //!   per unix second: counts, and the histograms (encoded as above) and
 //!   exact extremes of `http_req_duration` per endpoint (`response_time`)
 //!   and of `generation_e2e`, so that the merge's per-second percentiles
-//!   are exact too.
+//!   are exact too;
+//! - `samples` (when the instance wrote one): the absolute path of its own
+//!   `--out json` stream, which `loadgen merge --out` interleaves with the
+//!   other shards' into the stream of the whole.
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -32,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::exit::Failure;
-use crate::plan::Plan;
+use crate::plan::{OutputTarget, Plan};
 use crate::run::RunOutcome;
 pub use crate::snapshot::encode_histogram;
 use crate::snapshot::{CheckTally, SecondTrends, TrendValues, Values};
@@ -61,6 +64,8 @@ pub struct Shard {
     pub checks: Vec<ShardCheck>,
     #[serde(default)]
     pub seconds: Vec<ShardSecond>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -263,6 +268,12 @@ impl Shard {
                     trends: p.trends.clone().unwrap_or_default(),
                 })
                 .collect(),
+            samples: plan.output.streams.iter().find_map(|target| match target {
+                OutputTarget::Json(path) => {
+                    Some(std::path::absolute(path).unwrap_or_else(|_| path.clone()))
+                }
+                OutputTarget::Csv(_) => None,
+            }),
         }
     }
 

@@ -8,15 +8,19 @@
 //!
 //! A `Metric` line comes before a metric's first point. Times are RFC 3339
 //! in UTC with up to nanosecond precision; `tags` is `null` when a sample has
-//! none, as k6 writes it for `vus`.
+//! none, as k6 writes it for `vus`. [`PointReader`] reads the points back
+//! (`loadgen merge` interleaves the shards' streams with it).
 
-use std::collections::{HashMap, HashSet};
-use std::io::{self, BufWriter, Write};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::io::{self, BufRead, BufWriter, Write};
+use std::sync::Mutex;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::metrics::definition;
 use crate::sample::Sample;
 use crate::snapshot::{MetricType, ValueType};
 use crate::thresholds::ThresholdSpec;
@@ -133,6 +137,129 @@ impl Serialize for Tags<'_> {
     }
 }
 
+/// Reads back what [`NdjsonWriter`] wrote (or k6 itself): each `Point`
+/// line as a [`Sample`], its tags in their order; `Metric` lines only
+/// declare and are skipped. A line that is neither, or a point of a metric
+/// this test does not have, is an error naming the line.
+pub struct PointReader<R: BufRead> {
+    lines: io::Lines<R>,
+    line: u64,
+}
+
+impl<R: BufRead> PointReader<R> {
+    pub fn new(reader: R) -> Self {
+        PointReader {
+            lines: reader.lines(),
+            line: 0,
+        }
+    }
+
+    fn sample(&self, text: &str) -> Result<Option<Sample>, String> {
+        let at = |why: String| format!("line {}: {why}", self.line);
+        let point = match serde_json::from_str::<ReadLine>(text) {
+            Ok(ReadLine::Metric {}) => return Ok(None),
+            Ok(ReadLine::Point { metric, data }) => (metric, data),
+            Err(e) => return Err(at(format!("not a k6 JSON Metric or Point line: {e}"))),
+        };
+        let (metric, data) = point;
+        let (metric, metric_type, contains) = definition(&metric)
+            .ok_or_else(|| at(format!("no metric named {metric:?} in this test")))?;
+        let time = DateTime::parse_from_rfc3339(&data.time)
+            .map_err(|e| at(format!("time {:?}: {e}", data.time)))?;
+        Ok(Some(Sample {
+            metric,
+            metric_type,
+            contains,
+            time: time.with_timezone(&Utc).into(),
+            value: data.value,
+            tags: data
+                .tags
+                .map(|TagPairs(pairs)| {
+                    pairs
+                        .into_iter()
+                        .map(|(name, value)| (tag_name(&name), value))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }))
+    }
+}
+
+impl<R: BufRead> Iterator for PointReader<R> {
+    type Item = Result<Sample, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let text = match self.lines.next()? {
+                Ok(text) => text,
+                Err(e) => return Some(Err(format!("line {}: {e}", self.line + 1))),
+            };
+            self.line += 1;
+            if text.trim().is_empty() {
+                continue;
+            }
+            match self.sample(&text) {
+                Ok(None) => continue,
+                Ok(Some(sample)) => return Some(Ok(sample)),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+/// A tag name read back, for the `&'static str` of [`Sample::tags`]: each
+/// distinct name is kept once for the life of the process (as `--tag`'s
+/// names are), however many points carry it.
+fn tag_name(name: &str) -> &'static str {
+    static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut names = NAMES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(known) = names.get(name) {
+        return known;
+    }
+    let name: &'static str = Box::leak(name.to_string().into_boxed_str());
+    names.insert(name);
+    name
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type")]
+enum ReadLine {
+    Metric {},
+    Point { metric: String, data: ReadPoint },
+}
+
+#[derive(Deserialize)]
+struct ReadPoint {
+    time: String,
+    value: f64,
+    tags: Option<TagPairs>,
+}
+
+/// A point's `tags` object, in the order written.
+struct TagPairs(Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for TagPairs {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Pairs;
+        impl<'de> Visitor<'de> for Pairs {
+            type Value = TagPairs;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of tag names and values")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<TagPairs, M::Error> {
+                let mut pairs = Vec::new();
+                while let Some(pair) = map.next_entry::<String, String>()? {
+                    pairs.push(pair);
+                }
+                Ok(TagPairs(pairs))
+            }
+        }
+        deserializer.deserialize_map(Pairs)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::mpsc;
@@ -241,5 +368,38 @@ mod tests {
         drop(sender);
         let bytes = task.join().unwrap().unwrap();
         assert_eq!(String::from_utf8(bytes).unwrap().lines().count(), 101);
+    }
+
+    #[test]
+    fn points_read_back_as_written_tags_in_order() {
+        let specs = [parse("http_req_duration:p(99)<60000").unwrap()];
+        let mut writer = NdjsonWriter::new(Vec::new()).with_thresholds(&specs);
+        let tagged = sample(
+            "http_req_duration",
+            12.5,
+            vec![
+                ("status", "202".to_string()),
+                ("method", "POST".to_string()),
+                ("testid", "run-7".to_string()),
+            ],
+        );
+        let mut vus = sample("vus", 3.0, Vec::new());
+        vus.metric_type = MetricType::Gauge;
+        vus.contains = ValueType::Default;
+        writer.write(&tagged).unwrap();
+        writer.write(&vus).unwrap();
+        let bytes = writer.finish().unwrap();
+        let read: Vec<Sample> = PointReader::new(bytes.as_slice())
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(read, vec![tagged, vus]);
+        let bad = b"{\"type\":\"Point\",\"metric\":\"nope\",\"data\":{\"time\":\"2023-11-14T22:13:20Z\",\"value\":1,\"tags\":null}}\n";
+        let err = PointReader::new(&bad[..]).next().unwrap().unwrap_err();
+        assert!(err.contains("line 1") && err.contains("nope"), "{err}");
+        let err = PointReader::new(&b"\n{}\n"[..])
+            .next()
+            .unwrap()
+            .unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
     }
 }
