@@ -242,17 +242,18 @@ impl Executor {
 
 /// What each new VU is made from.
 pub struct VuOptions {
-    /// The `--api-base` targets: VU n is pinned to target (n - 1) mod their number.
+    /// The `--api-base` targets: VU n is pinned to target (n - 1) mod their
+    /// number, n its number in the whole test (k6's `exec.vu.idInTest`: with
+    /// an execution segment, the global VU it is, the `segment`'s m-th for
+    /// the instance's m-th); so are the choices below.
     pub targets: Vec<Arc<BaseUrl>>,
-    /// VU n uses account (m − 1) mod their number, m its number in the
-    /// whole test (k6's `exec.vu.idInTest`): with an execution segment, the
-    /// `segment`'s n-th VU; so the instances of a split test use the
-    /// accounts one process would, none twice.
+    /// VU n uses account (n − 1) mod their number: the instances of a split
+    /// test use the accounts one process would, none twice.
     pub accounts: Vec<(String, String)>,
     pub segment: Tuple,
     pub seed: Option<u64>,
     pub http_debug: bool,
-    /// `--local-addr`: VU n connects from address n mod the count.
+    /// `--local-addr`: VU n connects from address (n − 1) mod the count.
     pub local_addrs: Vec<IpAddr>,
 }
 
@@ -307,20 +308,24 @@ impl RunContext {
         }))
     }
 
+    /// The instance's next VU, numbered as k6's `exec.vu.idInTest`: with an
+    /// execution segment, the global VU it is. Every VU-indexed choice
+    /// (target, account, source address, random stream) follows that
+    /// number, so the instances of a split test make the choices one
+    /// process would.
     fn new_vu(&self) -> Vu {
-        let id = self.next_vu.fetch_add(1, Ordering::Relaxed);
-        let targets = &self.vus.targets;
-        let accounts = &self.vus.accounts;
-        let id_in_test = self.vus.segment.nth_index(id - 1) + 1;
+        let local = self.next_vu.fetch_add(1, Ordering::Relaxed);
+        let id = self.vus.segment.nth_index(local - 1) + 1;
+        let nth_of = |count: usize| ((id - 1) % count.max(1) as u64) as usize;
         Vu::new(
             id,
             self.workers.pick(),
-            &targets[((id - 1) % targets.len() as u64) as usize],
-            accounts[((id_in_test - 1) % accounts.len() as u64) as usize].clone(),
+            &self.vus.targets[nth_of(self.vus.targets.len())],
+            self.vus.accounts[nth_of(self.vus.accounts.len())].clone(),
             self.vus.seed,
             self.vus
                 .local_addrs
-                .get(((id - 1) % self.vus.local_addrs.len().max(1) as u64) as usize)
+                .get(nth_of(self.vus.local_addrs.len()))
                 .copied(),
             self.vus.http_debug,
         )

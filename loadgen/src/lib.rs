@@ -8,7 +8,9 @@
 //!   `--report`) are one [`cli::OutputArgs`], flattened into `run`, `http`
 //!   and `merge`, resolved once by [`plan::Outputs::from_args`].
 //! - [`executor`]: k6's executors (closed and open model, and
-//!   externally-controlled), graceful stops; each VU pinned to one target.
+//!   externally-controlled), graceful stops; each VU pinned to one target,
+//!   account, source address and random stream by its number in the whole
+//!   test (the global VU with an execution segment).
 //! - [`vu`]: one virtual user; [`http`]: its own HTTP/1.1 client (one socket,
 //!   no connection task), timings and error kinds; [`http::wire`]: the format;
 //!   [`http::stream`]: the plain or TLS socket, direct or through a proxy;

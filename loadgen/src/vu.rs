@@ -1,6 +1,6 @@
 //! One virtual user: its own connection and cookie jar, its RNG (derived
-//! from `--seed` and the VU id, so prompts and think times are
-//! reproducible), its account and, with `--login once`, its token, and
+//! from `--seed` and the VU's number in the whole test, so prompts and
+//! think times are reproducible, and the same in a split test), its account and, with `--login once`, its token, and
 //! the source address of its connection (`--local-addr`). It
 //! lives on one of the [`crate::workers`] runtimes for the whole run.
 
@@ -24,7 +24,8 @@ pub struct Vu {
 }
 
 impl Vu {
-    /// VU `id` (1-based, of this instance) logging in as `account`.
+    /// VU `id` (1-based, its number in the whole test: with an execution
+    /// segment, the global VU it is) logging in as `account`.
     pub fn new(
         id: u64,
         runtime: Handle,
