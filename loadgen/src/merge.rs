@@ -506,11 +506,10 @@ fn interleave<R: BufRead>(
         let mut earliest: Option<(usize, SystemTime)> = None;
         for (index, (path, reader)) in streams.iter_mut().enumerate() {
             match reader.peek() {
-                Some(Ok(sample)) => {
-                    if earliest.is_none_or(|(_, time)| sample.time < time) {
-                        earliest = Some((index, sample.time));
-                    }
+                Some(Ok(sample)) if earliest.is_none_or(|(_, time)| sample.time < time) => {
+                    earliest = Some((index, sample.time));
                 }
+                Some(Ok(_)) => {}
                 Some(Err(_)) => {
                     let why = reader.next().and_then(Result::err).unwrap_or_default();
                     return Err(format!("{}: {why}", path.display()));

@@ -17,15 +17,18 @@ use serde_json::json;
 
 mod common;
 
+/// The source address and prompt of every generate, in arrival order.
+type Generates = Arc<Mutex<Vec<(IpAddr, String)>>>;
+
 /// A backend that records the source address and prompt of every generate.
 struct Target {
     base: String,
-    generates: Arc<Mutex<Vec<(IpAddr, String)>>>,
+    generates: Generates,
 }
 
 async fn target() -> Target {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let generates: Arc<Mutex<Vec<(IpAddr, String)>>> = Arc::default();
+    let generates: Generates = Arc::default();
     let app = Router::new()
         .route(
             "/api/auth/login",
@@ -38,7 +41,7 @@ async fn target() -> Target {
         .route(
             "/api/images/seedream4/generate",
             post(
-                |State(generates): State<Arc<Mutex<Vec<(IpAddr, String)>>>>,
+                |State(generates): State<Generates>,
                  ConnectInfo(peer): ConnectInfo<SocketAddr>,
                  Json(body): Json<serde_json::Value>| async move {
                     let prompt = body["prompt"].as_str().unwrap_or_default().to_string();
