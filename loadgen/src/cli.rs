@@ -311,7 +311,7 @@ pub struct OutputArgs {
 #[derive(Args, Debug, Clone)]
 #[command(
     mut_arg("thresholds", |a| a.help("`metric:expression` (repeatable; replaces the five defaults), as in run")),
-    mut_arg("outputs_to", |a| a.help("`json=FILE` (repeatable): k6 JSON lines of the whole")),
+    mut_arg("outputs_to", |a| a.help("`json=FILE` or `csv=FILE` (repeatable): every sample of the whole, from the shards' own --out json streams (else json= holds the totals)")),
     mut_arg("report", |a| a.help("Self-contained HTML report of the whole")),
 )]
 pub struct MergeArgs {

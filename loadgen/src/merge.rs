@@ -637,9 +637,10 @@ pub fn command(args: MergeArgs) -> Result<i32, Failure> {
         );
     }
     merged.snapshot.thresholds = thresholds::evaluate(&output.thresholds, &merged.snapshot);
-    let streams = match output.streams.is_empty() {
-        true => None,
-        false => streams_of(&shards).map_err(|e| refused(&e))?,
+    let streams = if output.streams.is_empty() {
+        None
+    } else {
+        streams_of(&shards).map_err(|e| refused(&e))?
     };
     if streams.is_none() && !output.streams.is_empty() {
         eprintln!(
@@ -894,7 +895,6 @@ mod tests {
 
     #[test]
     fn streams_interleave_by_time_keeping_every_sample_and_its_tags() {
-        use crate::output::ndjson::{NdjsonWriter, PointReader};
         let stream = |millis: &[u64], shard: &str| -> Vec<u8> {
             let mut writer = NdjsonWriter::new(Vec::new());
             for ms in millis {
