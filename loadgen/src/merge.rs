@@ -467,9 +467,16 @@ fn stream_of(shard_path: &Path, shard: &Shard) -> Option<Result<PathBuf, MergeEr
     )
 }
 
+/// A shard's own stream and the iterations its shard counted (which the
+/// stream's `iterations` points must add up to).
+struct ShardStream {
+    path: PathBuf,
+    iterations: f64,
+}
+
 /// The shards' own streams, one per shard; None when no shard has one.
 /// Refused when only some have one: the merged stream would miss samples.
-fn streams_of(shards: &[(PathBuf, Shard)]) -> Result<Option<Vec<PathBuf>>, MergeError> {
+fn streams_of(shards: &[(PathBuf, Shard)]) -> Result<Option<Vec<ShardStream>>, MergeError> {
     let found: Vec<Option<Result<PathBuf, MergeError>>> = shards
         .iter()
         .map(|(path, shard)| stream_of(path, shard))
@@ -480,24 +487,38 @@ fn streams_of(shards: &[(PathBuf, Shard)]) -> Result<Option<Vec<PathBuf>>, Merge
     shards
         .iter()
         .zip(found)
-        .map(|((path, _), stream)| {
-            stream.unwrap_or_else(|| {
-                Err(refuse(format!(
-                    "{} recorded no --out json stream, other shards did: run every instance with --out json=FILE",
-                    path.display()
-                )))
-            })
+        .map(|((path, shard), stream)| {
+            let iterations = shard
+                .metrics
+                .iter()
+                .find_map(|m| match m.values {
+                    ShardValues::Counter { count } if m.name == "iterations" && m.tags.is_empty() => {
+                        Some(count)
+                    }
+                    _ => None,
+                })
+                .unwrap_or(0.0);
+            stream
+                .unwrap_or_else(|| {
+                    Err(refuse(format!(
+                        "{} recorded no --out json stream, other shards did: run every instance with --out json=FILE",
+                        path.display()
+                    )))
+                })
+                .map(|path| ShardStream { path, iterations })
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
 }
 
 /// Every sample of every stream, interleaved by time (each stream is in
-/// its instance's order, time-ordered as `run` writes it), into `writers`.
+/// its instance's order, time-ordered as `run` writes it), into `writers`;
+/// answers each stream's sum of `iterations` values.
 fn interleave<R: BufRead>(
     streams: Vec<(PathBuf, PointReader<R>)>,
     writers: &mut [Writer],
-) -> Result<(), String> {
+) -> Result<Vec<f64>, String> {
+    let mut iterations = vec![0.0; streams.len()];
     let mut streams: Vec<(PathBuf, std::iter::Peekable<PointReader<R>>)> = streams
         .into_iter()
         .map(|(path, reader)| (path, reader.peekable()))
@@ -518,9 +539,12 @@ fn interleave<R: BufRead>(
             }
         }
         let Some((index, _)) = earliest else {
-            return Ok(());
+            return Ok(iterations);
         };
         if let Some(Ok(sample)) = streams[index].1.next() {
+            if sample.metric == "iterations" {
+                iterations[index] += sample.value;
+            }
             for writer in writers.iter_mut() {
                 writer.write(&sample).map_err(|e| e.to_string())?;
             }
@@ -529,26 +553,37 @@ fn interleave<R: BufRead>(
 }
 
 /// `--out` of the whole from the shards' own streams: the same lines and
-/// rows `run --out` writes, every shard's samples in time order.
+/// rows `run --out` writes, every shard's samples in time order. A stream
+/// whose iterations are not its shard's (cut short, or of another run) is
+/// refused.
 fn write_streams(
     targets: &[OutputTarget],
     specs: &[ThresholdSpec],
-    streams: &[PathBuf],
+    streams: &[ShardStream],
 ) -> Result<(), String> {
     let readers = streams
         .iter()
-        .map(|path| {
+        .map(|ShardStream { path, .. }| {
             std::fs::File::open(path)
                 .map(|file| (path.clone(), PointReader::new(BufReader::new(file))))
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut writers = open_writers(targets, specs).map_err(|e| e.to_string())?;
-    interleave(readers, &mut writers)?;
+    let counted = interleave(readers, &mut writers)?;
     for writer in writers {
         writer
             .finish()
             .map_err(|e| format!("cannot write --out: {e}"))?;
+    }
+    for (stream, counted) in streams.iter().zip(counted) {
+        if counted != stream.iterations {
+            return Err(format!(
+                "{}: {counted} iterations, its shard counted {}: not that run's whole stream",
+                stream.path.display(),
+                stream.iterations
+            ));
+        }
     }
     Ok(())
 }
@@ -558,7 +593,7 @@ fn write_streams(
 fn write_outputs(
     output: &plan::Outputs,
     merged: &Merged,
-    streams: Option<&[PathBuf]>,
+    streams: Option<&[ShardStream]>,
 ) -> Result<(), String> {
     let specs = &output.thresholds;
     let cannot =
