@@ -170,41 +170,32 @@ async fn a_merged_out_json_holds_every_sample_of_every_shard() {
         let rows = std::fs::read_to_string(&csv).unwrap().lines().count();
         assert_eq!(rows, merged.points.len() + 1);
 
-        // A stream cut short: refused with one line.
+        // Refused with one line naming the stream: one cut short, then
+        // one that is gone.
         let s1 = at("s1.ndjson");
+        let refusal = |out: &std::path::Path| {
+            let out = common::child::output_within(
+                Command::new(env!("CARGO_BIN_EXE_loadgen"))
+                    .arg("merge")
+                    .args(&shards)
+                    .arg("--out")
+                    .arg(format!("json={}", out.display())),
+                DEADLINE,
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert_eq!(out.status.code(), Some(104), "{stderr}");
+            assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+            assert!(stderr.contains("s1.ndjson"), "{stderr}");
+            stderr
+        };
         let text = std::fs::read_to_string(&s1).unwrap();
         let half: Vec<&str> = text.lines().take(text.lines().count() / 2).collect();
         std::fs::write(&s1, half.join("\n")).unwrap();
-        let out = common::child::output_within(
-            Command::new(env!("CARGO_BIN_EXE_loadgen"))
-                .arg("merge")
-                .args(&shards)
-                .arg("--out")
-                .arg(format!("json={}", at("cut.ndjson").display())),
-            DEADLINE,
-        );
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(104), "{stderr}");
-        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-        assert!(
-            stderr.contains("s1.ndjson") && stderr.contains("iterations"),
-            "{stderr}"
-        );
-
-        // A shard whose stream is gone: refused with one line.
-        std::fs::remove_file(at("s1.ndjson")).unwrap();
-        let out = common::child::output_within(
-            Command::new(env!("CARGO_BIN_EXE_loadgen"))
-                .arg("merge")
-                .args(&shards)
-                .arg("--out")
-                .arg(format!("json={}", at("again.ndjson").display())),
-            DEADLINE,
-        );
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(104), "{stderr}");
-        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-        assert!(stderr.contains("s1.ndjson"), "{stderr}");
+        let stderr = refusal(&at("cut.ndjson"));
+        assert!(stderr.contains("iterations"), "{stderr}");
+        std::fs::remove_file(&s1).unwrap();
+        let stderr = refusal(&at("again.ndjson"));
+        assert!(stderr.contains("neither there nor beside"), "{stderr}");
     })
     .await
     .unwrap();
