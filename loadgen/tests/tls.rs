@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::child::{expect_exit, expect_one_line_error, stderr};
+use common::export::read_json;
 use loadgen::http::proxy::ProxyEnv;
 use loadgen::http::tls::TlsOptions;
 use loadgen::http::BaseUrl;
@@ -258,10 +260,6 @@ async fn loadgen(base: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("loadgen runs")
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 const SHORT_RUN: [&str; 4] = ["--vus", "2", "--iterations", "6"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,12 +272,9 @@ async fn a_ca_given_with_tls_ca_is_trusted_and_connections_are_reused() {
     args.extend(["--tls-ca", ca.to_str().unwrap()]);
     args.extend(["--summary-export", export.to_str().unwrap()]);
     let out = loadgen(&format!("https://localhost:{}", site.port), &args, &[]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = expect_exit(&out, 0);
     assert!(stdout.contains("http_req_tls_handshaking"), "{stdout}");
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&export).unwrap()).unwrap();
+    let summary = read_json(&export);
     let handshaking = &summary["metrics"]["http_req_tls_handshaking"];
     assert!(handshaking["max"].as_f64().unwrap() > 0.0, "{handshaking}");
     // Most requests ride a kept-alive connection: their handshake is 0.
@@ -298,9 +293,7 @@ async fn an_untrusted_certificate_fails_setup_with_107_and_names_the_way_out() {
     let pki = Pki::new();
     let site = Site::start(pki.leaf(&["localhost"], false)).await;
     let out = loadgen(&format!("https://localhost:{}", site.port), &SHORT_RUN, &[]).await;
-    assert_eq!(out.status.code(), Some(107), "{}", stderr(&out));
-    let err = stderr(&out);
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let err = expect_one_line_error(&out, 107);
     assert!(err.contains("localhost"), "{err}");
     assert!(err.contains("unknown issuer"), "{err}");
     assert!(err.contains("--insecure-skip-tls-verify"), "{err}");
@@ -312,7 +305,7 @@ async fn insecure_skip_tls_verify_accepts_any_certificate() {
     let mut args = SHORT_RUN.to_vec();
     args.push("--insecure-skip-tls-verify");
     let out = loadgen(&format!("https://localhost:{}", site.port), &args, &[]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     // k6's environment variable for the flag.
     let out = loadgen(
         &format!("https://localhost:{}", site.port),
@@ -320,7 +313,7 @@ async fn insecure_skip_tls_verify_accepts_any_certificate() {
         &[("K6_INSECURE_SKIP_TLS_VERIFY", "1")],
     )
     .await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,7 +338,7 @@ async fn a_certificate_for_another_name_or_expired_is_refused() {
             &[],
         )
         .await;
-        assert_eq!(out.status.code(), Some(107), "{}", stderr(&out));
+        expect_exit(&out, 107);
         let err = stderr(&out);
         assert!(err.contains(reason) && err.contains("localhost"), "{err}");
     }
@@ -375,7 +368,7 @@ async fn a_certificate_error_during_the_run_is_a_failed_request_with_an_error_ta
         &[],
     )
     .await;
-    assert_eq!(out.status.code(), Some(99), "{}", stderr(&out));
+    expect_exit(&out, 99);
     let text = std::fs::read_to_string(&samples).unwrap();
     let failed: Vec<serde_json::Value> = text
         .lines()
@@ -410,7 +403,7 @@ async fn https_goes_through_a_connect_tunnel_of_https_proxy() {
         ],
     )
     .await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let lines = seen.0.lock().unwrap().clone();
     assert!(!lines.is_empty());
     for line in lines {
@@ -437,7 +430,7 @@ async fn http_goes_to_http_proxy_in_absolute_form() {
         &[("HTTP_PROXY", &proxy)],
     )
     .await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let lines = seen.0.lock().unwrap().clone();
     assert!(
         lines.contains(&format!(
@@ -466,7 +459,7 @@ async fn loopback_targets_bypass_the_proxy() {
         &[("HTTPS_PROXY", &proxy)],
     )
     .await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     assert!(seen.0.lock().unwrap().is_empty());
 }
 
@@ -504,7 +497,7 @@ async fn an_unsupported_proxy_or_unreadable_ca_is_an_invalid_option() {
         &[("HTTPS_PROXY", "socks5://127.0.0.1:1080")],
     )
     .await;
-    assert_eq!(out.status.code(), Some(104), "{}", stderr(&out));
+    expect_exit(&out, 104);
     assert!(stderr(&out).contains("HTTPS_PROXY"), "{}", stderr(&out));
     let out = loadgen(
         "https://localhost:9",
@@ -512,7 +505,7 @@ async fn an_unsupported_proxy_or_unreadable_ca_is_an_invalid_option() {
         &[],
     )
     .await;
-    assert_eq!(out.status.code(), Some(104), "{}", stderr(&out));
+    expect_exit(&out, 104);
     assert!(stderr(&out).contains("--tls-ca"), "{}", stderr(&out));
 }
 
