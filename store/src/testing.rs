@@ -13,7 +13,8 @@
 //! start again: [`PostgresServer`].
 //!
 //! Ledger tests open their databases with [`sqlite`] and [`postgres`] and
-//! make their users with [`user_with`].
+//! make their users with [`user_with`]; [`completed`] is the outcome that
+//! captures.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -23,7 +24,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use tokio::sync::OnceCell;
 
 use crate::db::{Db, Id, Timestamp};
-use crate::ledger::{self, LotSource};
+use crate::ledger::{self, LotSource, NewImage, SessionOutcome};
 use crate::users;
 
 /// A fresh, empty PostgreSQL database (no schema yet: `Db::open` migrates).
@@ -103,6 +104,24 @@ pub async fn user_with(db: &Db, email: &str, lots: &[(i32, i64)], now: Timestamp
         .unwrap();
     }
     user.id
+}
+
+/// A generation's outcome that captures: completed with one image per
+/// credit of its `outputs`.
+pub fn completed(outputs: i32) -> SessionOutcome {
+    SessionOutcome::Completed {
+        images: (0..outputs)
+            .map(|n| NewImage {
+                url: format!("https://example.test/{n}.png"),
+                width: 1024,
+                height: 1024,
+                storage_provider: "mock".into(),
+                generation_tool: "seedream4".into(),
+                client_key: None,
+            })
+            .collect(),
+        duration_ms: 1,
+    }
 }
 
 /// A name unique within this process, for queue names and key prefixes.

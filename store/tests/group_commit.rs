@@ -30,7 +30,7 @@ use store::ledger::{
     self, Accepted, GenerationParams, LedgerError, NewSession, ReserveRequest, SessionOutcome,
     Transition,
 };
-use store::testing::{postgres, sqlite, user_with};
+use store::testing::{completed, postgres, sqlite, user_with};
 use store::with_pool;
 
 const TTL: Duration = Duration::from_secs(600);
@@ -329,22 +329,6 @@ async fn concurrent_users_through_the_committers_sqlite() {
 async fn concurrent_users_through_the_committers_postgres() {
     if let Some(db) = postgres("concurrent_users_through_the_committers_postgres").await {
         concurrent_users_through_the_committers(db).await;
-    }
-}
-
-fn completed(outputs: i32) -> SessionOutcome {
-    SessionOutcome::Completed {
-        images: (0..outputs)
-            .map(|n| store::ledger::NewImage {
-                url: format!("https://example.test/{n}.png"),
-                width: 1024,
-                height: 1024,
-                storage_provider: "mock".into(),
-                generation_tool: "seedream4".into(),
-                client_key: None,
-            })
-            .collect(),
-        duration_ms: 1,
     }
 }
 

@@ -19,10 +19,10 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use store::db::{Db, Id, Timestamp};
 use store::ledger::{
-    self, Accepted, GenerationParams, LedgerError, NewImage, NewSession, Reservation,
-    ReservationStatus, SessionOutcome, Transition,
+    self, Accepted, GenerationParams, LedgerError, NewSession, Reservation, ReservationStatus,
+    SessionOutcome, Transition,
 };
-use store::testing::{postgres, sqlite, user_with};
+use store::testing::{completed, postgres, sqlite, user_with};
 use store::with_pool;
 
 const TTL: Duration = Duration::from_secs(600);
@@ -44,23 +44,6 @@ async fn reserve_session(
     match ledger::reserve_for_session(db, user, outputs, ttl, &session, now).await? {
         Accepted::New(reservation) => Ok(reservation),
         Accepted::Replay { .. } => panic!("a fresh clientKey was replayed"),
-    }
-}
-
-/// Captures: the generation completed with one image per credit.
-fn completed(outputs: i32) -> SessionOutcome {
-    SessionOutcome::Completed {
-        images: (0..outputs)
-            .map(|n| NewImage {
-                url: format!("https://example.test/{n}.png"),
-                width: 1024,
-                height: 1024,
-                storage_provider: "mock".into(),
-                generation_tool: "seedream4".into(),
-                client_key: None,
-            })
-            .collect(),
-        duration_ms: 1,
     }
 }
 
