@@ -20,6 +20,7 @@ use common::child::{
     stderr, wait_within, DEADLINE,
 };
 use common::export::{count, points, read_json};
+use common::pki::Pki;
 use serde_json::Value;
 
 #[derive(Clone, Debug)]
@@ -388,37 +389,17 @@ async fn open_model_latency_counts_from_the_scheduled_start() {
     assert!(count(&export, "late_starts") >= 29.0, "{export}");
 }
 
-/// A TLS front on loopback (a leaf for `localhost` signed by a CA made
-/// here) that passes each connection to `backend`; answers the base URL
-/// and the CA's PEM file.
-async fn start_tls_front(backend: &str, dir: &std::path::Path) -> (String, std::path::PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-
-    let ca_key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "loadgen http test CA");
-    let ca = params.self_signed(&ca_key).unwrap();
-    let ca_file = dir.join("ca.pem");
-    std::fs::write(&ca_file, ca.pem()).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .unwrap();
+/// A TLS front on loopback (a leaf for `localhost` signed by `pki`'s CA)
+/// that passes each connection to `backend`; answers the base URL.
+async fn start_tls_front(backend: &str, pki: &Pki) -> String {
+    let (chain, key) = pki.leaf_chain(&["localhost"]);
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()
     .with_no_client_auth()
-    .with_single_cert(
-        vec![leaf.der().clone()],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
-    )
+    .with_single_cert(chain, key)
     .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -438,14 +419,15 @@ async fn start_tls_front(backend: &str, dir: &std::path::Path) -> (String, std::
             });
         }
     });
-    (format!("https://localhost:{port}"), ca_file)
+    format!("https://localhost:{port}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_with_tls_ca_is_trusted_and_without_it_every_request_fails_by_kind() {
     let server = start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (base, ca) = start_tls_front(&server.base, dir.path()).await;
+    let pki = Pki::new();
+    let base = start_tls_front(&server.base, &pki).await;
+    let ca = pki.ca_file();
     let url = format!("{base}/ok");
     let guarded = [
         "-n",

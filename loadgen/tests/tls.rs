@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,78 +11,17 @@ use std::time::Duration;
 
 use common::child::{expect_exit, expect_one_line_error, stderr};
 use common::export::read_json;
+use common::pki::{self_signed, Pki};
 use loadgen::http::proxy::ProxyEnv;
 use loadgen::http::tls::TlsOptions;
 use loadgen::http::BaseUrl;
 use mock_api::testing::{test_config, TestServer};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use store::testing::sqlite_url;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// A CA made for the test and certificates it signs.
-struct Pki {
-    ca_key: KeyPair,
-    ca: rcgen::Certificate,
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "loadgen test CA");
-        let ca = params.self_signed(&ca_key).unwrap();
-        Pki {
-            ca_key,
-            ca,
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    /// The CA's certificate as a PEM file, for `--tls-ca`.
-    fn ca_file(&self) -> PathBuf {
-        let path = self.dir.path().join("ca.pem");
-        std::fs::write(&path, self.ca.pem()).unwrap();
-        path
-    }
-
-    /// A leaf for `names`, signed by the CA; `expired` puts it in the past.
-    fn leaf(&self, names: &[&str], expired: bool) -> Arc<CertifiedKey> {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        }
-        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
-        certified(cert.der().clone(), key)
-    }
-}
-
-/// A self-signed leaf no CA of the run vouches for.
-fn self_signed(names: &[&str]) -> Arc<CertifiedKey> {
-    let key = KeyPair::generate().unwrap();
-    let params =
-        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    certified(cert.der().clone(), key)
-}
-
-fn certified(cert: CertificateDer<'static>, key: KeyPair) -> Arc<CertifiedKey> {
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key).unwrap();
-    Arc::new(CertifiedKey::new(vec![cert], signing))
-}
 
 /// A client hello's SNI and ALPN offers.
 type Hello = (Option<String>, Vec<Vec<u8>>);

@@ -5,6 +5,7 @@
 
 pub mod child;
 pub mod export;
+pub mod pki;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
