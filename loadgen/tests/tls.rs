@@ -200,6 +200,20 @@ async fn loadgen(base: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
 
 const SHORT_RUN: [&str; 4] = ["--vus", "2", "--iterations", "6"];
 
+/// One VU, one iteration against `https://localhost:port`, trusting the CA
+/// in `ca`, with `env` set.
+async fn one_iteration_trusting(ca: &std::path::Path, port: u16, env: &[(&str, &str)]) -> Output {
+    let args = [
+        "--vus",
+        "1",
+        "--iterations",
+        "1",
+        "--tls-ca",
+        ca.to_str().unwrap(),
+    ];
+    loadgen(&format!("https://localhost:{port}"), &args, env).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ca_given_with_tls_ca_is_trusted_and_connections_are_reused() {
     let pki = Pki::new();
@@ -263,19 +277,7 @@ async fn a_certificate_for_another_name_or_expired_is_refused() {
         (pki.leaf(&["localhost"], true), "expired"),
     ] {
         let site = Site::start(cert).await;
-        let out = loadgen(
-            &format!("https://localhost:{}", site.port),
-            &[
-                "--vus",
-                "1",
-                "--iterations",
-                "1",
-                "--tls-ca",
-                ca.to_str().unwrap(),
-            ],
-            &[],
-        )
-        .await;
+        let out = one_iteration_trusting(&ca, site.port, &[]).await;
         expect_exit(&out, 107);
         let err = stderr(&out);
         assert!(err.contains(reason) && err.contains("localhost"), "{err}");
@@ -384,19 +386,7 @@ async fn loopback_targets_bypass_the_proxy() {
     let site = Site::start(pki.leaf(&["localhost"], false)).await;
     let (proxy, seen) = start_proxy().await;
     let ca = pki.ca_file();
-    let out = loadgen(
-        &format!("https://localhost:{}", site.port),
-        &[
-            "--vus",
-            "1",
-            "--iterations",
-            "1",
-            "--tls-ca",
-            ca.to_str().unwrap(),
-        ],
-        &[("HTTPS_PROXY", &proxy)],
-    )
-    .await;
+    let out = one_iteration_trusting(&ca, site.port, &[("HTTPS_PROXY", &proxy)]).await;
     expect_exit(&out, 0);
     assert!(seen.0.lock().unwrap().is_empty());
 }
