@@ -4,9 +4,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::process::Output;
 
+use common::child::{expect_exit, output, stderr, stdout};
 use serde_json::json;
 use store::audit::fixture::{self, Fixture};
 use store::audit::INVARIANTS;
@@ -16,21 +16,11 @@ const AUDIT_FAILED: i32 = 113;
 const INVALID_CONFIG: i32 = 104;
 
 fn loadgen(args: &[&str]) -> Output {
-    common::child::output_within(
-        Command::new(env!("CARGO_BIN_EXE_loadgen"))
-            .arg("audit")
+    output(
+        common::child::loadgen(&["audit"])
             .args(args)
             .env_remove("DATABASE_URL"),
-        Duration::from_secs(60),
     )
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A user with two lots and a completed, a failed and an expired
@@ -61,8 +51,7 @@ async fn a_clean_database_passes_every_invariant() {
     let dir = tempfile::tempdir().unwrap();
     let (url, _) = clean_database(dir.path()).await;
     let out = loadgen(&["--database-url", &url]);
-    let text = stdout(&out);
-    assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
+    let text = expect_exit(&out, 0);
     assert!(text.contains("AUDIT ✓"), "{text}");
     for id in ["I1", "I2", "I3", "I4", "I5", "I6", "I7"] {
         assert!(text.contains(&format!("✓ {id} ")), "{id} not ✓:\n{text}");
@@ -71,7 +60,7 @@ async fn a_clean_database_passes_every_invariant() {
     assert!(text.contains("sessions=4"), "{text}");
     // A window in the past changes nothing.
     let out = loadgen(&["--database-url", &url, "--since", "2020-01-01T00:00:00Z"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    expect_exit(&out, 0);
 }
 
 #[tokio::test]
@@ -79,13 +68,7 @@ async fn a_broken_database_names_every_invariant() {
     let dir = tempfile::tempdir().unwrap();
     let (url, samples) = broken_database(dir.path()).await;
     let out = loadgen(&["--database-url", &url]);
-    let text = stdout(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(AUDIT_FAILED),
-        "{text}\n{}",
-        stderr(&out)
-    );
+    let text = expect_exit(&out, AUDIT_FAILED);
     for id in ["I1", "I2", "I3", "I4", "I5", "I6", "I7"] {
         assert!(text.contains(&format!("✗ {id} ")), "{id} not ✗:\n{text}");
     }
@@ -104,7 +87,7 @@ async fn json_output_parses_and_says_not_clean() {
     let dir = tempfile::tempdir().unwrap();
     let (url, samples) = broken_database(dir.path()).await;
     let out = loadgen(&["--database-url", &url, "--format", "json"]);
-    assert_eq!(out.status.code(), Some(AUDIT_FAILED), "{}", stderr(&out));
+    expect_exit(&out, AUDIT_FAILED);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     assert_eq!(json["clean"], false);
     let violations = json["violations"].as_array().unwrap();
@@ -124,7 +107,7 @@ async fn json_output_parses_and_says_not_clean() {
     let clean_dir = tempfile::tempdir().unwrap();
     let (clean_url, _) = clean_database(clean_dir.path()).await;
     let out = loadgen(&["--database-url", &clean_url, "--format", "json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["clean"], true);
     assert_eq!(json["violations"], json!([]));
@@ -186,20 +169,14 @@ async fn a_postgres_database_is_audited_too() {
     let db = Db::open(&url).await.unwrap();
     let f = fixture::clean(&db).await.unwrap();
     let out = loadgen(&["--database-url", &url]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let sample = fixture::break_invariant(&db, &f, "I6")
         .await
         .unwrap()
         .unwrap();
     db.close().await;
     let out = loadgen(&["--database-url", &url, "--format", "json"]);
-    assert_eq!(out.status.code(), Some(AUDIT_FAILED), "{}", stderr(&out));
+    expect_exit(&out, AUDIT_FAILED);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["clean"], false);
     assert_eq!(json["violations"][0]["invariant"], "I6");

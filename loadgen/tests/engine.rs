@@ -4,27 +4,14 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{args, start, Behaviour};
-use loadgen::plan::Plan;
-use loadgen::run::execute;
+use common::{args, counter, run_in_process, start, Behaviour};
 use loadgen::snapshot::Values;
 
 async fn run(base: &str, extra: &[&str]) -> loadgen::run::RunOutcome {
-    let plan = Plan::from_args(&args(base, extra)).expect("valid plan");
-    execute(plan, Arc::new(AtomicBool::new(false)))
-        .await
-        .expect("run")
-}
-
-fn counter(outcome: &loadgen::run::RunOutcome, key: &str) -> f64 {
-    match outcome.snapshot.metric(key).map(|m| &m.values) {
-        Some(Values::Counter { count }) => *count,
-        _ => 0.0,
-    }
+    run_in_process(&args(base, extra)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

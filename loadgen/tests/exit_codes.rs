@@ -5,25 +5,20 @@ mod common;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use common::child::{
+    expect_exit, expect_invalid_options, loadgen_run, output, spawn_piped, stderr, wait_within,
+};
 use common::{start, Behaviour};
 
 fn loadgen(base: &str, extra: &[&str]) -> Output {
-    common::child::output_within(
-        common::child::loadgen_run(base).args(extra),
-        Duration::from_secs(60),
-    )
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    output(loadgen_run(base).args(extra))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_when_thresholds_pass() {
     let server = start(Behaviour::Accept).await;
     let out = loadgen(&server.base, &["--vus", "2", "--iterations", "6"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = expect_exit(&out, 0);
     assert!(stdout.contains("✓ status is 202"), "{stdout}");
 }
 
@@ -32,16 +27,14 @@ async fn zero_when_thresholds_pass() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn summary_into_a_pipe_has_no_colour_codes() {
     let server = start(Behaviour::Accept).await;
-    let out = common::child::output_within(
+    let out = output(
         Command::new(env!("CARGO_BIN_EXE_loadgen"))
             .args(["run", "--quiet", "--think-time", "0", "--api-base"])
             .arg(&server.base)
             .args(["--vus", "1", "--iterations", "2"])
             .env_remove("NO_COLOR"),
-        Duration::from_secs(60),
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = expect_exit(&out, 0);
     assert!(stdout.contains("✓ status is 202"), "{stdout}");
     assert!(!stdout.contains('\u{1b}'), "{stdout}");
 }
@@ -50,7 +43,7 @@ async fn summary_into_a_pipe_has_no_colour_codes() {
 async fn ninety_nine_when_a_threshold_fails() {
     let server = start(Behaviour::FailGenerate).await;
     let out = loadgen(&server.base, &["--vus", "1", "--iterations", "3"]);
-    assert_eq!(out.status.code(), Some(99), "{}", stderr(&out));
+    expect_exit(&out, 99);
 }
 
 #[test]
@@ -83,13 +76,7 @@ fn one_hundred_four_for_invalid_options() {
             "invalid --env: THINK_MIN_S",
         ),
     ] {
-        let out = loadgen("http://127.0.0.1:9", bad);
-        let text = stderr(&out);
-        assert_eq!(out.status.code(), Some(104), "{bad:?}: {text}");
-        assert_eq!(text.trim().lines().count(), 1, "{bad:?}: {text}");
-        assert!(text.starts_with("loadgen: "), "{bad:?}: {text}");
-        assert!(text.contains(named), "{bad:?} should name {named}: {text}");
-        assert!(!text.contains("panicked"), "{bad:?}: {text}");
+        expect_invalid_options(&loadgen("http://127.0.0.1:9", bad), bad, named);
     }
 }
 
@@ -100,8 +87,7 @@ async fn no_summary_prints_no_summary_and_keeps_the_exit_code() {
         &server.base,
         &["--vus", "1", "--iterations", "2", "--no-summary"],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = expect_exit(&out, 0);
     assert!(stdout.contains("scenario:"), "{stdout}");
     assert!(!stdout.contains("http_reqs"), "{stdout}");
     assert!(!stdout.contains("✓ status is 202"), "{stdout}");
@@ -111,7 +97,7 @@ async fn no_summary_prints_no_summary_and_keeps_the_exit_code() {
 async fn env_sets_the_k6_scripts_variables() {
     let server = start(Behaviour::Accept).await;
     // API_BASE from -e reaches the server (the flag is not given here).
-    let out = common::child::output_within(
+    let out = output(
         Command::new(env!("CARGO_BIN_EXE_loadgen"))
             .args([
                 "run",
@@ -125,16 +111,14 @@ async fn env_sets_the_k6_scripts_variables() {
             .args(["-e", &format!("API_BASE={}", server.base)])
             .args(["--vus", "1", "--iterations", "2"])
             .env_remove("API_BASE"),
-        Duration::from_secs(60),
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("✓ status is 202"));
+    assert!(expect_exit(&out, 0).contains("✓ status is 202"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_hundred_five_when_interrupted() {
     let server = start(Behaviour::Accept).await;
-    let child = common::child::spawn_piped(
+    let child = spawn_piped(
         Command::new(env!("CARGO_BIN_EXE_loadgen"))
             .args([
                 "run",
@@ -159,13 +143,10 @@ async fn one_hundred_five_when_interrupted() {
     );
     assert!(interrupt.status.success(), "kill -INT failed");
     // Well before the 60 s of the test: the interrupt ends it.
-    let out = tokio::task::spawn_blocking(move || {
-        common::child::wait_within(child, Duration::from_secs(30))
-    })
-    .await
-    .unwrap();
-    assert_eq!(out.status.code(), Some(105), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("status is 202"));
+    let out = tokio::task::spawn_blocking(move || wait_within(child, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(expect_exit(&out, 105).contains("status is 202"));
 }
 
 #[test]
@@ -179,7 +160,7 @@ fn one_hundred_seven_when_the_connection_is_refused() {
         &format!("http://127.0.0.1:{port}"),
         &["--vus", "1", "--iterations", "1"],
     );
-    assert_eq!(out.status.code(), Some(107), "{}", stderr(&out));
+    expect_exit(&out, 107);
     assert!(
         stderr(&out).contains("connection refused"),
         "{}",
@@ -191,7 +172,7 @@ fn one_hundred_seven_when_the_connection_is_refused() {
 async fn one_hundred_seven_when_login_is_refused() {
     let server = start(Behaviour::RejectLogin).await;
     let out = loadgen(&server.base, &["--vus", "1", "--iterations", "1"]);
-    assert_eq!(out.status.code(), Some(107), "{}", stderr(&out));
+    expect_exit(&out, 107);
     assert!(stderr(&out).contains("401"), "{}", stderr(&out));
 }
 
@@ -209,5 +190,5 @@ async fn one_hundred_eight_when_abort_on_fail_fires() {
             "errors:rate<0.01;abortOnFail",
         ],
     );
-    assert_eq!(out.status.code(), Some(108), "{}", stderr(&out));
+    expect_exit(&out, 108);
 }

@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 mod common;
-use common::child::{loadgen_run, output_within};
+use common::child::{expect_exit, loadgen_run, output_within};
 use common::read_request;
 
 /// Counts the live heap bytes of the threads that opt in, so the server
@@ -172,12 +172,7 @@ fn vus_connect_from_the_local_addresses_given() {
         ]),
         Duration::from_secs(60),
     );
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    expect_exit(&output, 0);
     let peers = peers.lock().unwrap().clone();
     let from: BTreeSet<String> = peers.iter().map(IpAddr::to_string).collect();
     // The VUs' four connections, two per address, and the setup login's

@@ -3,8 +3,10 @@
 //! login body carries no token (only `Set-Cookie: token=`), the 202 names
 //! `sessionId` only, and generate needs the cookie of a token it issued.
 
+mod common;
+
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,9 +15,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use clap::Parser;
-use loadgen::plan::Plan;
-use loadgen::run::{execute, RunOutcome};
+use common::{counter, run_args, run_in_process};
+use loadgen::run::RunOutcome;
 use loadgen::snapshot::{TrendValues, Values};
 use serde_json::{json, Value};
 
@@ -169,22 +170,7 @@ async fn history(State(b): State<Arc<Backend>>) -> Response {
 }
 
 async fn run(base: &str, extra: &[&str]) -> RunOutcome {
-    let mut argv = vec!["loadgen", "run", "--quiet", "--api-base", base];
-    argv.extend_from_slice(extra);
-    let loadgen::cli::Command::Run(args) = loadgen::cli::Cli::parse_from(argv).command else {
-        unreachable!("run was given")
-    };
-    let plan = Plan::from_args(&args).expect("valid plan");
-    execute(plan, Arc::new(AtomicBool::new(false)))
-        .await
-        .expect("run")
-}
-
-fn counter(outcome: &RunOutcome, key: &str) -> f64 {
-    match outcome.snapshot.metric(key).map(|m| &m.values) {
-        Some(Values::Counter { count }) => *count,
-        _ => 0.0,
-    }
+    run_in_process(&run_args(base, extra)).await
 }
 
 fn rate(outcome: &RunOutcome, key: &str) -> (u64, u64) {
@@ -340,10 +326,12 @@ async fn users_file_gives_vu_n_account_n_mod_count() {
     assert_eq!(per_user, wanted);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graceful_stop_counts_a_cut_iteration_as_interrupted_not_complete() {
+/// Two VUs for `duration` with `--graceful-stop grace`, against a backend
+/// whose generate answers after `delay`: the generates it got, and the
+/// outcome.
+async fn graceful_stop_run(delay: Duration, duration: &str, grace: &str) -> (usize, RunOutcome) {
     let server = start(Backend {
-        generate_delay: Some(Duration::from_secs(30)),
+        generate_delay: Some(delay),
         ..Backend::default()
     })
     .await;
@@ -353,19 +341,26 @@ async fn graceful_stop_counts_a_cut_iteration_as_interrupted_not_complete() {
             "--vus",
             "2",
             "--duration",
-            "2s",
+            duration,
             "--graceful-stop",
-            "0s",
+            grace,
             "--think-time",
             "0",
             "--no-thresholds",
         ],
     )
     .await;
+    let generates = server.backend.generates.lock().unwrap().len();
+    (generates, outcome)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_counts_a_cut_iteration_as_interrupted_not_complete() {
+    let (generates, outcome) = graceful_stop_run(Duration::from_secs(30), "2s", "0s").await;
     // Both VUs are inside generate (a 30 s answer, long past the 2 s of the
     // test, which leaves each time to log in) when the stop comes: as
     // k6, they are interrupted, and `iterations` does not count them.
-    assert_eq!(server.backend.generates.lock().unwrap().len(), 2);
+    assert_eq!(generates, 2);
     assert_eq!(outcome.interrupted_iterations, 2);
     assert_eq!(outcome.completed_iterations, 0);
     assert_eq!(counter(&outcome, "iterations"), 0.0);
@@ -373,29 +368,10 @@ async fn graceful_stop_counts_a_cut_iteration_as_interrupted_not_complete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_stop_lets_an_iteration_finish_within_it() {
-    let server = start(Backend {
-        generate_delay: Some(Duration::from_millis(1500)),
-        ..Backend::default()
-    })
-    .await;
-    let outcome = run(
-        &server.base,
-        &[
-            "--vus",
-            "2",
-            "--duration",
-            "1s",
-            "--graceful-stop",
-            "30s",
-            "--think-time",
-            "0",
-            "--no-thresholds",
-        ],
-    )
-    .await;
+    let (generates, outcome) = graceful_stop_run(Duration::from_millis(1500), "1s", "30s").await;
     // Each VU's first generate outlives the 1 s test but not the 30 s grace:
     // it completes and counts.
-    assert_eq!(server.backend.generates.lock().unwrap().len(), 2);
+    assert_eq!(generates, 2);
     assert_eq!(outcome.interrupted_iterations, 0);
     assert_eq!(outcome.completed_iterations, 2);
     assert_eq!(counter(&outcome, "iterations"), 2.0);

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,10 +15,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::routing::any;
 use axum::Router;
+use common::child::{
+    expect_exit, expect_invalid_options, loadgen, output, output_beside_runtime, spawn_piped,
+    stderr, wait_within, DEADLINE,
+};
+use common::export::{count, points, read_json};
+use common::pki::Pki;
 use serde_json::Value;
-
-/// Every child gets this long before it is killed and the test fails.
-const DEADLINE: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug)]
 struct Seen {
@@ -116,40 +119,34 @@ async fn start() -> Server {
     Server { base, log }
 }
 
+/// `loadgen http url extra`, quiet and colourless.
 fn http(url: &str, extra: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_loadgen"));
-    command
-        .args(["http", "--quiet", "--no-color", url])
-        .args(extra);
+    let mut command = loadgen(&["http", "--quiet", "--no-color", url]);
+    command.args(extra);
     command
 }
 
-/// Runs the child off the runtime's threads (the server answers meanwhile).
-async fn run(mut command: Command) -> Output {
-    tokio::task::spawn_blocking(move || common::child::output_within(&mut command, DEADLINE))
-        .await
-        .unwrap()
+/// Runs `loadgen http url extra` (off the runtime's threads: the server
+/// answers meanwhile) and asserts its exit code; returns its stdout.
+async fn run(url: &str, extra: &[&str], code: i32) -> String {
+    expect_exit(&output_beside_runtime(http(url, extra)).await, code)
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn read_export(path: &std::path::Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn count(export: &Value, key: &str) -> f64 {
-    export["metrics"][key]["count"]
-        .as_f64()
-        .unwrap_or_else(|| panic!("no count of {key} in {export}"))
+/// [`run`] with `--summary-export`; returns the export.
+async fn run_exported(url: &str, extra: &[&str], code: i32) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.json");
+    let mut args = extra.to_vec();
+    args.extend(["--summary-export", summary.to_str().unwrap()]);
+    run(url, &args, code).await;
+    read_json(&summary)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_method_headers_body_and_content_type_as_given() {
     let server = start().await;
     let url = format!("{}/record?x=1&y=two", server.base);
-    let out = run(http(
+    let stdout = run(
         &url,
         &[
             "-n",
@@ -167,9 +164,9 @@ async fn sends_method_headers_body_and_content_type_as_given() {
             "-T",
             "text/plain",
         ],
-    ))
+        0,
+    )
     .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let seen = server.log.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 3);
     for request in &seen {
@@ -183,7 +180,6 @@ async fn sends_method_headers_body_and_content_type_as_given() {
     }
     // One kept-alive connection carried all three.
     assert_eq!(server.log.connections.load(Ordering::Relaxed), 1);
-    let stdout = text(&out.stdout);
     assert!(stdout.contains("http_reqs"), "{stdout}");
     assert!(stdout.contains("{ status:200 }"), "{stdout}");
 }
@@ -196,7 +192,7 @@ async fn body_file_and_no_keepalive() {
     let file = dir.path().join("body.bin");
     std::fs::write(&file, &body).unwrap();
     let url = format!("{}/record", server.base);
-    let out = run(http(
+    run(
         &url,
         &[
             "-n",
@@ -209,9 +205,9 @@ async fn body_file_and_no_keepalive() {
             file.to_str().unwrap(),
             "--disable-keepalive",
         ],
-    ))
+        0,
+    )
     .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let seen = server.log.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 4);
     for request in &seen {
@@ -227,22 +223,8 @@ async fn body_file_and_no_keepalive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_statuses_by_code_and_failures_by_kind() {
     let server = start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let summary = dir.path().join("summary.json");
-    let out = run(http(
-        &format!("{}/mixed", server.base),
-        &[
-            "-n",
-            "30",
-            "-c",
-            "3",
-            "--summary-export",
-            summary.to_str().unwrap(),
-        ],
-    ))
-    .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let export = read_export(&summary);
+    let mixed = format!("{}/mixed", server.base);
+    let export = run_exported(&mixed, &["-n", "30", "-c", "3"], 0).await;
     assert_eq!(count(&export, "http_reqs"), 30.0);
     assert_eq!(count(&export, "http_reqs{status:200}"), 20.0);
     assert_eq!(count(&export, "http_reqs{status:404}"), 10.0);
@@ -252,20 +234,8 @@ async fn counts_statuses_by_code_and_failures_by_kind() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let out = run(http(
-        &format!("http://127.0.0.1:{port}/"),
-        &[
-            "-n",
-            "5",
-            "-c",
-            "1",
-            "--summary-export",
-            summary.to_str().unwrap(),
-        ],
-    ))
-    .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let export = read_export(&summary);
+    let refused = format!("http://127.0.0.1:{port}/");
+    let export = run_exported(&refused, &["-n", "5", "-c", "1"], 0).await;
     assert_eq!(count(&export, "http_reqs{error:connection refused}"), 5.0);
     assert_eq!(export["metrics"]["http_req_failed"]["value"], 1);
 }
@@ -273,41 +243,25 @@ async fn counts_statuses_by_code_and_failures_by_kind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ninety_nine_when_a_threshold_fails() {
     let server = start().await;
-    let out = run(http(
-        &format!("{}/fail", server.base),
-        &[
-            "-n",
-            "5",
-            "-c",
-            "1",
-            "--threshold",
-            "http_req_failed:rate<0.5",
-        ],
-    ))
-    .await;
-    assert_eq!(out.status.code(), Some(99), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("{ status:503 }"));
+    let guarded = [
+        "-n",
+        "5",
+        "-c",
+        "1",
+        "--threshold",
+        "http_req_failed:rate<0.5",
+    ];
+    let stdout = run(&format!("{}/fail", server.base), &guarded, 99).await;
+    assert!(stdout.contains("{ status:503 }"));
     // The same threshold holds on a healthy route.
-    let out = run(http(
-        &format!("{}/ok", server.base),
-        &[
-            "-n",
-            "5",
-            "-c",
-            "1",
-            "--threshold",
-            "http_req_failed:rate<0.5",
-        ],
-    ))
-    .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    run(&format!("{}/ok", server.base), &guarded, 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_hundred_eight_when_a_threshold_aborts() {
     let server = start().await;
     let started = Instant::now();
-    let out = run(http(
+    run(
         &format!("{}/fail", server.base),
         &[
             "-z",
@@ -319,9 +273,9 @@ async fn one_hundred_eight_when_a_threshold_aborts() {
             "--threshold",
             "http_req_failed:rate<0.5;abortOnFail",
         ],
-    ))
+        108,
+    )
     .await;
-    assert_eq!(out.status.code(), Some(108), "{}", text(&out.stderr));
     // Stopped by the threshold, not by the end of the 50 s run.
     assert!(started.elapsed() < Duration::from_secs(45));
 }
@@ -329,7 +283,7 @@ async fn one_hundred_eight_when_a_threshold_aborts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_hundred_five_when_interrupted() {
     let server = start().await;
-    let child = common::child::spawn_piped(&mut http(
+    let child = spawn_piped(&mut http(
         &format!("{}/ok", server.base),
         &["-z", "50s", "-c", "1", "-q", "50"],
     ));
@@ -341,11 +295,10 @@ async fn one_hundred_five_when_interrupted() {
     let _ = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status();
-    let out = tokio::task::spawn_blocking(move || common::child::wait_within(child, DEADLINE))
+    let out = tokio::task::spawn_blocking(move || wait_within(child, DEADLINE))
         .await
         .unwrap();
-    assert_eq!(out.status.code(), Some(105), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("http_reqs"));
+    assert!(expect_exit(&out, 105).contains("http_reqs"));
 }
 
 #[test]
@@ -370,16 +323,11 @@ fn one_hundred_four_for_invalid_options() {
         (&["--summary-mode", "fancy"][..], "invalid --summary-mode: "),
         (&["--no-such-flag"][..], "'--no-such-flag'"),
     ] {
-        let out = common::child::output_within(&mut http("http://127.0.0.1:9/", bad), DEADLINE);
-        let err = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(104), "{bad:?}: {err}");
-        assert_eq!(err.trim().lines().count(), 1, "{bad:?}: {err}");
-        assert!(err.starts_with("loadgen: "), "{bad:?}: {err}");
-        assert!(err.contains(named), "{bad:?} should name {named}: {err}");
+        expect_invalid_options(&output(&mut http("http://127.0.0.1:9/", bad)), bad, named);
     }
-    let out = common::child::output_within(&mut http("ftp://127.0.0.1/", &[]), DEADLINE);
+    let out = output(&mut http("ftp://127.0.0.1/", &[]));
     assert_eq!(out.status.code(), Some(104));
-    assert!(text(&out.stderr).contains("invalid --url: "));
+    assert!(stderr(&out).contains("invalid --url: "));
 }
 
 /// The open model keeps its rate: 200 req/s for 5 s is 1000 requests at
@@ -387,12 +335,12 @@ fn one_hundred_four_for_invalid_options() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_model_sends_the_rate() {
     let server = start().await;
-    let out = run(http(
+    run(
         &format!("{}/ok", server.base),
         &["-q", "200", "-z", "5s", "-c", "20"],
-    ))
+        0,
+    )
     .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let served = server.log.requests.load(Ordering::Relaxed) as f64;
     assert!(
         (served - 1000.0).abs() <= 20.0,
@@ -411,8 +359,7 @@ async fn open_model_latency_counts_from_the_scheduled_start() {
     let server = start().await;
     let dir = tempfile::tempdir().unwrap();
     let samples = dir.path().join("samples.json");
-    let summary = dir.path().join("summary.json");
-    let out = run(http(
+    let export = run_exported(
         &format!("{}/stall", server.base),
         &[
             "-q",
@@ -423,17 +370,13 @@ async fn open_model_latency_counts_from_the_scheduled_start() {
             "2",
             "--out",
             &format!("json={}", samples.display()),
-            "--summary-export",
-            summary.to_str().unwrap(),
         ],
-    ))
+        0,
+    )
     .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let durations: Vec<f64> = std::fs::read_to_string(&samples)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str::<Value>(line).unwrap())
-        .filter(|v| v["type"] == "Point" && v["metric"] == "http_req_duration")
+    let durations: Vec<f64> = points(&samples)
+        .iter()
+        .filter(|v| v["metric"] == "http_req_duration")
         .map(|v| v["data"]["value"].as_f64().unwrap())
         .collect();
     assert_eq!(durations.len(), 200);
@@ -443,41 +386,20 @@ async fn open_model_latency_counts_from_the_scheduled_start() {
         "{held} requests of 300 ms or more: {durations:?}"
     );
     assert!(durations.iter().any(|&ms| ms >= 600.0), "{durations:?}");
-    let export = read_export(&summary);
     assert!(count(&export, "late_starts") >= 29.0, "{export}");
 }
 
-/// A TLS front on loopback (a leaf for `localhost` signed by a CA made
-/// here) that passes each connection to `backend`; answers the base URL
-/// and the CA's PEM file.
-async fn start_tls_front(backend: &str, dir: &std::path::Path) -> (String, std::path::PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-
-    let ca_key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "loadgen http test CA");
-    let ca = params.self_signed(&ca_key).unwrap();
-    let ca_file = dir.join("ca.pem");
-    std::fs::write(&ca_file, ca.pem()).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .unwrap();
+/// A TLS front on loopback (a leaf for `localhost` signed by `pki`'s CA)
+/// that passes each connection to `backend`; answers the base URL.
+async fn start_tls_front(backend: &str, pki: &Pki) -> String {
+    let (chain, key) = pki.leaf_chain(&["localhost"]);
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()
     .with_no_client_auth()
-    .with_single_cert(
-        vec![leaf.der().clone()],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
-    )
+    .with_single_cert(chain, key)
     .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -497,33 +419,28 @@ async fn start_tls_front(backend: &str, dir: &std::path::Path) -> (String, std::
             });
         }
     });
-    (format!("https://localhost:{port}"), ca_file)
+    format!("https://localhost:{port}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_with_tls_ca_is_trusted_and_without_it_every_request_fails_by_kind() {
     let server = start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (base, ca) = start_tls_front(&server.base, dir.path()).await;
-    let summary = dir.path().join("summary.json");
-    let guarded = |extra: &[&str]| {
-        let mut args = vec![
-            "-n",
-            "20",
-            "-c",
-            "2",
-            "--threshold",
-            "http_req_failed:rate==0",
-            "--summary-export",
-            summary.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        http(&format!("{base}/ok"), &args)
-    };
+    let pki = Pki::new();
+    let base = start_tls_front(&server.base, &pki).await;
+    let ca = pki.ca_file();
+    let url = format!("{base}/ok");
+    let guarded = [
+        "-n",
+        "20",
+        "-c",
+        "2",
+        "--threshold",
+        "http_req_failed:rate==0",
+    ];
 
-    let out = run(guarded(&["--tls-ca", ca.to_str().unwrap()])).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let export = read_export(&summary);
+    let mut trusting = guarded.to_vec();
+    trusting.extend(["--tls-ca", ca.to_str().unwrap()]);
+    let export = run_exported(&url, &trusting, 0).await;
     assert_eq!(count(&export, "http_reqs{status:200}"), 20.0);
     assert_eq!(server.log.requests.load(Ordering::Relaxed), 20);
     // Kept alive: one TLS connection per loadgen connection.
@@ -531,9 +448,7 @@ async fn https_with_tls_ca_is_trusted_and_without_it_every_request_fails_by_kind
 
     // Without the CA: no answer, each request a failure of its own kind,
     // and the threshold on failures gives the documented exit code 99.
-    let out = run(guarded(&[])).await;
-    assert_eq!(out.status.code(), Some(99), "{}", text(&out.stderr));
-    let export = read_export(&summary);
+    let export = run_exported(&url, &guarded, 99).await;
     assert_eq!(
         count(
             &export,
@@ -547,27 +462,15 @@ async fn https_with_tls_ca_is_trusted_and_without_it_every_request_fails_by_kind
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_past_its_timeout_fails_and_only_it() {
     let server = start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let summary = dir.path().join("summary.json");
     // The 50th request starts a 600 ms stall: it and the one after it (on
     // a new connection) outlast 200 ms; the hundreds of quick requests
     // around them, over several timeout periods, must not time out.
-    let out = run(http(
+    let export = run_exported(
         &format!("{}/stall", server.base),
-        &[
-            "-n",
-            "400",
-            "-c",
-            "1",
-            "--timeout",
-            "200ms",
-            "--summary-export",
-            summary.to_str().unwrap(),
-        ],
-    ))
+        &["-n", "400", "-c", "1", "--timeout", "200ms"],
+        0,
+    )
     .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let export = read_export(&summary);
     let timeouts = count(&export, "http_reqs{error:timeout}");
     assert!((2.0..=3.0).contains(&timeouts), "{timeouts} timeouts");
     assert_eq!(count(&export, "http_reqs{status:200}"), 400.0 - timeouts);

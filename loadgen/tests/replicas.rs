@@ -9,7 +9,8 @@ mod common;
 
 use std::time::Duration;
 
-use mock_api::testing::{redis_url, test_config, Api};
+use common::child::{expect_exit, loadgen_run, output_within};
+use mock_api::testing::{postgres_and_redis_config, Api};
 use store::db::Db;
 use store::drain::{wait_for_drain, Drain};
 use store::seeding::{DEFAULT_EMAIL, DEFAULT_PASSWORD};
@@ -24,20 +25,15 @@ async fn one(db: &Db, sql: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_share_one_database_and_queue() {
-    let Some(database_url) = store::testing::postgres_url().await else {
+    let Some(shared) = postgres_and_redis_config("replicas").await else {
         return;
     };
-    let Some(redis) = redis_url().await else {
-        return;
-    };
-    let queue = store::testing::unique_name("replicas");
+    let database_url = shared.database_url.clone();
     let secret = format!("shared-{}", uuid::Uuid::new_v4());
     let mut replicas = Vec::new();
     // One at a time: the first migrates and seeds, the others find both done.
     for _ in 0..3 {
-        let mut config = test_config(&database_url);
-        config.redis_url = Some(redis.clone());
-        config.queue_name = queue.clone();
+        let mut config = shared.clone();
         config.jwt_secret = Some(secret.clone());
         replicas.push(Api::start(config).await);
     }
@@ -53,7 +49,7 @@ async fn three_replicas_share_one_database_and_queue() {
 
     let bases: Vec<String> = replicas.iter().map(|r| r.server.base.clone()).collect();
     let out = tokio::task::spawn_blocking(move || {
-        let mut command = common::child::loadgen_run(&bases.join(","));
+        let mut command = loadgen_run(&bases.join(","));
         command.args([
             "--vus",
             "6",
@@ -68,17 +64,11 @@ async fn three_replicas_share_one_database_and_queue() {
             "30s",
             "--no-thresholds",
         ]);
-        common::child::output_within(&mut command, Duration::from_secs(90))
+        output_within(&mut command, Duration::from_secs(90))
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = expect_exit(&out, 0);
     assert!(stdout.contains("30 complete"), "{stdout}");
 
     let db = Db::open(&database_url).await.unwrap();

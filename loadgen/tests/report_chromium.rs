@@ -172,14 +172,13 @@ fn a_spawn_mock_runs_report_renders_in_the_browser() {
     let dir = tempfile::tempdir().unwrap();
     let page = dir.path().join("run.html");
     let run = common::child::output_within(
-        Command::new(env!("CARGO_BIN_EXE_loadgen"))
-            .args(["run", "--spawn-mock", "--quiet", "--no-color"])
+        common::child::loadgen_spawn_mock()
             .args(["--stages", "1s:3,2s:3,1s:0", "--think-time", "100ms"])
             .args(["--mock-latency", "20ms..50ms", "--report"])
             .arg(&page),
         Duration::from_secs(120),
     );
-    assert_eq!(run.status.code(), Some(0), "{run:?}");
+    common::child::expect_exit(&run, 0);
     let dom = rendered_dom(&browser, dir.path(), &page);
     // VUs, requests, login and generate response times, errors, and the
     // tracked generations end to end.

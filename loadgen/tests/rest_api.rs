@@ -10,10 +10,12 @@ use std::process::{Child, Command};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::child::{
+    expect_exit, expect_one_line_error, loadgen_run, output, spawn_piped, stderr, wait_within,
+    DEADLINE,
+};
 use common::{start, Behaviour};
 use serde_json::{json, Value};
-
-const DEADLINE: Duration = Duration::from_secs(60);
 
 /// One request on its own connection; the status and the JSON body.
 fn request(address: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -58,7 +60,7 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 /// Starts `command` and reads the REST API's address from its first
 /// stderr line (the rest is drained); `wait_within` collects stdout.
 fn spawn_with_api(command: &mut Command) -> (Child, String) {
-    let mut child = common::child::spawn_piped(command);
+    let mut child = spawn_piped(command);
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
@@ -78,7 +80,7 @@ async fn pause_resume_scale_and_stop_through_the_rest_api() {
     let base = server.base.clone();
     let generates = server.generates.clone();
     tokio::task::spawn_blocking(move || {
-        let mut command = common::child::loadgen_run(&base);
+        let mut command = loadgen_run(&base);
         command.args([
             "--executor",
             "externally-controlled",
@@ -174,9 +176,7 @@ async fn pause_resume_scale_and_stop_through_the_rest_api() {
         let (code, body) = patch(&address, json!({"stopped": true}));
         assert_eq!(code, 200, "{body}");
         assert_eq!(body["data"]["attributes"]["stopped"], true, "{body}");
-        let out = common::child::wait_within(child, DEADLINE);
-        assert_eq!(out.status.code(), Some(103));
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stdout = expect_exit(&wait_within(child, DEADLINE), 103);
         assert!(stdout.contains("http_reqs"), "{stdout}");
     })
     .await
@@ -188,7 +188,7 @@ async fn vus_are_only_settable_on_the_externally_controlled_executor() {
     let server = start(Behaviour::Accept).await;
     let base = server.base.clone();
     tokio::task::spawn_blocking(move || {
-        let mut command = common::child::loadgen_run(&base);
+        let mut command = loadgen_run(&base);
         command.args([
             "--vus",
             "1",
@@ -211,8 +211,7 @@ async fn vus_are_only_settable_on_the_externally_controlled_executor() {
         assert_eq!(code, 400, "{body}");
         let (code, _) = patch(&address, json!({"stopped": true}));
         assert_eq!(code, 200);
-        let out = common::child::wait_within(child, DEADLINE);
-        assert_eq!(out.status.code(), Some(103));
+        expect_exit(&wait_within(child, DEADLINE), 103);
     })
     .await
     .unwrap();
@@ -226,35 +225,31 @@ async fn start_at_waits_for_its_time_and_a_late_instance_exits_114() {
     tokio::task::spawn_blocking(move || {
         let unix_ms = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_millis();
         let at = SystemTime::now() + Duration::from_millis(700);
-        let out = common::child::output_within(
-            common::child::loadgen_run(&base).args([
+        expect_exit(
+            &output(loadgen_run(&base).args([
                 "--iterations",
                 "2",
                 "--start-at",
                 &unix_ms(at).to_string(),
-            ]),
-            DEADLINE,
+            ])),
+            0,
         );
-        assert_eq!(out.status.code(), Some(0));
         assert!(SystemTime::now() >= at);
         assert_eq!(generates.load(Ordering::Relaxed), 2);
 
         let late = chrono::Utc::now() - chrono::Duration::seconds(30);
-        let out = common::child::output_within(
-            common::child::loadgen_run(&base).args([
+        let error = expect_one_line_error(
+            &output(loadgen_run(&base).args([
                 "--iterations",
                 "2",
                 "--start-at",
                 &late.to_rfc3339(),
                 "--start-tolerance",
                 "5s",
-            ]),
-            DEADLINE,
+            ])),
+            114,
         );
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(114), "{stderr}");
-        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-        assert!(stderr.contains("--start-tolerance"), "{stderr}");
+        assert!(error.contains("--start-tolerance"), "{error}");
         assert_eq!(
             generates.load(Ordering::Relaxed),
             2,
@@ -272,13 +267,9 @@ fn invalid_options_and_an_address_in_use() {
     // 106 comes after setup: a mock that logs in.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = runtime.block_on(start(Behaviour::Accept));
-    let out = common::child::output_within(
-        common::child::loadgen_run(&server.base).args(["--iterations", "1", "--address", &taken]),
-        DEADLINE,
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(106), "{stderr}");
-    assert!(stderr.contains("REST API"), "{stderr}");
+    let out = output(loadgen_run(&server.base).args(["--iterations", "1", "--address", &taken]));
+    expect_exit(&out, 106);
+    assert!(stderr(&out).contains("REST API"), "{}", stderr(&out));
     for bad in [
         &["--paused"][..],
         &["--address", "localhost"][..],
@@ -296,12 +287,6 @@ fn invalid_options_and_an_address_in_use() {
             "0",
         ][..],
     ] {
-        let out = common::child::output_within(
-            common::child::loadgen_run("http://127.0.0.1:9").args(bad),
-            DEADLINE,
-        );
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(104), "{bad:?}: {stderr}");
-        assert_eq!(stderr.trim().lines().count(), 1, "{bad:?}: {stderr}");
+        expect_one_line_error(&output(loadgen_run("http://127.0.0.1:9").args(bad)), 104);
     }
 }

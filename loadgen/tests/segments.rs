@@ -6,13 +6,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Output};
-use std::time::Duration;
+use std::process::{Child, Command};
 
-use common::{export_count as count, start, Behaviour};
-
-/// Every child gets this long before it is killed and the test fails.
-const DEADLINE: Duration = Duration::from_secs(60);
+use common::child::{
+    expect_exit, expect_one_line_error, loadgen, output, spawn_piped, stderr, wait_within, DEADLINE,
+};
+use common::export::{export_count as count, read_json};
+use common::{start, Behaviour};
 
 /// `loadgen run` against `base`, blind to the variable of a Kubernetes
 /// Indexed Job unless the test sets it.
@@ -30,17 +30,7 @@ fn shared_iterations(base: &str) -> Command {
 }
 
 fn merge() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_loadgen"));
-    command.arg("merge");
-    command
-}
-
-fn output(command: &mut Command) -> Output {
-    common::child::output_within(command, DEADLINE)
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    loadgen(&["merge"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,8 +41,10 @@ async fn three_segments_merged_equal_one_unsegmented_run() {
     let dir_path = dir.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
         let whole = dir_path.join("whole.json");
-        let out = output(shared_iterations(&base).arg("--summary-export").arg(&whole));
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        expect_exit(
+            &output(shared_iterations(&base).arg("--summary-export").arg(&whole)),
+            0,
+        );
         assert_eq!(count(&whole, "iterations"), 30.0);
 
         // Three instances at once, two by index, one from the variable a
@@ -68,36 +60,35 @@ async fn three_segments_merged_equal_one_unsegmented_run() {
                 } else {
                     command.args(["--instance-index", &i.to_string()]);
                 }
-                common::child::spawn_piped(&mut command)
+                spawn_piped(&mut command)
             })
             .collect();
         for child in children {
-            let out = common::child::wait_within(child, DEADLINE);
-            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            expect_exit(&wait_within(child, DEADLINE), 0);
         }
         let shards: Vec<_> = (0..3)
             .map(|i| dir_path.join(format!("shard{i}.json")))
             .collect();
-        let shard2: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&shards[2]).unwrap()).unwrap();
+        let shard2 = read_json(&shards[2]);
         assert_eq!(shard2["segment"], "2/3:1");
         assert_eq!(shard2["sequence"], "0,1/3,2/3,1");
 
         let merged = dir_path.join("merged.json");
         let report = dir_path.join("merged.html");
         let json = dir_path.join("merged.ndjson");
-        let out = output(
-            merge()
-                .args(&shards)
-                .arg("--summary-export")
-                .arg(&merged)
-                .arg("--report")
-                .arg(&report)
-                .arg("--out")
-                .arg(format!("json={}", json.display())),
+        let stdout = expect_exit(
+            &output(
+                merge()
+                    .args(&shards)
+                    .arg("--summary-export")
+                    .arg(&merged)
+                    .arg("--report")
+                    .arg(&report)
+                    .arg("--out")
+                    .arg(format!("json={}", json.display())),
+            ),
+            0,
         );
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-        let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("30 complete"), "{stdout}");
         assert!(stdout.contains("http_req_duration"), "{stdout}");
         for metric in ["iterations", "http_reqs"] {
@@ -113,22 +104,22 @@ async fn three_segments_merged_equal_one_unsegmented_run() {
         );
 
         // The thresholds are evaluated on the whole: 99 when one fails.
-        let out = output(
-            merge()
-                .args(&shards)
-                .args(["--threshold", "iterations:count<30"]),
+        expect_exit(
+            &output(
+                merge()
+                    .args(&shards)
+                    .args(["--threshold", "iterations:count<30"]),
+            ),
+            99,
         );
-        assert_eq!(out.status.code(), Some(99), "{}", stderr(&out));
 
         // Part of the test: a warning, still merged.
         let out = output(merge().args(&shards[..2]));
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        expect_exit(&out, 0);
         assert!(stderr(&out).contains("not all of 0..1"), "{}", stderr(&out));
 
         // The same shard twice overlaps itself: 104, one line.
-        let out = output(merge().arg(&shards[0]).arg(&shards[0]));
-        assert_eq!(out.status.code(), Some(104), "{}", stderr(&out));
-        assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+        expect_one_line_error(&output(merge().arg(&shards[0]).arg(&shards[0])), 104);
     })
     .await
     .unwrap();
@@ -167,12 +158,11 @@ async fn a_segments_vus_use_the_accounts_of_their_global_numbers() {
                     .args(["--iterations", "1", "--execution-segment", segment])
                     .arg("--users-file")
                     .arg(&users);
-                common::child::spawn_piped(&mut command)
+                spawn_piped(&mut command)
             })
             .collect();
         for child in children {
-            let out = common::child::wait_within(child, DEADLINE);
-            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            expect_exit(&wait_within(child, DEADLINE), 0);
         }
     })
     .await
@@ -218,14 +208,7 @@ fn one_hundred_four_for_invalid_segments() {
             "0:1/2",
         ][..],
     ] {
-        let out = output(loadgen_run("http://127.0.0.1:9").args(bad));
-        assert_eq!(out.status.code(), Some(104), "{bad:?}: {}", stderr(&out));
-        assert_eq!(
-            stderr(&out).trim().lines().count(),
-            1,
-            "{bad:?}: {}",
-            stderr(&out)
-        );
+        expect_one_line_error(&output(loadgen_run("http://127.0.0.1:9").args(bad)), 104);
     }
     let dir = tempfile::tempdir().unwrap();
     let not_a_shard = dir.path().join("x.json");
@@ -234,8 +217,6 @@ fn one_hundred_four_for_invalid_segments() {
         vec![not_a_shard.display().to_string()],
         vec![dir.path().join("missing.json").display().to_string()],
     ] {
-        let out = output(merge().args(&args));
-        assert_eq!(out.status.code(), Some(104), "{args:?}: {}", stderr(&out));
-        assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+        expect_one_line_error(&output(merge().args(&args)), 104);
     }
 }

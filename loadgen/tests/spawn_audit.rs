@@ -8,10 +8,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
-use serde_json::Value;
+use common::child::{expect_exit, loadgen_spawn_mock, output_within, stderr, stdout};
+use common::export::read_json;
 use store::audit::fixture;
 use store::db::Db;
 
@@ -29,19 +30,11 @@ fn sqlite_url(dir: &Path) -> String {
 }
 
 fn loadgen(url: &str, extra: &[&str]) -> Output {
-    common::child::output_within(
-        Command::new(env!("CARGO_BIN_EXE_loadgen"))
-            .args(["run", "--spawn-mock", "--quiet", "--no-color"])
+    output_within(
+        loadgen_spawn_mock()
             .args(["--mock-database-url", url, "--mock-latency", "5ms..20ms"])
             .args(extra),
         DEADLINE,
-    )
-}
-
-fn texts(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
 
@@ -75,8 +68,7 @@ fn a_broken_ledger_exits_113_naming_the_invariant_and_still_writes_the_summary()
             report.to_str().unwrap(),
         ],
     );
-    let (stdout, stderr) = texts(&out);
-    assert_eq!(out.status.code(), Some(113), "{stdout}\n{stderr}");
+    let stdout = expect_exit(&out, 113);
     assert!(
         stdout.contains("AUDIT ✗ 1 of 7 ledger invariants violated"),
         "{stdout}"
@@ -93,7 +85,7 @@ fn a_broken_ledger_exits_113_naming_the_invariant_and_still_writes_the_summary()
     // The run itself went through: its summary and files are there.
     assert!(stdout.contains("✓ status is 202"), "{stdout}");
     assert!(stdout.contains("iterations"), "{stdout}");
-    let summary: Value = serde_json::from_slice(&std::fs::read(&export).unwrap()).unwrap();
+    let summary = read_json(&export);
     assert_eq!(
         summary["metrics"]["iterations"]["count"].as_f64(),
         Some(4.0)
@@ -144,7 +136,7 @@ fn interrupted_iterations_widen_the_i5_window() {
             plan.to_str().unwrap(),
         ],
     );
-    let (stdout, stderr) = texts(&out);
+    let (stdout, stderr) = (stdout(&out), stderr(&out));
     // Both VUs were cut off waiting for a 202 the server had accepted.
     assert!(
         stdout.contains("0 complete and 2 interrupted iterations"),

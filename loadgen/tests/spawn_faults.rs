@@ -7,9 +7,11 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
+use common::child::{expect_exit, expect_one_line_error, loadgen_spawn_mock, output_within};
+use common::export::read_json;
 use mock_api::faults::{FaultSettings, Faults, Plan};
 use mock_api::testing::assert_binomial;
 use serde_json::Value;
@@ -28,9 +30,8 @@ const ITERATIONS: u64 = 120;
 const SEED: u64 = 7;
 
 fn run(plan: &std::path::Path, export: &std::path::Path, seed: u64) -> Output {
-    common::child::output_within(
-        Command::new(env!("CARGO_BIN_EXE_loadgen"))
-            .args(["run", "--spawn-mock", "--quiet", "--no-color"])
+    output_within(
+        loadgen_spawn_mock()
             .args(["--vus", "4", "--iterations", &ITERATIONS.to_string()])
             .args(["--think-time", "0", "--mock-latency", "5ms..20ms"])
             .args(["--mock-seed", &seed.to_string()])
@@ -79,14 +80,12 @@ fn provider_failures_are_counted_reproducible_and_audited() {
     for round in 0..2 {
         let export = dir.path().join(format!("summary-{round}.json"));
         let out = run(&plan, &export, SEED);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+        let stdout = expect_exit(&out, 0);
         assert!(
             stdout.contains("AUDIT ✓ all 7 ledger invariants hold"),
             "{stdout}"
         );
-        let summary: Value = serde_json::from_slice(&std::fs::read(&export).unwrap()).unwrap();
+        let summary = read_json(&export);
         let failed = count(&summary, "generation_failed");
         let completed = count(&summary, "generation_completed");
         assert_eq!(failed + completed, ITERATIONS, "{stdout}");
@@ -106,10 +105,8 @@ fn a_bad_fault_plan_is_a_one_line_error() {
     .unwrap();
     let export = dir.path().join("summary.json");
     let out = run(&plan, &export, SEED);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(104), "{stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("rules[0].rate"), "{stderr}");
+    let error = expect_one_line_error(&out, 104);
+    assert!(error.contains("rules[0].rate"), "{error}");
     let missing = run(&dir.path().join("missing.toml"), &export, SEED);
     assert_eq!(missing.status.code(), Some(104));
 }

@@ -3,19 +3,17 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
+use common::child::{expect_exit, loadgen, loadgen_spawn_mock, output, output_within, stderr};
+use common::export::read_json;
 use serde_json::Value;
 
 fn spawn_run(extra: &[&str]) -> Output {
-    common::child::output_within(
-        Command::new(env!("CARGO_BIN_EXE_loadgen"))
+    output_within(
+        loadgen_spawn_mock()
             .args([
-                "run",
-                "--spawn-mock",
-                "--quiet",
-                "--no-color",
                 "--stages",
                 "2s:5,3s:5,1s:0",
                 "--think-time",
@@ -25,13 +23,6 @@ fn spawn_run(extra: &[&str]) -> Output {
             ])
             .args(extra),
         Duration::from_secs(120),
-    )
-}
-
-fn texts(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
 
@@ -54,8 +45,7 @@ fn hermetic_run_passes_its_checks_and_its_audit() {
         "--summary-trend-stats",
         "avg,p(99),count",
     ]);
-    let (stdout, stderr) = texts(&out);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let stdout = expect_exit(&out, 0);
     for check in [
         "login successful",
         "login returned token",
@@ -113,7 +103,7 @@ fn hermetic_run_passes_its_checks_and_its_audit() {
             .unwrap_or_else(|| panic!("no passing {id} row after the previous one"));
     }
     assert!(!html.contains("<tr class=\"bad\">"), "no failing row");
-    let summary: Value = serde_json::from_slice(&std::fs::read(&export).unwrap()).unwrap();
+    let summary = read_json(&export);
     let completed = metric(&summary, "generation_completed", "count");
     assert!(completed > 0.0);
     assert_eq!(metric(&summary, "checks", "fails"), 0.0);
@@ -139,9 +129,8 @@ fn few_credits_fail_the_thresholds_with_credit_errors_but_keep_the_ledger_clean(
         "--summary-export",
         export.to_str().unwrap(),
     ]);
-    let (stdout, stderr) = texts(&out);
-    assert_eq!(out.status.code(), Some(99), "{stdout}\n{stderr}");
-    let summary: Value = serde_json::from_slice(&std::fs::read(&export).unwrap()).unwrap();
+    let stdout = expect_exit(&out, 99);
+    let summary = read_json(&export);
     // One generate per iteration: all but the five accepted answered 402.
     let credit_errors = metric(&summary, "credit_errors", "count");
     assert!(credit_errors > 0.0);
@@ -157,17 +146,15 @@ fn few_credits_fail_the_thresholds_with_credit_errors_but_keep_the_ledger_clean(
 fn one_account_per_vu_with_users() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite:{}", dir.path().join("users.db").display());
-    let out = common::child::output_within(
-        Command::new(env!("CARGO_BIN_EXE_loadgen"))
-            .args(["run", "--spawn-mock", "--quiet", "--no-color"])
+    let out = output_within(
+        loadgen_spawn_mock()
             .args(["--executor", "per-vu-iterations", "--vus", "5"])
             .args(["--iterations", "2", "--think-time", "0"])
             .args(["--users", "5", "--credits", "50"])
             .args(["--mock-latency", "5ms..20ms", "--mock-database-url", &url]),
         Duration::from_secs(120),
     );
-    let (stdout, stderr) = texts(&out);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let stdout = expect_exit(&out, 0);
     // From the database: each of the five accounts paid for exactly its
     // VU's two generations (one output each), so each VU had its own.
     let credits: Vec<i32> = tokio::runtime::Builder::new_current_thread()
@@ -202,13 +189,9 @@ fn bad_mock_options_are_one_line_errors() {
             "unsupported database URL",
         ),
     ] {
-        let out = common::child::output_within(
-            Command::new(env!("CARGO_BIN_EXE_loadgen"))
-                .args(["run", "--spawn-mock", "--quiet", "--iterations", "1"])
-                .args(&args),
-            Duration::from_secs(60),
-        );
-        let (_, stderr) = texts(&out);
+        let out =
+            output(loadgen(&["run", "--spawn-mock", "--quiet", "--iterations", "1"]).args(&args));
+        let stderr = stderr(&out);
         assert_ne!(out.status.code(), Some(0), "{args:?}");
         assert!(stderr.contains(wanted), "{args:?}: {stderr}");
         assert!(

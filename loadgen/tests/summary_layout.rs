@@ -18,6 +18,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use common::child::{expect_exit, loadgen};
 use common::{start, Behaviour};
 
 /// k6's output in the guide's classic layout: the only rewrites.
@@ -188,29 +189,27 @@ async fn the_classic_summary_is_laid_out_as_k6_lays_out_its_legacy_summary() {
     })
     .await
     .unwrap();
-    let k6_out = String::from_utf8_lossy(&k6.stdout).into_owned();
     // The failed `errors` threshold: k6's exit code 99, as loadgen's.
-    assert_eq!(
-        k6.status.code(),
-        Some(99),
-        "{k6_out}\n{}",
-        String::from_utf8_lossy(&k6.stderr)
-    );
+    let k6_out = expect_exit(&k6, 99);
 
     let loadgen_server = start(Behaviour::RefuseEvery(3)).await;
     let base = loadgen_server.base.clone();
     let loadgen = tokio::task::spawn_blocking(move || {
         common::child::output_within(
-            Command::new(env!("CARGO_BIN_EXE_loadgen"))
-                .args(["run", "--quiet", "--no-color", "--api-base", &base])
-                .args(["--vus", "1", "--iterations", "6", "--think-time", "400ms"]),
+            loadgen(&["run", "--quiet", "--no-color", "--api-base", &base]).args([
+                "--vus",
+                "1",
+                "--iterations",
+                "6",
+                "--think-time",
+                "400ms",
+            ]),
             Duration::from_secs(120),
         )
     })
     .await
     .unwrap();
-    let loadgen_out = String::from_utf8_lossy(&loadgen.stdout).into_owned();
-    assert_eq!(loadgen.status.code(), Some(99), "{loadgen_out}");
+    let loadgen_out = expect_exit(&loadgen, 99);
     // loadgen's scenario line comes before the summary; k6 prints it in its
     // header, which --quiet leaves out.
     let summary = loadgen_out

@@ -7,6 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::child::{expect_exit, loadgen_run, spawn_piped, stderr, wait_within, DEADLINE};
+use common::export::{points, read_json};
 use mock_api::testing::{self, TestServer};
 use store::seeding::SeedUser;
 
@@ -38,7 +40,7 @@ async fn a_target_that_dies_mid_run_fails_requests_and_the_run_finishes() {
         TestServer::start_with_user(config, &SeedUser::new(EMAIL, PASSWORD), 100_000).await;
     let export = dir.path().join("summary.json");
     let stream = dir.path().join("samples.json");
-    let mut command = common::child::loadgen_run(&server.base);
+    let mut command = loadgen_run(&server.base);
     command
         .args(["--email", EMAIL, "--password", PASSWORD])
         .args(["--vus", "2", "--duration", "4s", "--generate-timeout", "5s"])
@@ -47,7 +49,7 @@ async fn a_target_that_dies_mid_run_fails_requests_and_the_run_finishes() {
         .arg("--out")
         .arg(format!("json={}", stream.display()))
         .args(["--tag", "testid=target-dies"]);
-    let child = common::child::spawn_piped(&mut command);
+    let child = spawn_piped(&mut command);
 
     // The signal that the run is under way: the mock has accepted
     // generations (its Prometheus counter of reserved credits).
@@ -59,29 +61,22 @@ async fn a_target_that_dies_mid_run_fails_requests_and_the_run_finishes() {
     server.stop().await.expect("the mock stops cleanly");
     db.close().await;
 
-    let out = tokio::task::spawn_blocking(move || {
-        common::child::wait_within(child, Duration::from_secs(60))
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    let out = tokio::task::spawn_blocking(move || wait_within(child, DEADLINE))
+        .await
+        .unwrap();
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
     // The default thresholds (errors, http_req_failed) fail: exit 99.
-    assert_eq!(out.status.code(), Some(99), "{stderr}\n{stdout}");
+    let stdout = expect_exit(&out, 99);
     assert!(stdout.contains("http_req_failed"), "{stdout}");
     assert!(stdout.contains("✗ errors"), "{stdout}");
 
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
+    let summary = read_json(&export);
     let failed = &summary["metrics"]["http_req_failed"];
     assert!(failed["passes"].as_u64().unwrap() > 0, "{failed}");
 
     // After the mock stopped, requests failed at the socket with an `error` tag.
-    let samples = std::fs::read_to_string(&stream).unwrap();
-    let refused = samples
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+    let refused = points(&stream)
+        .iter()
         .filter(|point| point["metric"] == "http_reqs")
         .filter(|point| {
             matches!(

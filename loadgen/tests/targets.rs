@@ -4,11 +4,11 @@
 
 mod common;
 
+use common::child::{expect_exit, loadgen_run, output, stderr};
+use common::export::points;
+use common::{start, Behaviour};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
-
-use common::{start, Behaviour};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_over_three_mocks_shows_each_targets_share() {
@@ -24,31 +24,22 @@ async fn a_run_over_three_mocks_shows_each_targets_share() {
         let (bases, json) = (bases.clone(), json.clone());
         tokio::task::spawn_blocking(move || {
             // Repeated and comma-separated at once.
-            let mut command = common::child::loadgen_run(&format!("{},{}", bases[0], bases[1]));
+            let mut command = loadgen_run(&format!("{},{}", bases[0], bases[1]));
             command
                 .args(["--api-base", &bases[2], "--vus", "6", "--duration", "1s"])
                 .args(["--track-sessions", "--poll-interval", "50ms"])
                 .arg("--out")
                 .arg(format!("json={}", json.display()));
-            common::child::output_within(&mut command, Duration::from_secs(60))
+            output(&mut command)
         })
         .await
         .unwrap()
     };
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    expect_exit(&out, 0);
     let mut requests: BTreeMap<String, u64> = BTreeMap::new();
     let mut iterations: BTreeMap<String, u64> = BTreeMap::new();
     let mut e2e: BTreeMap<String, u64> = BTreeMap::new();
-    for line in std::fs::read_to_string(&json).unwrap().lines() {
-        let point: serde_json::Value = serde_json::from_str(line).unwrap();
-        if point["type"] != "Point" {
-            continue;
-        }
+    for point in points(&json) {
         let target = point["data"]["tags"]["target"].as_str().map(str::to_string);
         match point["metric"].as_str().unwrap() {
             "http_reqs" => {
@@ -87,11 +78,7 @@ async fn a_run_over_three_mocks_shows_each_targets_share() {
 
 #[test]
 fn an_invalid_target_among_several_is_104() {
-    let out = common::child::output_within(
-        common::child::loadgen_run("http://127.0.0.1:9,ftp://x").args(["--iterations", "1"]),
-        Duration::from_secs(60),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(104), "{stderr}");
-    assert!(stderr.contains("--api-base"), "{stderr}");
+    let out = output(loadgen_run("http://127.0.0.1:9,ftp://x").args(["--iterations", "1"]));
+    expect_exit(&out, 104);
+    assert!(stderr(&out).contains("--api-base"), "{}", stderr(&out));
 }

@@ -9,10 +9,11 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::export_count as count;
+use common::child::{expect_exit, loadgen, loadgen_run, output_within, spawn_piped, wait_within};
+use common::export::{export_count as count, read_json};
 use mock_api::testing::{test_config, TestServer};
 
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -109,10 +110,6 @@ fn hosts() -> Option<Hosts> {
     }
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 const TEST: [&str; 4] = ["--vus", "6", "--iterations", "45"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,14 +128,14 @@ async fn three_instances_in_their_own_namespaces_merge_to_one_run() {
         let hosts = in_namespaces;
         // The same test in one process, from this namespace.
         let whole = dir_path.join("whole.json");
-        let out = common::child::output_within(
-            common::child::loadgen_run(&base)
+        let out = output_within(
+            loadgen_run(&base)
                 .args(TEST)
                 .arg("--summary-export")
                 .arg(&whole),
             DEADLINE,
         );
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        expect_exit(&out, 0);
 
         // Three instances, one per namespace, at one start time.
         let start_at = SystemTime::now() + Duration::from_secs(3);
@@ -156,46 +153,42 @@ async fn three_instances_in_their_own_namespaces_merge_to_one_run() {
                     .args(["--start-at", &start_ms.to_string()])
                     .arg("--shard-out")
                     .arg(&shards[i]);
-                common::child::spawn_piped(&mut command)
+                spawn_piped(&mut command)
             })
             .collect();
         for child in children {
-            let out = common::child::wait_within(child, DEADLINE);
-            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            expect_exit(&wait_within(child, DEADLINE), 0);
         }
         assert!(SystemTime::now() >= start_at);
 
         let merged = dir_path.join("merged.json");
-        let mut merge = Command::new(env!("CARGO_BIN_EXE_loadgen"));
+        let mut merge = loadgen(&["merge"]);
         merge
-            .arg("merge")
             .args(&shards)
             .args(["--threshold", "http_req_failed:rate<0.01"])
             .args(["--threshold", "iterations:count==45"])
             .arg("--summary-export")
             .arg(&merged);
-        let out = common::child::output_within(&mut merge, DEADLINE);
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let out = output_within(&mut merge, DEADLINE);
+        expect_exit(&out, 0);
         for metric in ["iterations", "http_reqs"] {
             assert_eq!(count(&merged, metric), count(&whole, metric), "{metric}");
         }
         assert_eq!(count(&merged, "iterations"), 45.0);
         // Evaluated on the whole (k6's legacy export: false = passed).
-        let export: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&merged).unwrap()).unwrap();
+        let export = read_json(&merged);
         assert_eq!(
             export["metrics"]["iterations"]["thresholds"]["count==45"], false,
             "{export}"
         );
 
         // A threshold that fails on the whole: 99.
-        let mut merge = Command::new(env!("CARGO_BIN_EXE_loadgen"));
+        let mut merge = loadgen(&["merge"]);
         merge
-            .arg("merge")
             .args(&shards)
             .args(["--threshold", "iterations:count<45"]);
-        let out = common::child::output_within(&mut merge, DEADLINE);
-        assert_eq!(out.status.code(), Some(99), "{}", stderr(&out));
+        let out = output_within(&mut merge, DEADLINE);
+        expect_exit(&out, 99);
     })
     .await
     .unwrap();

@@ -4,84 +4,24 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::child::{expect_exit, expect_one_line_error, stderr};
+use common::export::read_json;
+use common::pki::{self_signed, Pki};
 use loadgen::http::proxy::ProxyEnv;
 use loadgen::http::tls::TlsOptions;
 use loadgen::http::BaseUrl;
 use mock_api::testing::{test_config, TestServer};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use store::testing::sqlite_url;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// A CA made for the test and certificates it signs.
-struct Pki {
-    ca_key: KeyPair,
-    ca: rcgen::Certificate,
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "loadgen test CA");
-        let ca = params.self_signed(&ca_key).unwrap();
-        Pki {
-            ca_key,
-            ca,
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    /// The CA's certificate as a PEM file, for `--tls-ca`.
-    fn ca_file(&self) -> PathBuf {
-        let path = self.dir.path().join("ca.pem");
-        std::fs::write(&path, self.ca.pem()).unwrap();
-        path
-    }
-
-    /// A leaf for `names`, signed by the CA; `expired` puts it in the past.
-    fn leaf(&self, names: &[&str], expired: bool) -> Arc<CertifiedKey> {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        }
-        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
-        certified(cert.der().clone(), key)
-    }
-}
-
-/// A self-signed leaf no CA of the run vouches for.
-fn self_signed(names: &[&str]) -> Arc<CertifiedKey> {
-    let key = KeyPair::generate().unwrap();
-    let params =
-        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    certified(cert.der().clone(), key)
-}
-
-fn certified(cert: CertificateDer<'static>, key: KeyPair) -> Arc<CertifiedKey> {
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key).unwrap();
-    Arc::new(CertifiedKey::new(vec![cert], signing))
-}
 
 /// A client hello's SNI and ALPN offers.
 type Hello = (Option<String>, Vec<Vec<u8>>);
@@ -258,11 +198,21 @@ async fn loadgen(base: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("loadgen runs")
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 const SHORT_RUN: [&str; 4] = ["--vus", "2", "--iterations", "6"];
+
+/// One VU, one iteration against `https://localhost:port`, trusting the CA
+/// in `ca`, with `env` set.
+async fn one_iteration_trusting(ca: &std::path::Path, port: u16, env: &[(&str, &str)]) -> Output {
+    let args = [
+        "--vus",
+        "1",
+        "--iterations",
+        "1",
+        "--tls-ca",
+        ca.to_str().unwrap(),
+    ];
+    loadgen(&format!("https://localhost:{port}"), &args, env).await
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ca_given_with_tls_ca_is_trusted_and_connections_are_reused() {
@@ -274,12 +224,9 @@ async fn a_ca_given_with_tls_ca_is_trusted_and_connections_are_reused() {
     args.extend(["--tls-ca", ca.to_str().unwrap()]);
     args.extend(["--summary-export", export.to_str().unwrap()]);
     let out = loadgen(&format!("https://localhost:{}", site.port), &args, &[]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = expect_exit(&out, 0);
     assert!(stdout.contains("http_req_tls_handshaking"), "{stdout}");
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&export).unwrap()).unwrap();
+    let summary = read_json(&export);
     let handshaking = &summary["metrics"]["http_req_tls_handshaking"];
     assert!(handshaking["max"].as_f64().unwrap() > 0.0, "{handshaking}");
     // Most requests ride a kept-alive connection: their handshake is 0.
@@ -298,9 +245,7 @@ async fn an_untrusted_certificate_fails_setup_with_107_and_names_the_way_out() {
     let pki = Pki::new();
     let site = Site::start(pki.leaf(&["localhost"], false)).await;
     let out = loadgen(&format!("https://localhost:{}", site.port), &SHORT_RUN, &[]).await;
-    assert_eq!(out.status.code(), Some(107), "{}", stderr(&out));
-    let err = stderr(&out);
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let err = expect_one_line_error(&out, 107);
     assert!(err.contains("localhost"), "{err}");
     assert!(err.contains("unknown issuer"), "{err}");
     assert!(err.contains("--insecure-skip-tls-verify"), "{err}");
@@ -312,7 +257,7 @@ async fn insecure_skip_tls_verify_accepts_any_certificate() {
     let mut args = SHORT_RUN.to_vec();
     args.push("--insecure-skip-tls-verify");
     let out = loadgen(&format!("https://localhost:{}", site.port), &args, &[]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     // k6's environment variable for the flag.
     let out = loadgen(
         &format!("https://localhost:{}", site.port),
@@ -320,7 +265,7 @@ async fn insecure_skip_tls_verify_accepts_any_certificate() {
         &[("K6_INSECURE_SKIP_TLS_VERIFY", "1")],
     )
     .await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,20 +277,8 @@ async fn a_certificate_for_another_name_or_expired_is_refused() {
         (pki.leaf(&["localhost"], true), "expired"),
     ] {
         let site = Site::start(cert).await;
-        let out = loadgen(
-            &format!("https://localhost:{}", site.port),
-            &[
-                "--vus",
-                "1",
-                "--iterations",
-                "1",
-                "--tls-ca",
-                ca.to_str().unwrap(),
-            ],
-            &[],
-        )
-        .await;
-        assert_eq!(out.status.code(), Some(107), "{}", stderr(&out));
+        let out = one_iteration_trusting(&ca, site.port, &[]).await;
+        expect_exit(&out, 107);
         let err = stderr(&out);
         assert!(err.contains(reason) && err.contains("localhost"), "{err}");
     }
@@ -375,7 +308,7 @@ async fn a_certificate_error_during_the_run_is_a_failed_request_with_an_error_ta
         &[],
     )
     .await;
-    assert_eq!(out.status.code(), Some(99), "{}", stderr(&out));
+    expect_exit(&out, 99);
     let text = std::fs::read_to_string(&samples).unwrap();
     let failed: Vec<serde_json::Value> = text
         .lines()
@@ -410,7 +343,7 @@ async fn https_goes_through_a_connect_tunnel_of_https_proxy() {
         ],
     )
     .await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let lines = seen.0.lock().unwrap().clone();
     assert!(!lines.is_empty());
     for line in lines {
@@ -437,7 +370,7 @@ async fn http_goes_to_http_proxy_in_absolute_form() {
         &[("HTTP_PROXY", &proxy)],
     )
     .await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let lines = seen.0.lock().unwrap().clone();
     assert!(
         lines.contains(&format!(
@@ -453,20 +386,8 @@ async fn loopback_targets_bypass_the_proxy() {
     let site = Site::start(pki.leaf(&["localhost"], false)).await;
     let (proxy, seen) = start_proxy().await;
     let ca = pki.ca_file();
-    let out = loadgen(
-        &format!("https://localhost:{}", site.port),
-        &[
-            "--vus",
-            "1",
-            "--iterations",
-            "1",
-            "--tls-ca",
-            ca.to_str().unwrap(),
-        ],
-        &[("HTTPS_PROXY", &proxy)],
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = one_iteration_trusting(&ca, site.port, &[("HTTPS_PROXY", &proxy)]).await;
+    expect_exit(&out, 0);
     assert!(seen.0.lock().unwrap().is_empty());
 }
 
@@ -504,7 +425,7 @@ async fn an_unsupported_proxy_or_unreadable_ca_is_an_invalid_option() {
         &[("HTTPS_PROXY", "socks5://127.0.0.1:1080")],
     )
     .await;
-    assert_eq!(out.status.code(), Some(104), "{}", stderr(&out));
+    expect_exit(&out, 104);
     assert!(stderr(&out).contains("HTTPS_PROXY"), "{}", stderr(&out));
     let out = loadgen(
         "https://localhost:9",
@@ -512,7 +433,7 @@ async fn an_unsupported_proxy_or_unreadable_ca_is_an_invalid_option() {
         &[],
     )
     .await;
-    assert_eq!(out.status.code(), Some(104), "{}", stderr(&out));
+    expect_exit(&out, 104);
     assert!(stderr(&out).contains("--tls-ca"), "{}", stderr(&out));
 }
 

@@ -1,5 +1,6 @@
 //! Test support for the tests and benches of every crate (feature
-//! `testing`): a throwaway Redis server, a test configuration, a mock served
+//! `testing`): a throwaway Redis server, a test configuration (also on
+//! PostgreSQL and Redis), a mock served
 //! in-process, an HTTP client for it and the 99.9 % binomial check of a
 //! drawn rate. The throwaway PostgreSQL server and
 //! SQLite files are in `store::testing`.
@@ -73,6 +74,19 @@ pub fn test_config(database_url: &str) -> crate::config::Config {
     config.outbox_poll_ms = 50;
     config.shutdown_grace_ms = 5_000;
     config
+}
+
+/// [`test_config`] on a fresh throwaway PostgreSQL database and the
+/// throwaway Redis, its queue named after `queue` (unique in this process);
+/// `None` after a SKIP line (a panic in CI) when either cannot be had.
+pub async fn postgres_and_redis_config(queue: &str) -> Option<crate::config::Config> {
+    let (Some(db), Some(redis)) = (store::testing::postgres_url().await, redis_url().await) else {
+        return None;
+    };
+    let mut config = test_config(&db);
+    config.redis_url = Some(redis);
+    config.queue_name = unique_name(queue);
+    Some(config)
 }
 
 /// A mock-api served in this process on a free loopback port.

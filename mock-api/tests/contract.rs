@@ -611,15 +611,9 @@ async fn contract_on_sqlite_with_the_embedded_queue() {
 
 #[tokio::test]
 async fn contract_on_postgres_with_redis() {
-    let (Some(db), Some(redis)) = (
-        store::testing::postgres_url().await,
-        testing::redis_url().await,
-    ) else {
+    let Some(config) = testing::postgres_and_redis_config("contract").await else {
         return;
     };
-    let mut config = testing::test_config(&db);
-    config.redis_url = Some(redis);
-    config.queue_name = store::testing::unique_name("contract");
     whole_contract(config).await;
 }
 

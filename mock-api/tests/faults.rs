@@ -22,9 +22,10 @@ use serde_json::{json, Value};
 use store::audit::audit;
 use store::db::{Db, Id};
 use store::drain::{wait_for_drain, Drain};
-use store::ledger::{self, Accepted, GenerationParams, LotSource, NewSession};
+use store::ledger::{self, Accepted, GenerationParams, NewSession};
 use store::seeding::SeedUser;
-use store::{users, with_pool};
+use store::testing::user_with;
+use store::with_pool;
 use tokio_util::sync::CancellationToken;
 
 const EMAIL: &str = "faults@example.com";
@@ -150,26 +151,13 @@ fn timeouts_and_partials_fail_the_attempt() {
 /// processing session and an outbox row each), keyed `job-0`…
 async fn accept_jobs(db: &Db, n: usize, credits: i32) -> Id {
     let now = chrono::Utc::now();
-    let user = users::create(db, "jobs@example.com", "not-a-hash", "user", now)
-        .await
-        .unwrap();
-    ledger::add_credits(
-        db,
-        user.id,
-        credits,
-        LotSource::Adjustment,
-        now + chrono::Duration::days(365),
-        "test grant",
-        now,
-    )
-    .await
-    .unwrap();
+    let user = user_with(db, "jobs@example.com", &[(credits, 365)], now).await;
     for i in 0..n {
         let new =
-            NewSession::for_generation(user.id, format!("job-{i}"), &GenerationParams::new("p", 1));
+            NewSession::for_generation(user, format!("job-{i}"), &GenerationParams::new("p", 1));
         let accepted = ledger::reserve_for_session(
             db,
-            user.id,
+            user,
             1,
             Duration::from_secs(600),
             &new,
@@ -179,15 +167,12 @@ async fn accept_jobs(db: &Db, n: usize, credits: i32) -> Id {
         .unwrap();
         assert!(matches!(accepted, Accepted::New(_)));
     }
-    user.id
+    user
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_rate_over_2000_jobs_through_the_workers() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&store::testing::sqlite_url(dir.path()))
-        .await
-        .unwrap();
+    let (_dir, db) = store::testing::sqlite().await;
     let n = 2000;
     accept_jobs(&db, n, 5000).await;
     let provider = Arc::new(Provider::with_faults(

@@ -115,15 +115,9 @@ async fn two_hundred_concurrent_generates_with_fifty_credits_on_sqlite() {
 
 #[tokio::test]
 async fn two_hundred_concurrent_generates_with_fifty_credits_on_postgres_and_redis() {
-    let (Some(db), Some(redis)) = (
-        store::testing::postgres_url().await,
-        testing::redis_url().await,
-    ) else {
+    let Some(config) = testing::postgres_and_redis_config("flow").await else {
         return;
     };
-    let mut config = testing::test_config(&db);
-    config.redis_url = Some(redis);
-    config.queue_name = store::testing::unique_name("flow");
     exhaustion_under_concurrency(config).await;
 }
 

@@ -16,11 +16,9 @@ use mock_api::testing::redis_url;
 use serde_json::{json, Value};
 use sqlx::types::Json;
 use store::db::{Db, Id};
-use store::ledger::{
-    self, Accepted, GenerationParams, LotSource, NewSession, Transition, GENERATION_EVENT,
-};
-use store::testing::{postgres_url, sqlite_url, unique_name};
-use store::{users, with_pool};
+use store::ledger::{self, Accepted, GenerationParams, NewSession, Transition, GENERATION_EVENT};
+use store::testing::{postgres_url, sqlite, unique_name, user_with};
+use store::with_pool;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
@@ -45,8 +43,7 @@ struct Accepted1 {
 
 impl Fixture {
     async fn sqlite() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&sqlite_url(dir.path())).await.unwrap();
+        let (dir, db) = sqlite().await;
         Fixture::with_user(db, Some(dir)).await
     }
 
@@ -57,24 +54,16 @@ impl Fixture {
     }
 
     async fn with_user(db: Db, dir: Option<TempDir>) -> Fixture {
-        let now = chrono::Utc::now();
-        let user = users::create(&db, "jobs@example.com", "not-a-hash", "user", now)
-            .await
-            .unwrap();
-        ledger::add_credits(
+        let user = user_with(
             &db,
-            user.id,
-            INITIAL_CREDITS,
-            LotSource::Adjustment,
-            now + chrono::Duration::days(365),
-            "test grant",
-            now,
+            "jobs@example.com",
+            &[(INITIAL_CREDITS, 365)],
+            chrono::Utc::now(),
         )
-        .await
-        .unwrap();
+        .await;
         Fixture {
             db,
-            user: user.id,
+            user,
             _dir: dir,
         }
     }

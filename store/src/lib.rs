@@ -25,7 +25,8 @@
 //!   database with the contract's schema; its `fixture` (feature
 //!   `testing`) builds clean and broken databases.
 //! - `testing` (feature `testing`): a throwaway PostgreSQL server, SQLite
-//!   test files, and the process plumbing mock-api's throwaway Redis shares.
+//!   test files, test users with credits and a capturing outcome, and the
+//!   process plumbing mock-api's throwaway Redis shares.
 
 pub mod audit;
 pub mod db;

@@ -444,6 +444,7 @@ async fn grant(db: &Db, user: crate::db::Id, amount: i64, now: Timestamp) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::sqlite;
 
     #[test]
     fn loadtest_emails_have_four_digits_at_least() {
@@ -507,14 +508,6 @@ mod tests {
             assert!(!text.contains('\n') && text.contains("a@b"), "{text}");
             assert_eq!(action.email(), "a@b");
         }
-    }
-
-    async fn sqlite() -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&format!("sqlite:{}", dir.path().join("t.db").display()))
-            .await
-            .unwrap();
-        (dir, db)
     }
 
     #[tokio::test]

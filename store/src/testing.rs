@@ -11,6 +11,10 @@
 //!
 //! Crash tests get a server of their own instead, which they may stop and
 //! start again: [`PostgresServer`].
+//!
+//! Ledger tests open their databases with [`sqlite`] and [`postgres`] and
+//! make their users with [`user_with`]; [`completed`] is the outcome that
+//! captures.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -18,6 +22,10 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio::sync::OnceCell;
+
+use crate::db::{Db, Id, Timestamp};
+use crate::ledger::{self, LotSource, NewImage, SessionOutcome};
+use crate::users;
 
 /// A fresh, empty PostgreSQL database (no schema yet: `Db::open` migrates).
 pub async fn postgres_url() -> Option<String> {
@@ -55,6 +63,65 @@ pub async fn postgres_url() -> Option<String> {
         .map(|(base, _)| base)
         .unwrap_or(&admin_url);
     Some(format!("{base}/{name}"))
+}
+
+/// A fresh, migrated SQLite database in a new temp dir, which lives as long
+/// as the returned handle.
+pub async fn sqlite() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&sqlite_url(dir.path())).await.unwrap();
+    (dir, db)
+}
+
+/// A fresh, migrated PostgreSQL database, or `None` after a SKIP line
+/// naming `test` (see [`postgres_url`]: a panic in CI).
+pub async fn postgres(test: &str) -> Option<Db> {
+    match postgres_url().await {
+        Some(url) => Some(Db::open(&url).await.unwrap()),
+        None => {
+            eprintln!("SKIP {test}: no PostgreSQL");
+            None
+        }
+    }
+}
+
+/// A new user (password `pw`, hashed cheaply: bcrypt cost 4) with one
+/// adjustment lot per `(credits, days until it expires)`.
+pub async fn user_with(db: &Db, email: &str, lots: &[(i32, i64)], now: Timestamp) -> Id {
+    let hash = users::hash_password("pw", 4).unwrap();
+    let user = users::create(db, email, &hash, "user", now).await.unwrap();
+    for &(amount, days) in lots {
+        ledger::add_credits(
+            db,
+            user.id,
+            amount,
+            LotSource::Adjustment,
+            now + chrono::Duration::days(days),
+            "test credits",
+            now,
+        )
+        .await
+        .unwrap();
+    }
+    user.id
+}
+
+/// A generation's outcome that captures: completed with one image per
+/// credit of its `outputs`.
+pub fn completed(outputs: i32) -> SessionOutcome {
+    SessionOutcome::Completed {
+        images: (0..outputs)
+            .map(|n| NewImage {
+                url: format!("https://example.test/{n}.png"),
+                width: 1024,
+                height: 1024,
+                storage_provider: "mock".into(),
+                generation_tool: "seedream4".into(),
+                client_key: None,
+            })
+            .collect(),
+        duration_ms: 1,
+    }
 }
 
 /// A name unique within this process, for queue names and key prefixes.

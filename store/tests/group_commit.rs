@@ -27,47 +27,13 @@ use serde_json::json;
 use store::db::{Db, Id, Timestamp};
 use store::group_commit::{GroupCommit, GroupCommitConfig};
 use store::ledger::{
-    self, Accepted, GenerationParams, LedgerError, LotSource, NewSession, ReserveRequest,
-    SessionOutcome, Transition,
+    self, Accepted, GenerationParams, LedgerError, NewSession, ReserveRequest, SessionOutcome,
+    Transition,
 };
-use store::{users, with_pool};
+use store::testing::{completed, postgres, sqlite, user_with};
+use store::with_pool;
 
 const TTL: Duration = Duration::from_secs(600);
-
-async fn sqlite() -> (tempfile::TempDir, Db) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&store::testing::sqlite_url(dir.path()))
-        .await
-        .unwrap();
-    (dir, db)
-}
-
-async fn postgres(test: &str) -> Option<Db> {
-    match store::testing::postgres_url().await {
-        Some(url) => Some(Db::open(&url).await.unwrap()),
-        None => {
-            eprintln!("SKIP {test}: no PostgreSQL");
-            None
-        }
-    }
-}
-
-async fn user_with(db: &Db, email: &str, credits: i32, now: Timestamp) -> Id {
-    let hash = users::hash_password("pw", 4).unwrap();
-    let user = users::create(db, email, &hash, "user", now).await.unwrap();
-    ledger::add_credits(
-        db,
-        user.id,
-        credits,
-        LotSource::Adjustment,
-        now + chrono::Duration::days(30),
-        "test credits",
-        now,
-    )
-    .await
-    .unwrap();
-    user.id
-}
 
 fn request(user: Id, amount: i32, client_key: &str) -> ReserveRequest {
     let session = NewSession::for_generation(
@@ -121,8 +87,8 @@ fn new_id(answer: &Result<Accepted, LedgerError>) -> Id {
 
 async fn insufficient_mid_batch_with_mixed_users(db: Db) {
     let now = Utc::now();
-    let a = user_with(&db, "a@example.com", 5, now).await;
-    let b = user_with(&db, "b@example.com", 100, now).await;
+    let a = user_with(&db, "a@example.com", &[(5, 30)], now).await;
+    let b = user_with(&db, "b@example.com", &[(100, 30)], now).await;
     let nobody = Id::random();
     let batch = [
         request(a, 2, "a1"),
@@ -190,8 +156,8 @@ async fn insufficient_mid_batch_with_mixed_users_postgres() {
 
 async fn duplicate_client_key_in_one_batch(db: Db) {
     let now = Utc::now();
-    let a = user_with(&db, "a@example.com", 100, now).await;
-    let b = user_with(&db, "b@example.com", 100, now).await;
+    let a = user_with(&db, "a@example.com", &[(100, 30)], now).await;
+    let b = user_with(&db, "b@example.com", &[(100, 30)], now).await;
     let earlier = ledger::reserve_batch(&db, &[request(a, 3, "old")], now)
         .await
         .unwrap();
@@ -243,8 +209,8 @@ async fn duplicate_client_key_in_one_batch_postgres() {
 
 async fn failed_batch_commits_nothing(db: Db) {
     let now = Utc::now();
-    let a = user_with(&db, "a@example.com", 100, now).await;
-    let b = user_with(&db, "b@example.com", 100, now).await;
+    let a = user_with(&db, "a@example.com", &[(100, 30)], now).await;
+    let b = user_with(&db, "b@example.com", &[(100, 30)], now).await;
     let earlier = request(a, 1, "earlier");
     let taken_session = earlier.session.as_ref().unwrap().id;
     new_id(&ledger::reserve_batch(&db, &[earlier], now).await.unwrap()[0]);
@@ -314,7 +280,7 @@ async fn concurrent_users_through_the_committers(db: Db) {
     let now = Utc::now();
     let mut ids = Vec::new();
     for n in 0..USERS {
-        ids.push(user_with(&db, &format!("u{n}@example.com"), CREDITS, now).await);
+        ids.push(user_with(&db, &format!("u{n}@example.com"), &[(CREDITS, 30)], now).await);
     }
     let commits = Arc::new(GroupCommit::start(
         db.clone(),
@@ -366,26 +332,10 @@ async fn concurrent_users_through_the_committers_postgres() {
     }
 }
 
-fn completed(outputs: i32) -> SessionOutcome {
-    SessionOutcome::Completed {
-        images: (0..outputs)
-            .map(|n| store::ledger::NewImage {
-                url: format!("https://example.test/{n}.png"),
-                width: 1024,
-                height: 1024,
-                storage_provider: "mock".into(),
-                generation_tool: "seedream4".into(),
-                client_key: None,
-            })
-            .collect(),
-        duration_ms: 1,
-    }
-}
-
 async fn finishes_in_one_batch(db: Db) {
     let now = Utc::now();
-    let a = user_with(&db, "a@example.com", 10, now).await;
-    let b = user_with(&db, "b@example.com", 10, now).await;
+    let a = user_with(&db, "a@example.com", &[(10, 30)], now).await;
+    let b = user_with(&db, "b@example.com", &[(10, 30)], now).await;
     let batch = [
         request(a, 3, "a1"),
         request(a, 4, "a2"),
@@ -462,25 +412,8 @@ async fn finish_scenario(db: &Db, tag: &str, now: Timestamp) -> ([Id; 2], Vec<Id
         .iter_mut()
         .zip([[(5, 10), (3, 2), (12, 30)], [(4, 5), (4, 1), (6, 60)]])
     {
-        let hash = store::users::hash_password("pw", 4).unwrap();
         let email = format!("{tag}-{}@example.com", Id::random());
-        *user = users::create(db, &email, &hash, "user", now)
-            .await
-            .unwrap()
-            .id;
-        for (amount, days) in lots {
-            ledger::add_credits(
-                db,
-                *user,
-                amount,
-                LotSource::Adjustment,
-                now + chrono::Duration::days(days),
-                "test credits",
-                now,
-            )
-            .await
-            .unwrap();
-        }
+        *user = user_with(db, &email, &lots, now).await;
     }
     let [x, y] = users;
     let mut batch: Vec<ReserveRequest> = [(x, 4), (x, 3), (x, 5), (x, 2), (x, 6)]

@@ -19,50 +19,13 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use store::db::{Db, Id, Timestamp};
 use store::ledger::{
-    self, Accepted, GenerationParams, LedgerError, LotSource, NewImage, NewSession, Reservation,
-    ReservationStatus, SessionOutcome, Transition,
+    self, Accepted, GenerationParams, LedgerError, NewSession, Reservation, ReservationStatus,
+    SessionOutcome, Transition,
 };
-use store::{users, with_pool};
+use store::testing::{completed, postgres, sqlite, user_with};
+use store::with_pool;
 
 const TTL: Duration = Duration::from_secs(600);
-
-async fn sqlite() -> (tempfile::TempDir, Db) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&store::testing::sqlite_url(dir.path()))
-        .await
-        .unwrap();
-    (dir, db)
-}
-
-async fn postgres(test: &str) -> Option<Db> {
-    match store::testing::postgres_url().await {
-        Some(url) => Some(Db::open(&url).await.unwrap()),
-        None => {
-            eprintln!("SKIP {test}: no PostgreSQL");
-            None
-        }
-    }
-}
-
-async fn user_with(db: &Db, email: &str, lots: &[(i32, i64)], now: Timestamp) -> Id {
-    // A fixed, cheap hash: these tests never log in.
-    let hash = users::hash_password("pw", 4).unwrap();
-    let user = users::create(db, email, &hash, "user", now).await.unwrap();
-    for &(amount, days) in lots {
-        ledger::add_credits(
-            db,
-            user.id,
-            amount,
-            LotSource::Adjustment,
-            now + chrono::Duration::days(days),
-            "test credits",
-            now,
-        )
-        .await
-        .unwrap();
-    }
-    user.id
-}
 
 /// Reserves `outputs` credits for a new generation session, as the server
 /// does on `POST /api/images/seedream4/generate`.
@@ -81,23 +44,6 @@ async fn reserve_session(
     match ledger::reserve_for_session(db, user, outputs, ttl, &session, now).await? {
         Accepted::New(reservation) => Ok(reservation),
         Accepted::Replay { .. } => panic!("a fresh clientKey was replayed"),
-    }
-}
-
-/// Captures: the generation completed with one image per credit.
-fn completed(outputs: i32) -> SessionOutcome {
-    SessionOutcome::Completed {
-        images: (0..outputs)
-            .map(|n| NewImage {
-                url: format!("https://example.test/{n}.png"),
-                width: 1024,
-                height: 1024,
-                storage_provider: "mock".into(),
-                generation_tool: "seedream4".into(),
-                client_key: None,
-            })
-            .collect(),
-        duration_ms: 1,
     }
 }
 

@@ -5,11 +5,21 @@ use std::io::Read;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// Every child gets this long before it is killed and the test fails,
+/// unless its test gives it another deadline.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The loadgen binary with `args` (its subcommand first).
+pub fn loadgen(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_loadgen"));
+    command.args(args);
+    command
+}
+
 /// `loadgen run` against `base` with no think time, quiet and colourless:
 /// the start of every test's command line.
 pub fn loadgen_run(base: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_loadgen"));
-    command.args([
+    loadgen(&[
         "run",
         "--quiet",
         "--no-color",
@@ -17,8 +27,12 @@ pub fn loadgen_run(base: &str) -> Command {
         "0",
         "--api-base",
         base,
-    ]);
-    command
+    ])
+}
+
+/// `loadgen run --spawn-mock`, quiet and colourless: the hermetic run.
+pub fn loadgen_spawn_mock() -> Command {
+    loadgen(&["run", "--spawn-mock", "--quiet", "--no-color"])
 }
 
 /// Runs `command` (no stdin) to its end and collects its output; kills it
@@ -26,6 +40,57 @@ pub fn loadgen_run(base: &str) -> Command {
 pub fn output_within(command: &mut Command, deadline: Duration) -> Output {
     let child = spawn_piped(command);
     wait_within(child, deadline)
+}
+
+/// [`output_within`] [`DEADLINE`]: the child's output.
+pub fn output(command: &mut Command) -> Output {
+    output_within(command, DEADLINE)
+}
+
+/// [`output`] on a blocking thread, so that a server on the test's runtime
+/// answers meanwhile.
+pub async fn output_beside_runtime(mut command: Command) -> Output {
+    tokio::task::spawn_blocking(move || output(&mut command))
+        .await
+        .expect("the child's waiter")
+}
+
+/// The child's stdout as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The child's stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts that the child exited with `code` (showing its stderr and
+/// stdout when it did not); returns its stdout.
+pub fn expect_exit(out: &Output, code: i32) -> String {
+    let stdout = stdout(out);
+    assert_eq!(out.status.code(), Some(code), "{}\n{stdout}", stderr(out));
+    stdout
+}
+
+/// Asserts that the child exited with `code` and said why in one line of
+/// stderr; returns that line.
+pub fn expect_one_line_error(out: &Output, code: i32) -> String {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    err.trim().to_string()
+}
+
+/// Asserts that the child, given the `bad` options, exited 104 with one
+/// line, `loadgen: …`, that names `named`.
+pub fn expect_invalid_options(out: &Output, bad: &[&str], named: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(104), "{bad:?}: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{bad:?}: {err}");
+    assert!(err.starts_with("loadgen: "), "{bad:?}: {err}");
+    assert!(err.contains(named), "{bad:?} should name {named}: {err}");
+    assert!(!err.contains("panicked"), "{bad:?}: {err}");
 }
 
 /// Starts `command` with no stdin and its output piped, for [`wait_within`].

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod export;
+pub mod pki;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -168,16 +170,15 @@ pub async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>>
 
 /// Options for a short run against `base` with no think time.
 pub fn args(base: &str, extra: &[&str]) -> loadgen::cli::RunArgs {
+    let mut argv = vec!["--think-time", "0"];
+    argv.extend_from_slice(extra);
+    run_args(base, &argv)
+}
+
+/// `loadgen run --quiet --api-base base extra`'s options.
+pub fn run_args(base: &str, extra: &[&str]) -> loadgen::cli::RunArgs {
     use clap::Parser;
-    let mut argv = vec![
-        "loadgen",
-        "run",
-        "--quiet",
-        "--think-time",
-        "0",
-        "--api-base",
-        base,
-    ];
+    let mut argv = vec!["loadgen", "run", "--quiet", "--api-base", base];
     argv.extend_from_slice(extra);
     match loadgen::cli::Cli::parse_from(argv).command {
         loadgen::cli::Command::Run(args) => *args,
@@ -185,11 +186,18 @@ pub fn args(base: &str, extra: &[&str]) -> loadgen::cli::RunArgs {
     }
 }
 
-/// A metric's `count` in a `--summary-export` file.
-pub fn export_count(export: &std::path::Path, metric: &str) -> f64 {
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(export).unwrap()).unwrap();
-    json["metrics"][metric]["count"]
-        .as_f64()
-        .unwrap_or_else(|| panic!("{metric} in {json}"))
+/// Runs the plan of `args` in this process, to its end.
+pub async fn run_in_process(args: &loadgen::cli::RunArgs) -> loadgen::run::RunOutcome {
+    let plan = loadgen::plan::Plan::from_args(args).expect("valid plan");
+    loadgen::run::execute(plan, Arc::new(std::sync::atomic::AtomicBool::new(false)))
+        .await
+        .expect("run")
+}
+
+/// A counter's count in a run's outcome; 0 when it counted nothing.
+pub fn counter(outcome: &loadgen::run::RunOutcome, key: &str) -> f64 {
+    match outcome.snapshot.metric(key).map(|m| &m.values) {
+        Some(loadgen::snapshot::Values::Counter { count }) => *count,
+        _ => 0.0,
+    }
 }
