@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::{start, Behaviour};
@@ -22,15 +22,6 @@ fn shared_iterations(base: &str, extra: &[&str]) -> Command {
         .args(["--vus", "4", "--iterations", "30"])
         .args(extra);
     command
-}
-
-fn succeeded(out: &Output) {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A k6 JSON stream: its Metric lines' names and its points
@@ -83,12 +74,15 @@ async fn a_merged_out_json_holds_every_sample_of_every_shard() {
     tokio::task::spawn_blocking(move || {
         let at = |name: &str| dir_path.join(name);
         let whole = at("whole.ndjson");
-        succeeded(&common::child::output_within(
-            shared_iterations(&base, &["--tag", "testid=t1"])
-                .arg("--out")
-                .arg(format!("json={}", whole.display())),
-            DEADLINE,
-        ));
+        common::child::expect_exit(
+            &common::child::output_within(
+                shared_iterations(&base, &["--tag", "testid=t1"])
+                    .arg("--out")
+                    .arg(format!("json={}", whole.display())),
+                DEADLINE,
+            ),
+            0,
+        );
         let children: Vec<Child> = ["0:1/2", "1/2:1"]
             .iter()
             .enumerate()
@@ -112,7 +106,7 @@ async fn a_merged_out_json_holds_every_sample_of_every_shard() {
             })
             .collect();
         for child in children {
-            succeeded(&common::child::wait_within(child, DEADLINE));
+            common::child::expect_exit(&common::child::wait_within(child, DEADLINE), 0);
         }
         let shards: Vec<PathBuf> = (0..2).map(|i| at(&format!("shard{i}.json"))).collect();
         let (merged, csv) = (at("merged.ndjson"), at("merged.csv"));
@@ -126,7 +120,7 @@ async fn a_merged_out_json_holds_every_sample_of_every_shard() {
                 .arg(format!("csv={}", csv.display())),
             DEADLINE,
         );
-        succeeded(&out);
+        common::child::expect_exit(&out, 0);
 
         let (whole, merged) = (read(&whole), read(&merged));
         let parts: Vec<Stream> = (0..2).map(|i| read(&at(&format!("s{i}.ndjson")))).collect();

@@ -78,25 +78,16 @@ fn run_over(targets: &[Target], extra: &[&str]) -> std::process::Command {
     command
 }
 
-fn succeeded(out: &std::process::Output) {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_of_one_vu_pin_to_three_targets_and_source_addresses() {
     let whole = Arc::new([target().await, target().await, target().await]);
     let split = Arc::new([target().await, target().await, target().await]);
     let (w, sp) = (whole.clone(), split.clone());
     tokio::task::spawn_blocking(move || {
-        succeeded(&common::child::output_within(
-            &mut run_over(&w[..], &[]),
-            Duration::from_secs(60),
-        ));
+        common::child::expect_exit(
+            &common::child::output_within(&mut run_over(&w[..], &[]), Duration::from_secs(60)),
+            0,
+        );
         let children: Vec<Child> = (0..3)
             .map(|i| {
                 let index = i.to_string();
@@ -108,7 +99,10 @@ async fn three_instances_of_one_vu_pin_to_three_targets_and_source_addresses() {
             })
             .collect();
         for child in children {
-            succeeded(&common::child::wait_within(child, Duration::from_secs(60)));
+            common::child::expect_exit(
+                &common::child::wait_within(child, Duration::from_secs(60)),
+                0,
+            );
         }
     })
     .await
