@@ -27,8 +27,10 @@
 # has at most 25,000 VUs). The open-file limit is per process, so V can
 # exceed it as long as V/P VUs fit. Measured twice: P × 100 VUs (the
 # baseline, 100 per process) and V; prints every process's VmRSS, their
-# sum, the sum per VU and per VU above the baseline. RAMP defaults to 30s
-# here (each process ramps its share over it).
+# sum, the sum per VU and per VU above the baseline. RAMP defaults to
+# 120s here (each process ramps its share over it): a faster ramp on a
+# busy machine piles requests up in flight against the Python servers,
+# and each process keeps that peak's memory (BENCHMARKS.md).
 #
 # Every process it starts is ended on exit (TERM, then KILL after 10 s);
 # each wait is bounded (3 minutes, plus 1 s per 1,000 VUs).
@@ -53,6 +55,7 @@ if [ -n "$processes$split_vus" ]; then
     { echo "--vus $split_vus: at least 100 per process (the baseline)" >&2; exit 2; }
 fi
 
+if [ -n "$processes" ]; then ramp=${RAMP:-120s}; else ramp=${RAMP:-10s}; fi
 cargo build --release --locked -q -p loadgen
 bin=$PWD/target/release
 ulimit -n "$(ulimit -Hn)"
@@ -136,7 +139,7 @@ loadgen_rss() {
   for (( i = 0; i < n; i++ )); do
     [ "$n" -gt 1 ] && split=(--instance-count "$n" --instance-index "$i")
     first=$(( 1 + i * ((per + 24999) / 25000) ))
-    "$bin/loadgen" run --api-base "${bases[i]}" --quiet --no-summary --stages "${RAMP:-10s}:$vus,600s:$vus" \
+    "$bin/loadgen" run --api-base "${bases[i]}" --quiet --no-summary --stages "$ramp:$vus,600s:$vus" \
       --login once --think-time 600s --no-thresholds --local-addr "$(local_addrs "$per" "$first")" \
       "${split[@]}" >"$work/tool$i.log" 2>&1 &
     tools+=($!)
