@@ -141,7 +141,7 @@ async fn commit_batches<R, T, F, Fut>(
 
 /// What a committer is asked to do.
 enum Work {
-    Reserve(ReserveRequest),
+    Reserve(Box<ReserveRequest>),
     Finish(Id, SessionOutcome),
 }
 
@@ -165,7 +165,7 @@ async fn commit_round(
         .into_iter()
         .map(|work| match work {
             Work::Reserve(request) => {
-                reserves.push(request);
+                reserves.push(*request);
                 false
             }
             Work::Finish(reservation, outcome) => {
@@ -268,7 +268,7 @@ impl GroupCommit {
     pub async fn reserve(&self, request: ReserveRequest) -> Answer<Accepted> {
         match self
             .reserves
-            .submit(request.user, Work::Reserve(request))
+            .submit(request.user, Work::Reserve(Box::new(request)))
             .await?
         {
             Done::Reserved(accepted) => Ok(accepted),
