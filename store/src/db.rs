@@ -264,7 +264,10 @@ impl Db {
                 // The hot index pages stay in memory: 64 MiB of page cache,
                 // reads of the rest through a memory map.
                 .pragma("cache_size", "-65536")
-                .pragma("mmap_size", "268435456");
+                .pragma("mmap_size", "268435456")
+                // A batch's multi-row statements have one text per batch
+                // size: keep them all prepared instead of parsing again.
+                .statement_cache_capacity(1024);
             // One connection: SQLite has one writer anyway, and queueing in
             // the pool is cheaper than SQLite's sleeping busy handler. It
             // never checkpoints the WAL itself (a checkpoint inside a
