@@ -12,10 +12,12 @@
 //!   plan (TOML/JSON, rules as target + action, scheduled windows), the
 //!   seeded decisions and the real rate limiter's counting
 //!   (`RATE_LIMIT_MAX`).
-//! - [`jobs`]: the outbox relay (a round's rows marked by one `UPDATE`),
-//!   the generation workers (outcomes group-committed through
-//!   `store::group_commit::FinishCommit`), the reconciler (queues again
-//!   what the queue lost) and the reservation sweeper.
+//! - [`jobs`]: the outbox relay (a round's rows marked by one `UPDATE`;
+//!   on SQLite the generate path's committer dispatches through it in its
+//!   own rounds), the generation workers (outcomes group-committed through
+//!   `store::group_commit::GroupCommit`, shared with the generate path),
+//!   the reconciler (queues again what the queue lost) and the
+//!   reservation sweeper.
 //! - [`config`]: the server's flags and environment variables, resolved
 //!   once (fault plan read) into the settings the server starts from.
 //! - [`server`]: builds the app from those settings and serves it on a bound

@@ -16,6 +16,7 @@ use store::group_commit::GroupCommit;
 use store::seeding::{self, SeedError, SeedUser, DEFAULT_CREDITS, DEFAULT_EMAIL, DEFAULT_PASSWORD};
 use store::users;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerSettings;
@@ -24,6 +25,7 @@ use crate::http::admin::AdminAccount;
 use crate::http::auth::Tokens;
 use crate::http::login_cache::LoginCache;
 use crate::http::{self, AppState};
+use crate::jobs::relay::RoundDispatch;
 use crate::jobs::Jobs;
 use crate::provider::Provider;
 use crate::queue::bullmq::{BullOptions, BullQueue};
@@ -101,12 +103,25 @@ pub async fn run(
     // Before the workers start, so their first metrics are recorded.
     http::observe::prometheus();
     let stop_jobs = CancellationToken::new();
-    let jobs = Jobs::start(
+    // One committer set for the generate path and the workers; on SQLite
+    // its rounds also dispatch what they accept.
+    let relay_wake = Arc::new(Notify::new());
+    let group_commit = Arc::new(GroupCommit::start_dispatching(
+        db.clone(),
+        settings.group_commit,
+        Arc::new(RoundDispatch {
+            queue: queue.clone(),
+            wake: Arc::clone(&relay_wake),
+        }),
+    ));
+    let jobs = Jobs::start_shared(
         db.clone(),
         queue.clone(),
         provider.clone(),
         settings.jobs,
         stop_jobs.clone(),
+        relay_wake,
+        Arc::clone(&group_commit),
     );
     let admin = settings.admin.map(|(email, password)| {
         Arc::new(AdminAccount {
@@ -116,7 +131,6 @@ pub async fn run(
         })
     });
     let login_cache = Arc::new(LoginCache::new(settings.http.login_cache));
-    let group_commit = Arc::new(GroupCommit::start(db.clone(), settings.group_commit));
     let state = AppState {
         db: db.clone(),
         queue,

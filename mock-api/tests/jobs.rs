@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mock_api::faults::{FaultSettings, Faults, Plan};
+use mock_api::jobs::relay::RoundDispatch;
 use mock_api::jobs::{run_generation, GenerationResult, Jobs, JobsConfig};
 use mock_api::provider::{GenerationRequest, Provider, ProviderConfig};
 use mock_api::queue::bullmq::{BullOptions, BullQueue};
@@ -16,10 +17,14 @@ use mock_api::testing::redis_url;
 use serde_json::{json, Value};
 use sqlx::types::Json;
 use store::db::{Db, Id};
-use store::ledger::{self, Accepted, GenerationParams, NewSession, Transition, GENERATION_EVENT};
+use store::group_commit::{GroupCommit, GroupCommitConfig};
+use store::ledger::{
+    self, Accepted, GenerationParams, NewSession, ReserveRequest, Transition, GENERATION_EVENT,
+};
 use store::testing::{postgres_url, sqlite, unique_name, user_with};
 use store::with_pool;
 use tempfile::TempDir;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 const INITIAL_CREDITS: i32 = 1000;
@@ -328,6 +333,77 @@ async fn end_to_end(fx: &Fixture, queue: Arc<dyn Queue>) -> Vec<Accepted1> {
 async fn embedded_queue_completes_every_generation() {
     let fx = Fixture::sqlite().await;
     end_to_end(&fx, fast_queue()).await;
+}
+
+/// SQLite: the committer shared by the generate path and the workers
+/// dispatches what it accepts in its own round (no relay), and the
+/// workers' outcomes come back to it.
+#[tokio::test]
+async fn the_sqlite_committer_dispatches_what_it_accepts() {
+    let fx = Fixture::sqlite().await;
+    let queue = fast_queue();
+    let wake = Arc::new(Notify::new());
+    let commits = Arc::new(GroupCommit::start_dispatching(
+        fx.db.clone(),
+        GroupCommitConfig::default(),
+        Arc::new(RoundDispatch {
+            queue: Arc::clone(&queue),
+            wake: Arc::clone(&wake),
+        }),
+    ));
+    assert!(commits.dispatches());
+    let shutdown = CancellationToken::new();
+    let config = JobsConfig {
+        // The relay's own rounds never come in this test.
+        outbox_poll: Duration::from_secs(3600),
+        ..fast_config()
+    };
+    let jobs = Jobs::start_shared(
+        fx.db.clone(),
+        queue,
+        provider(1, 3, 0.0),
+        config,
+        shutdown.clone(),
+        Arc::clone(&wake),
+        Arc::clone(&commits),
+    );
+    let requests = (0..20).map(|n| {
+        let params = GenerationParams::new("a lighthouse", 1 + n % 3);
+        let new = NewSession::for_generation(fx.user, format!("ck-{n}"), &params);
+        let accepted = Accepted1 {
+            session: new.id,
+            reservation: new.reservation_id,
+            outputs: params.outputs,
+        };
+        let request = ReserveRequest::for_session(fx.user, params.outputs, TTL, new);
+        let commits = Arc::clone(&commits);
+        async move {
+            let answer = commits.reserve(request).await.unwrap();
+            assert!(matches!(answer, Accepted::New(_)), "{answer:?}");
+            accepted
+        }
+    });
+    let accepted = futures::future::join_all(requests).await;
+    for a in &accepted {
+        // Marked when inserted: the relay had nothing to do.
+        assert_eq!(fx.dispatch_attempts(a.reservation).await, 1, "{a:?}");
+    }
+    let undispatched: i64 = with_pool!(&fx.db, pool => {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM outbox WHERE dispatched_at IS NULL",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        n
+    });
+    assert_eq!(undispatched, 0);
+    fx.wait_settled().await;
+    shutdown.cancel();
+    tokio::time::timeout(PATIENCE, jobs.join())
+        .await
+        .expect("the jobs stop within the grace");
+    fx.assert_all_completed(&accepted).await;
 }
 
 #[tokio::test]

@@ -11,7 +11,8 @@
 #   generation was finished (drain), with a 1-2 ms provider and 50 workers.
 # Usage: scripts/bench/mock.sh [seconds per run, default 10]
 # Env: MOCK_BIN_DIR=DIR runs the mock-api and seed binaries in DIR (no
-#   build; e.g. an older build to compare); BENCH_LOGIN=0 skips the logins.
+#   build; e.g. an older build to compare); BENCH_LOGIN=0 skips the logins;
+#   BENCH_PG=0 skips PostgreSQL + Redis and pgbench.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs="${1:-10}"
@@ -78,6 +79,7 @@ generate_bench() { # LABEL DATABASE_URL [REDIS_URL]
 echo "cores: $(nproc)"
 generate_bench sqlite+embedded "sqlite:$work/bench.db"
 
+if [ "${BENCH_PG:-1}" != 0 ]; then
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | tail -1)
 pgdata="$work/pg"
 mkdir -p "$pgdata" && chown postgres "$pgdata" "$work" 2>/dev/null || true
@@ -94,6 +96,7 @@ user=$(psql -XAt "$pgurl" -c "SELECT id FROM users WHERE email = 'test@example.c
 pgbench -n -h 127.0.0.1 -p "$pgport" -U postgres -c 50 -j 2 -T "$secs" -f scripts/bench/generate.pgbench -D user="'$user'" postgres 2>/dev/null \
   | sed -n 's/^tps = \([0-9.]*\).*/pgbench same work, 50 clients: tps=\1/p'
 echo "  load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+fi
 [ "${BENCH_LOGIN:-1}" = 0 ] && exit 0
 
 for cost in 10 12; do

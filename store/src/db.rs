@@ -15,9 +15,10 @@ use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
-use sqlx::{Database, Decode, Encode, Postgres, Sqlite, Transaction, Type};
+use sqlx::{Connection, Database, Decode, Encode, Postgres, Sqlite, Transaction, Type};
 use uuid::Uuid;
 
 /// Used by `mock-api` and `seed` when neither `--database-url` nor
@@ -111,6 +112,43 @@ impl BeginWrite for PgPool {
     type Backend = Postgres;
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         self.begin().await
+    }
+}
+
+/// A write transaction on either backend ([`Db::begin_write`]), for code
+/// that runs several ledger steps in one transaction
+/// ([`crate::group_commit`]). Use its connection through [`with_tx!`].
+pub enum WriteTx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// Runs `$body` with `$tx` bound to the concrete transaction (`&mut
+/// Transaction<'static, _>`) of the `&mut WriteTx` `$write`; like
+/// [`with_pool!`], the body is compiled once per backend.
+#[macro_export]
+macro_rules! with_tx {
+    ($write:expr, $tx:ident => $body:expr) => {
+        match $write {
+            $crate::db::WriteTx::Sqlite($tx) => $body,
+            $crate::db::WriteTx::Postgres($tx) => $body,
+        }
+    };
+}
+
+impl WriteTx {
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            WriteTx::Sqlite(_) => Dialect::Sqlite,
+            WriteTx::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            WriteTx::Sqlite(tx) => tx.commit().await,
+            WriteTx::Postgres(tx) => tx.commit().await,
+        }
     }
 }
 
@@ -212,21 +250,39 @@ impl Db {
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(connect_error)?
                 .create_if_missing(true)
+                // WAL with `synchronous = NORMAL`: a commit is in the WAL
+                // before it is answered, so it survives the process being
+                // killed (SIGKILL); only an OS crash or power loss can lose
+                // the last commits (checkpoints are synced).
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
                 // Statement journals (every multi-row statement inside a
                 // batch's transaction keeps one) in memory, not temp files.
-                .pragma("temp_store", "memory");
+                .pragma("temp_store", "memory")
+                // The hot index pages stay in memory: 64 MiB of page cache,
+                // reads of the rest through a memory map.
+                .pragma("cache_size", "-65536")
+                .pragma("mmap_size", "268435456")
+                // A batch's multi-row statements have one text per batch
+                // size: keep them all prepared instead of parsing again.
+                .statement_cache_capacity(1024);
             // One connection: SQLite has one writer anyway, and queueing in
-            // the pool is cheaper than SQLite's sleeping busy handler.
+            // the pool is cheaper than SQLite's sleeping busy handler. It
+            // never checkpoints the WAL itself (a checkpoint inside a
+            // commit stalls every writer queued behind it): a background
+            // task does, on a connection of its own ([`checkpoint_wal`]).
             let pool = SqlitePoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(Duration::from_secs(30))
-                .connect_with(options)
+                .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
                 .await
                 .map_err(connect_error)?;
+            let checkpointer = SqliteConnection::connect_with(&options)
+                .await
+                .map_err(connect_error)?;
+            tokio::spawn(checkpoint_wal(checkpointer, pool.clone()));
             Ok(Db::Sqlite(pool))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url).map_err(connect_error)?;
@@ -244,6 +300,14 @@ impl Db {
         }
     }
 
+    /// Starts a write transaction ([`BeginWrite`]).
+    pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        Ok(match self {
+            Db::Sqlite(pool) => WriteTx::Sqlite(pool.begin_write().await?),
+            Db::Postgres(pool) => WriteTx::Postgres(pool.begin_write().await?),
+        })
+    }
+
     pub fn dialect(&self) -> Dialect {
         match self {
             Db::Sqlite(_) => Dialect::Sqlite,
@@ -259,6 +323,29 @@ impl Db {
     pub async fn close(&self) {
         with_pool!(self, pool => pool.close().await)
     }
+}
+
+/// How often [`checkpoint_wal`] copies the WAL back into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Checkpoints the WAL of `pool`'s database every [`CHECKPOINT_EVERY`] on
+/// its own connection, until the pool is closed. `PASSIVE`: it never waits
+/// for nor blocks the writer, and copies what is committed; the writer
+/// starts the WAL over once a checkpoint has copied all of it, so the WAL
+/// stays as small as a quarter second of writes.
+async fn checkpoint_wal(mut connection: SqliteConnection, pool: SqlitePool) {
+    let mut ticks = tokio::time::interval(CHECKPOINT_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !pool.is_closed() {
+        ticks.tick().await;
+        // A failed checkpoint (the database busy or gone) is tried again at
+        // the next tick; meanwhile the WAL only grows.
+        let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut connection)
+            .await;
+    }
+    // The last connection to close checkpoints what is left.
+    let _ = connection.close().await;
 }
 
 /// `$first, $first+1, …` for `count` parameters: the list of an `IN (…)`
@@ -285,7 +372,9 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// A row id: a UUID, stored natively on PostgreSQL and as hyphenated text
-/// on SQLite.
+/// on SQLite. New ids are version 7 (time-ordered, 74 random bits), so
+/// rows inserted together land on the same index pages instead of one
+/// random page each.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
@@ -293,8 +382,18 @@ pub fn redact_url(url: &str) -> String {
 pub struct Id(pub Uuid);
 
 impl Id {
+    /// A new version 7 id: the current Unix time in milliseconds, then 74
+    /// random bits.
     pub fn random() -> Id {
-        Id(Uuid::new_v4())
+        let random = Uuid::new_v4().into_bytes();
+        // The v4 bytes that are all random (6 holds its version, 8 its
+        // variant).
+        let bits = [
+            random[0], random[1], random[2], random[3], random[4], random[5], random[7], random[9],
+            random[10], random[11],
+        ];
+        let millis = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+        Id(uuid::Builder::from_unix_timestamp_millis(millis, &bits).into_uuid())
     }
 }
 
@@ -369,6 +468,20 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://app@h/db"), "postgres://app@h/db");
         assert_eq!(redact_url("sqlite:testbed.db"), "sqlite:testbed.db");
+    }
+
+    #[test]
+    fn new_ids_are_version_7_and_carry_the_time() {
+        let before = chrono::Utc::now().timestamp_millis() as u128;
+        let ids: Vec<Id> = (0..100).map(|_| Id::random()).collect();
+        let after = chrono::Utc::now().timestamp_millis() as u128;
+        for id in &ids {
+            assert_eq!(id.0.get_version_num(), 7, "{id}");
+            let millis = id.0.as_u128() >> 80;
+            assert!((before..=after).contains(&millis), "{id}");
+        }
+        let distinct: std::collections::HashSet<&Id> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
     }
 
     #[tokio::test]

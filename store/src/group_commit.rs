@@ -1,20 +1,32 @@
-//! Group commit: many reservations ([`GroupCommit`], with
-//! [`ledger::reserve_batch`]) or many generation outcomes ([`FinishCommit`],
-//! with [`ledger::finish_sessions`]) share one write transaction.
+//! Group commit: many reservations (with [`ledger::reserve_in`]) and many
+//! generation outcomes (with [`ledger::finish_in`]) share one write
+//! transaction.
 //!
-//! [`GroupCommit::reserve`] hands its request to a committer task through a
-//! channel and waits for the answer. A committer takes the first request
-//! waiting, then every other one already queued (up to `max_batch`), runs
-//! them as one batch and answers each only after the batch's commit; while
-//! it commits, the next requests queue up and form the next batch. A batch
-//! whose transaction fails answers every one of its requests with
-//! [`LedgerError::BatchFailed`]: nothing of it was committed.
+//! [`GroupCommit::reserve`] and [`GroupCommit::finish`] hand their request
+//! to a committer task through a channel and wait for the answer. A
+//! committer takes the first request waiting, then every other one already
+//! queued (up to `max_batch`), runs them as one round and answers each only
+//! after the round's commit; while it commits, the next requests queue up
+//! and form the next round. A round whose transaction fails answers every
+//! one of its requests with [`LedgerError::BatchFailed`]: nothing of it was
+//! committed.
 //!
-//! SQLite has one writer, so it gets one committer. On PostgreSQL several
-//! committers run at once; a user's reservations always go to the same one
-//! (chosen by the user id), so one user's requests stay serialised in
-//! arrival order while different users' commit in parallel. Outcomes are
-//! spread by reservation id: the user-row lock orders them.
+//! SQLite has one writer, so it gets one committer for everything: a round
+//! records the outcomes waiting, then makes the reservations waiting, and
+//! (started with [`GroupCommit::start_dispatching`]) hands the accepted
+//! generations' jobs to the queue and writes their outbox rows already
+//! marked dispatched, so one commit does what took three transactions
+//! (accept, relay, finish). A job may be taken before its round commits:
+//! its outcome comes back to the same committer, so it is recorded in a
+//! later round, after that commit.
+//!
+//! On PostgreSQL several committers run at once: reservations go to one
+//! set, a user's always to the same one (chosen by the user id), so one
+//! user's requests stay serialised in arrival order while different users'
+//! commit in parallel; outcomes go to another set, spread by reservation
+//! id (the user-row lock orders them). The relay dispatches: a job queued
+//! before its reservation commits could be finished on another connection
+//! that cannot see it yet.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,14 +34,17 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::db::{Db, Dialect, Id};
-use crate::ledger::{self, Accepted, Finished, LedgerError, ReserveRequest, SessionOutcome};
+use crate::ledger::{
+    self, Accepted, Dispatch, Finished, LedgerError, ReserveRequest, SessionOutcome,
+};
 
 /// How the committers batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GroupCommitConfig {
     /// The most requests one transaction decides (at least 1).
     pub max_batch: usize,
-    /// Committers on PostgreSQL (at least 1); SQLite always has one.
+    /// Committers on PostgreSQL (at least 1) for reservations, and as many
+    /// for outcomes; SQLite always has one for both.
     pub committers: usize,
 }
 
@@ -55,24 +70,19 @@ struct Lanes<R, T> {
 }
 
 impl<R: Send + 'static, T: Send + 'static> Lanes<R, T> {
-    /// Spawns the committers; `commit` runs one batch.
-    fn start<F, Fut>(db: &Db, config: GroupCommitConfig, commit: F) -> Lanes<R, T>
+    /// Spawns `count` committers; `commit` runs one round.
+    fn start<F, Fut>(db: &Db, count: usize, max_batch: usize, commit: F) -> Lanes<R, T>
     where
         F: Fn(Db, Vec<R>) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Result<Vec<Answer<T>>, sqlx::Error>> + Send + 'static,
     {
-        let count = match db.dialect() {
-            Dialect::Sqlite => 1,
-            Dialect::Postgres => config.committers.max(1),
-        };
-        let max_batch = config.max_batch.max(1);
-        let queues = (0..count)
+        let queues = (0..count.max(1))
             .map(|_| {
                 let (queue, waiting) = mpsc::unbounded_channel();
                 tokio::spawn(commit_batches(
                     db.clone(),
                     waiting,
-                    max_batch,
+                    max_batch.max(1),
                     commit.clone(),
                 ));
                 queue
@@ -129,19 +139,126 @@ async fn commit_batches<R, T, F, Fut>(
     }
 }
 
-/// The generate path's reservations, batched. The committers stop once it
-/// is dropped and their queues are empty.
+/// What a committer is asked to do.
+enum Work {
+    Reserve(Box<ReserveRequest>),
+    Finish(Id, SessionOutcome),
+}
+
+/// What it answers.
+enum Done {
+    Reserved(Accepted),
+    Finished(Finished),
+}
+
+/// One round: the outcomes among `works`, then the reservations, in one
+/// transaction; answers in the order of `works`.
+async fn commit_round(
+    db: Db,
+    works: Vec<Work>,
+    dispatch: Option<Arc<dyn Dispatch>>,
+) -> Result<Vec<Answer<Done>>, sqlx::Error> {
+    let now = chrono::Utc::now();
+    let mut reserves = Vec::new();
+    let mut finishes = Vec::new();
+    let kinds: Vec<bool> = works
+        .into_iter()
+        .map(|work| match work {
+            Work::Reserve(request) => {
+                reserves.push(*request);
+                false
+            }
+            Work::Finish(reservation, outcome) => {
+                finishes.push((reservation, outcome));
+                true
+            }
+        })
+        .collect();
+    let mut write = db.begin_write().await?;
+    let finished = if finishes.is_empty() {
+        Vec::new()
+    } else {
+        ledger::finish_in(&mut write, &finishes, now).await?
+    };
+    let reserved = if reserves.is_empty() {
+        Vec::new()
+    } else {
+        ledger::reserve_in(&mut write, &reserves, now, dispatch.as_deref()).await?
+    };
+    write.commit().await?;
+    let (mut finished, mut reserved) = (finished.into_iter(), reserved.into_iter());
+    Ok(kinds
+        .into_iter()
+        .map(|is_finish| {
+            if is_finish {
+                let answer = finished.next().expect("one answer per outcome");
+                answer.map(Done::Finished)
+            } else {
+                let answer = reserved.next().expect("one answer per reservation");
+                answer.map(Done::Reserved)
+            }
+        })
+        .collect())
+}
+
+/// The generate path's reservations and the workers' outcomes, batched.
+/// The committers stop once it is dropped and their queues are empty.
 pub struct GroupCommit {
-    lanes: Lanes<ReserveRequest, Accepted>,
+    reserves: Lanes<Work, Done>,
+    /// `None`: outcomes share the reservations' committer (SQLite).
+    finishes: Option<Lanes<Work, Done>>,
+    dispatches: bool,
 }
 
 impl GroupCommit {
-    /// Spawns the committers on the current tokio runtime.
+    /// Spawns the committers on the current tokio runtime; the relay
+    /// dispatches every accepted generation.
     pub fn start(db: Db, config: GroupCommitConfig) -> GroupCommit {
-        let lanes = Lanes::start(&db, config, |db, requests| async move {
-            ledger::reserve_batch(&db, &requests, chrono::Utc::now()).await
-        });
-        GroupCommit { lanes }
+        GroupCommit::start_with(db, config, None)
+    }
+
+    /// Like [`start`](Self::start), and on SQLite each round hands the jobs
+    /// it accepts to `dispatch` itself (see the module doc); on PostgreSQL
+    /// `dispatch` is not used and the relay dispatches.
+    pub fn start_dispatching(
+        db: Db,
+        config: GroupCommitConfig,
+        dispatch: Arc<dyn Dispatch>,
+    ) -> GroupCommit {
+        GroupCommit::start_with(db, config, Some(dispatch))
+    }
+
+    fn start_with(
+        db: Db,
+        config: GroupCommitConfig,
+        dispatch: Option<Arc<dyn Dispatch>>,
+    ) -> GroupCommit {
+        let round = |dispatch: Option<Arc<dyn Dispatch>>| {
+            move |db: Db, works: Vec<Work>| commit_round(db, works, dispatch.clone())
+        };
+        match db.dialect() {
+            Dialect::Sqlite => GroupCommit {
+                dispatches: dispatch.is_some(),
+                reserves: Lanes::start(&db, 1, config.max_batch, round(dispatch)),
+                finishes: None,
+            },
+            Dialect::Postgres => GroupCommit {
+                dispatches: false,
+                reserves: Lanes::start(&db, config.committers, config.max_batch, round(None)),
+                finishes: Some(Lanes::start(
+                    &db,
+                    config.committers,
+                    config.max_batch,
+                    round(None),
+                )),
+            },
+        }
+    }
+
+    /// Whether the rounds dispatch the jobs they accept themselves: then
+    /// the relay need not be woken for them.
+    pub fn dispatches(&self) -> bool {
+        self.dispatches
     }
 
     /// Makes the reservation as [`ledger::reserve_for_session`] would,
@@ -149,27 +266,26 @@ impl GroupCommit {
     /// that transaction has committed. A user's requests always go to the
     /// same committer.
     pub async fn reserve(&self, request: ReserveRequest) -> Answer<Accepted> {
-        self.lanes.submit(request.user, request).await
-    }
-}
-
-/// The workers' outcomes, batched: each recorded as
-/// [`ledger::finish_session`] would, many in one transaction.
-pub struct FinishCommit {
-    lanes: Lanes<(Id, SessionOutcome), Finished>,
-}
-
-impl FinishCommit {
-    /// Spawns the committers on the current tokio runtime.
-    pub fn start(db: Db, config: GroupCommitConfig) -> FinishCommit {
-        let lanes = Lanes::start(&db, config, |db, finishes| async move {
-            ledger::finish_sessions(&db, &finishes, chrono::Utc::now()).await
-        });
-        FinishCommit { lanes }
+        match self
+            .reserves
+            .submit(request.user, Work::Reserve(Box::new(request)))
+            .await?
+        {
+            Done::Reserved(accepted) => Ok(accepted),
+            Done::Finished(_) => unreachable!("a reservation is answered as one"),
+        }
     }
 
-    /// Settles `reservation` with `outcome`; answers once committed.
+    /// Settles `reservation` with `outcome` as [`ledger::finish_session`]
+    /// would, sharing its transaction; answers once committed.
     pub async fn finish(&self, reservation: Id, outcome: SessionOutcome) -> Answer<Finished> {
-        self.lanes.submit(reservation, (reservation, outcome)).await
+        let lanes = self.finishes.as_ref().unwrap_or(&self.reserves);
+        match lanes
+            .submit(reservation, Work::Finish(reservation, outcome))
+            .await?
+        {
+            Done::Finished(finished) => Ok(finished),
+            Done::Reserved(_) => unreachable!("an outcome is answered as one"),
+        }
     }
 }

@@ -19,8 +19,8 @@ use std::time::Duration;
 use serde_json::Value;
 use sqlx::types::Json;
 
-use crate::db::{placeholders, BeginWrite, Db, Id, Timestamp};
-use crate::with_pool;
+use crate::db::{placeholders, BeginWrite, Db, Id, Timestamp, WriteTx};
+use crate::{with_pool, with_tx};
 
 /// The outbox event (and BullMQ job name) of a seedream4 generation.
 pub const GENERATION_EVENT: &str = "gen.seedream4";
@@ -233,6 +233,26 @@ impl NewSession {
     }
 }
 
+/// A generation's job as [`reserve_in`] hands it to a [`Dispatch`]: what
+/// the relay would push for its outbox row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboxJob {
+    /// The reservation id (the job id).
+    pub id: Id,
+    /// [`GENERATION_EVENT`].
+    pub name: &'static str,
+    /// The outbox row's payload.
+    pub payload: Value,
+}
+
+/// Takes the jobs of generations accepted inside a transaction, before it
+/// commits (the queue side of the relay; see [`reserve_in`]).
+pub trait Dispatch: Send + Sync {
+    /// Queues `jobs` in order and answers how many were taken; stops at
+    /// the first one the queue refuses.
+    fn dispatch(&self, jobs: Vec<OutboxJob>) -> futures::future::BoxFuture<'_, usize>;
+}
+
 /// What [`reserve_for_session`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Accepted {
@@ -387,9 +407,27 @@ pub async fn reserve_batch(
     requests: &[ReserveRequest],
     now: Timestamp,
 ) -> Result<Vec<Result<Accepted, LedgerError>>, sqlx::Error> {
+    let mut write = db.begin_write().await?;
+    let answers = reserve_in(&mut write, requests, now, None).await?;
+    write.commit().await?;
+    Ok(answers)
+}
+
+/// [`reserve_batch`] inside the caller's transaction `write`, which the
+/// caller commits. With `dispatch`, the jobs of the generations it accepts
+/// (those not inserted as already dispatched) are handed to it before
+/// their outbox rows are written, and the rows it took go in marked
+/// dispatched (one attempt counted, as the relay marks them); the others
+/// stay for the relay.
+pub async fn reserve_in(
+    write: &mut WriteTx,
+    requests: &[ReserveRequest],
+    now: Timestamp,
+    dispatch: Option<&dyn Dispatch>,
+) -> Result<Vec<Result<Accepted, LedgerError>>, sqlx::Error> {
     use std::collections::{BTreeMap, HashMap};
 
-    let dialect = db.dialect();
+    let dialect = write.dialect();
     let users: std::collections::BTreeSet<Id> = requests
         .iter()
         .filter(|r| r.amount > 0)
@@ -401,8 +439,7 @@ pub async fn reserve_batch(
             .map(|r| Err(LedgerError::InvalidAmount(r.amount.into())))
             .collect());
     }
-    with_pool!(db, pool => {
-        let mut tx = pool.begin_write().await?;
+    with_tx!(write, tx => {
         let users: Vec<Id> = users.into_iter().collect();
         // What each user has left to reserve, or None for no active user.
         let mut available: BTreeMap<Id, Option<i64>> = users.iter().map(|user| (*user, None)).collect();
@@ -421,7 +458,7 @@ pub async fn reserve_batch(
                 for user in chunk {
                     query = query.bind(*user);
                 }
-                query.execute(&mut *tx).await?;
+                query.execute(&mut **tx).await?;
             }
             let sql = format!(
                 "SELECT u.id, u.credits, CAST(COALESCE((SELECT SUM(r.amount) FROM credit_reservations r \
@@ -433,7 +470,7 @@ pub async fn reserve_batch(
             for user in chunk {
                 query = query.bind(*user);
             }
-            let rows: Vec<(Id, i32, i64)> = query.fetch_all(&mut *tx).await?;
+            let rows: Vec<(Id, i32, i64)> = query.fetch_all(&mut **tx).await?;
             for (user, credits, reserved) in rows {
                 available.insert(user, Some(i64::from(credits) - reserved));
             }
@@ -462,7 +499,7 @@ pub async fn reserve_batch(
             for (_, key) in chunk {
                 query = query.bind(*key);
             }
-            let earlier: Vec<(Id, String, Id, Option<Id>)> = query.fetch_all(&mut *tx).await?;
+            let earlier: Vec<(Id, String, Id, Option<Id>)> = query.fetch_all(&mut **tx).await?;
             for (user, key, session, reservation) in earlier {
                 // Another user's key of the same text was read too: skipped.
                 if let Ok(n) = chunk.binary_search(&(user, key.as_str())) {
@@ -540,11 +577,39 @@ pub async fn reserve_batch(
                     .bind(now)
                     .bind(*expires_at);
             }
-            query.execute(&mut *tx).await?;
+            query.execute(&mut **tx).await?;
         }
         let sessions: Vec<(&ReserveRequest, &NewSession, Id)> = accepted
             .iter()
             .filter_map(|(r, id, _)| r.session.as_ref().map(|s| (*r, s, *id)))
+            .collect();
+        // The jobs handed over here, in order: the first `taken` were taken,
+        // the one after them refused (an attempt counted), the rest never
+        // offered.
+        let offered: Vec<(Id, &NewSession)> = sessions
+            .iter()
+            .filter(|(_, s, _)| !s.dispatched)
+            .map(|(_, s, reservation_id)| (*reservation_id, *s))
+            .collect();
+        let taken = match dispatch {
+            Some(dispatch) if !offered.is_empty() => {
+                let jobs = offered
+                    .iter()
+                    .map(|(id, s)| OutboxJob {
+                        id: *id,
+                        name: GENERATION_EVENT,
+                        payload: s.payload.clone(),
+                    })
+                    .collect();
+                dispatch.dispatch(jobs).await.min(offered.len())
+            }
+            _ => 0,
+        };
+        let attempts: HashMap<Id, (bool, i32)> = offered
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| *n <= taken && dispatch.is_some())
+            .map(|(n, (id, _))| (*id, (n < taken, 1)))
             .collect();
         for chunk in sessions.chunks(INSERT_CHUNK) {
             let sql = format!(
@@ -570,22 +635,24 @@ pub async fn reserve_batch(
                     .bind(s.guidance_scale)
                     .bind(s.seed);
             }
-            query.execute(&mut *tx).await?;
+            query.execute(&mut **tx).await?;
             let sql = format!(
-                "INSERT INTO outbox (reservation_id, payload, created_at, dispatched_at, event_type) VALUES {}",
-                value_rows(chunk.len(), 4, &format!("'{GENERATION_EVENT}'"))
+                "INSERT INTO outbox (reservation_id, payload, created_at, dispatched_at, dispatch_attempts, event_type) \
+                 VALUES {}",
+                value_rows(chunk.len(), 5, &format!("'{GENERATION_EVENT}'"))
             );
             let mut query = sqlx::query(&sql);
             for (_, s, reservation_id) in chunk {
+                let (pushed, tries) = attempts.get(reservation_id).copied().unwrap_or((false, 0));
                 query = query
                     .bind(*reservation_id)
                     .bind(Json(&s.payload))
                     .bind(now)
-                    .bind(s.dispatched.then_some(now));
+                    .bind((s.dispatched || pushed).then_some(now))
+                    .bind(tries);
             }
-            query.execute(&mut *tx).await?;
+            query.execute(&mut **tx).await?;
         }
-        tx.commit().await?;
         Ok(answers)
     })
 }
@@ -671,7 +738,25 @@ pub async fn finish_sessions(
     finishes: &[(Id, SessionOutcome)],
     now: Timestamp,
 ) -> Result<Vec<Result<Finished, LedgerError>>, sqlx::Error> {
-    let items: Vec<Settlement> = finishes
+    let items = settlements(finishes);
+    let mut write = db.begin_write().await?;
+    let answers = settle_in(&mut write, &items, now).await?;
+    write.commit().await?;
+    Ok(answers)
+}
+
+/// [`finish_sessions`] inside the caller's transaction `write`, which the
+/// caller commits.
+pub async fn finish_in(
+    write: &mut WriteTx,
+    finishes: &[(Id, SessionOutcome)],
+    now: Timestamp,
+) -> Result<Vec<Result<Finished, LedgerError>>, sqlx::Error> {
+    settle_in(write, &settlements(finishes), now).await
+}
+
+fn settlements(finishes: &[(Id, SessionOutcome)]) -> Vec<Settlement<'_>> {
+    finishes
         .iter()
         .map(|(reservation, outcome)| Settlement {
             reservation: *reservation,
@@ -681,8 +766,7 @@ pub async fn finish_sessions(
             },
             outcome: Some(outcome),
         })
-        .collect();
-    settle_batch(db, &items, now).await
+        .collect()
 }
 
 struct Settlement<'a> {
@@ -721,17 +805,28 @@ async fn settle_batch(
     items: &[Settlement<'_>],
     now: Timestamp,
 ) -> Result<Vec<Result<Finished, LedgerError>>, sqlx::Error> {
+    let mut write = db.begin_write().await?;
+    let answers = settle_in(&mut write, items, now).await?;
+    write.commit().await?;
+    Ok(answers)
+}
+
+/// [`settle_batch`] inside the caller's transaction.
+async fn settle_in(
+    write: &mut WriteTx,
+    items: &[Settlement<'_>],
+    now: Timestamp,
+) -> Result<Vec<Result<Finished, LedgerError>>, sqlx::Error> {
     use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-    let dialect = db.dialect();
+    let dialect = write.dialect();
     let ids: Vec<Id> = items
         .iter()
         .map(|item| item.reservation)
         .collect::<BTreeSet<Id>>()
         .into_iter()
         .collect();
-    with_pool!(db, pool => {
-        let mut tx = pool.begin_write().await?;
+    with_tx!(write, tx => {
         let mut held: HashMap<Id, Held> = HashMap::new();
         let mut credits: BTreeMap<Id, i32> = BTreeMap::new();
         // The owners are read first to know whose rows to lock. On
@@ -750,7 +845,7 @@ async fn settle_batch(
                 for id in chunk {
                     query = query.bind(*id);
                 }
-                let rows: Vec<(Id, Id, String, i32, Timestamp)> = query.fetch_all(&mut *tx).await?;
+                let rows: Vec<(Id, Id, String, i32, Timestamp)> = query.fetch_all(&mut **tx).await?;
                 for (id, user, status, amount, expires_at) in rows {
                     let status = ReservationStatus::parse(&status)?;
                     held.insert(id, Held { user, status, amount, expires_at });
@@ -770,7 +865,7 @@ async fn settle_batch(
                 for user in chunk {
                     query = query.bind(*user);
                 }
-                let rows: Vec<(Id, i32)> = query.fetch_all(&mut *tx).await?;
+                let rows: Vec<(Id, i32)> = query.fetch_all(&mut **tx).await?;
                 credits.extend(rows);
             }
             if dialect == crate::db::Dialect::Sqlite {
@@ -800,7 +895,7 @@ async fn settle_batch(
             for user in chunk {
                 query = query.bind(*user);
             }
-            let rows: Vec<(Id, Id, i32)> = query.fetch_all(&mut *tx).await?;
+            let rows: Vec<(Id, Id, i32)> = query.fetch_all(&mut **tx).await?;
             for (id, user, remaining) in rows {
                 lots.entry(user).or_default().push(OpenLot { id, remaining, taken: 0 });
             }
@@ -909,7 +1004,7 @@ async fn settle_batch(
                 for id in chunk {
                     query = query.bind(*id);
                 }
-                query.execute(&mut *tx).await?;
+                query.execute(&mut **tx).await?;
             }
         }
         let taken: Vec<(Id, i32)> = lots
@@ -930,7 +1025,7 @@ async fn settle_batch(
             for (lot, credits) in chunk {
                 query = query.bind(*lot).bind(*credits);
             }
-            query.execute(&mut *tx).await?;
+            query.execute(&mut **tx).await?;
         }
         for chunk in entries.chunks(INSERT_CHUNK) {
             let sql = format!(
@@ -949,7 +1044,7 @@ async fn settle_batch(
                     .bind(*lot)
                     .bind(now);
             }
-            query.execute(&mut *tx).await?;
+            query.execute(&mut **tx).await?;
         }
         let balances: Vec<(Id, i32)> = charged.iter().map(|user| (*user, credits[user])).collect();
         for chunk in balances.chunks(INSERT_CHUNK) {
@@ -962,7 +1057,7 @@ async fn settle_batch(
             for (user, balance) in chunk {
                 query = query.bind(*user).bind(*balance);
             }
-            query.execute(&mut *tx).await?;
+            query.execute(&mut **tx).await?;
         }
         // Sessions are only updated while still `processing`; images go to
         // the sessions this batch completed.
@@ -990,7 +1085,7 @@ async fn settle_batch(
             for (reservation, duration_ms) in chunk {
                 query = query.bind(*reservation).bind(*duration_ms);
             }
-            let sessions: Vec<(Id, Id)> = query.fetch_all(&mut *tx).await?;
+            let sessions: Vec<(Id, Id)> = query.fetch_all(&mut **tx).await?;
             for (session, reservation) in sessions {
                 images.extend(images_of[&reservation].iter().map(|image| (session, image)));
             }
@@ -1015,7 +1110,7 @@ async fn settle_batch(
                     .bind(now)
                     .bind(now);
             }
-            query.execute(&mut *tx).await?;
+            query.execute(&mut **tx).await?;
         }
         let failed: Vec<(Id, &Value, i32)> = outcomes
             .iter()
@@ -1038,9 +1133,8 @@ async fn settle_batch(
             for (reservation, details, duration_ms) in chunk {
                 query = query.bind(*reservation).bind(Json(*details)).bind(*duration_ms);
             }
-            query.execute(&mut *tx).await?;
+            query.execute(&mut **tx).await?;
         }
-        tx.commit().await?;
         Ok(answers)
     })
 }

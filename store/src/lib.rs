@@ -5,16 +5,21 @@
 //!
 //! # Layout
 //!
-//! - [`db`]: the pool (SQLite or PostgreSQL), migrations (skipped by
-//!   `Db::open_with` on a foreign Cooly schema), table and column lookup,
-//!   the `Id` type and the few dialect differences.
+//! - [`db`]: the pool (SQLite or PostgreSQL; SQLite's WAL checkpointed by
+//!   a background task), migrations (skipped by `Db::open_with` on a
+//!   foreign Cooly schema), table and column lookup, the `Id` type
+//!   (time-ordered UUIDs), write transactions on either backend (`WriteTx`)
+//!   and the few dialect differences.
 //! - [`users`]: accounts and password hashes.
 //! - [`ledger`]: reserve / capture / release / expire / add credits — the
 //!   only code that moves credits; `reserve_batch` decides many
-//!   reservations in one transaction.
+//!   reservations in one transaction, `finish_sessions` many outcomes
+//!   (`reserve_in` / `finish_in` inside a caller's transaction; the
+//!   `Dispatch` callback lets the caller queue accepted jobs in it).
 //! - [`group_commit`]: committer tasks that batch concurrent generate
-//!   requests into `ledger::reserve_batch` transactions (one committer on
-//!   SQLite, several keyed by user on PostgreSQL).
+//!   requests and workers' outcomes into shared transactions (on SQLite
+//!   one committer for both, which also dispatches; on PostgreSQL several,
+//!   reservations keyed by user).
 //! - [`seeding`]: the default account of contract §4; creates the test
 //!   user(s) and tops up their credits (the `seed` binary, the mock's first
 //!   start and `loadgen --spawn-mock`); `check_schema` checks the columns

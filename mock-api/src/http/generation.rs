@@ -57,7 +57,7 @@ fn parse_generate(
     let client_key = body
         .optional_str("clientKey")?
         .filter(|k| !k.trim().is_empty())
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(|| Id::random().to_string());
     if client_key.len() > 200 {
         return Err(ApiError::BadRequest(
             "clientKey must be at most 200 characters".into(),
@@ -122,7 +122,9 @@ async fn generate(
         Accepted::New(reservation) => {
             metrics::counter!("mock_credits_reserved_total").increment(cost as u64);
             if enqueue_first {
-                state.relay_wake.notify_one();
+                if !state.group_commit.dispatches() {
+                    state.relay_wake.notify_one();
+                }
             } else {
                 let request = GenerationRequest {
                     reservation_id: reservation.id,

@@ -8,8 +8,9 @@
 //! - The **workers** ([`worker`]) take jobs, run the [`Provider`] and record
 //!   the outcome with [`ledger::finish_session`] (capture + images, or
 //!   release + error), retrying failed attempts as the queue says; the
-//!   outcomes of all workers are group-committed (`FinishCommit`), many
-//!   in one transaction.
+//!   outcomes of all workers are group-committed (`GroupCommit::finish`),
+//!   many in one transaction (on SQLite the same one as the generate
+//!   path's reservations).
 //! - The **reconciler** ([`reconciler`]) queues again, every
 //!   `reconcile_every` while the mock serves, the generations still
 //!   `processing` whose job the queue lost or finished unrecorded.
@@ -33,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use store::db::Db;
-use store::group_commit::{FinishCommit, GroupCommitConfig};
+use store::group_commit::{GroupCommit, GroupCommitConfig};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -107,25 +108,29 @@ impl Jobs {
         config: JobsConfig,
         shutdown: CancellationToken,
     ) -> Jobs {
-        Jobs::start_with_waker(
+        let commits = Arc::new(GroupCommit::start(db.clone(), config.group_commit));
+        Jobs::start_shared(
             db,
             queue,
             provider,
             config,
             shutdown,
             Arc::new(Notify::new()),
+            commits,
         )
     }
 
     /// Like [`start`](Self::start), with the relay woken through `wake`
-    /// (for an app state built before the jobs start).
-    pub fn start_with_waker(
+    /// and the outcomes recorded through `commits`, shared with the
+    /// generate path (for an app state built before the jobs start).
+    pub fn start_shared(
         db: Db,
         queue: Arc<dyn Queue>,
         provider: Arc<Provider>,
         config: JobsConfig,
         shutdown: CancellationToken,
         wake: Arc<Notify>,
+        commits: Arc<GroupCommit>,
     ) -> Jobs {
         tracing::info!(
             workers = config.concurrency.max(1),
@@ -154,7 +159,7 @@ impl Jobs {
             shutdown.clone(),
         )));
         let worker = worker::Worker {
-            finishes: Arc::new(FinishCommit::start(db.clone(), config.group_commit)),
+            commits,
             queue,
             provider,
             grace: config.grace,

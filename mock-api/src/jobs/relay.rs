@@ -13,6 +13,10 @@
 //! (an embedded queue that died with the process, Redis restarted empty):
 //! the reconciler ([`super::reconciler`]) queues those again.
 //!
+//! On SQLite the generate path's committer dispatches what it accepts
+//! itself, through [`RoundDispatch`] (see `store::group_commit`): the relay
+//! then only has the rows whose push failed, and those left by a crash.
+//!
 //! The transaction never awaits the pool itself (the SQLite pool has one
 //! connection, so a pool query inside it would wait for ever) and only
 //! awaits queue pushes, which are in memory or one Redis round trip each.
@@ -23,6 +27,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sqlx::types::Json;
 use store::db::{placeholders, BeginWrite, Db, Id};
+use store::ledger::{Dispatch, OutboxJob};
 use store::with_pool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -151,6 +156,43 @@ pub async fn dispatch_round(db: &Db, queue: &dyn Queue, batch: i64) -> Result<Ro
         tx.commit().await?;
         Ok(round)
     })
+}
+
+/// The relay's push, for the committer that dispatches the jobs of the
+/// generations it accepts inside its own transaction
+/// (`GroupCommit::start_dispatching`). A job the queue refuses stays in the
+/// outbox undispatched, and the relay is woken for it.
+pub struct RoundDispatch {
+    pub queue: Arc<dyn Queue>,
+    pub wake: Arc<Notify>,
+}
+
+impl Dispatch for RoundDispatch {
+    fn dispatch(&self, jobs: Vec<OutboxJob>) -> futures::future::BoxFuture<'_, usize> {
+        Box::pin(async move {
+            let offered = jobs.len();
+            let mut taken = 0;
+            for job in jobs {
+                let id = job.id;
+                let job = NewJob {
+                    id,
+                    name: job.name.to_string(),
+                    payload: job.payload,
+                };
+                if let Err(e) = self.queue.push(job).await {
+                    tracing::warn!(reservation = %id, error = %e,
+                        "cannot push a job; it stays in the outbox");
+                    metrics::counter!("mock_outbox_dispatch_failures_total").increment(1);
+                    self.wake.notify_one();
+                    break;
+                }
+                taken += 1;
+            }
+            metrics::counter!("mock_outbox_dispatched_total").increment(taken as u64);
+            debug_assert!(taken <= offered);
+            taken
+        })
+    }
 }
 
 async fn report_depth(queue: &dyn Queue) {

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use store::db::{Db, Id};
-use store::group_commit::FinishCommit;
+use store::group_commit::GroupCommit;
 use store::ledger::{
     self, Finished, LedgerError, ReservationStatus, SessionOutcome, Transition, GENERATION_EVENT,
 };
@@ -53,7 +53,7 @@ const QUEUE_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub(crate) struct Worker {
-    pub finishes: Arc<FinishCommit>,
+    pub commits: Arc<GroupCommit>,
     pub queue: Arc<dyn Queue>,
     pub provider: Arc<Provider>,
     pub grace: Duration,
@@ -63,7 +63,7 @@ pub(crate) struct Worker {
 
 impl Worker {
     fn recorder(&self) -> Recorder<'_> {
-        Recorder::Batched(&self.finishes)
+        Recorder::Batched(&self.commits)
     }
 
     pub async fn run(self, n: usize) {
@@ -291,10 +291,10 @@ pub async fn run_generation(
 }
 
 /// Where outcomes are recorded: the workers share transactions through
-/// the [`FinishCommit`]; the direct path records its one generation alone.
+/// the [`GroupCommit`]; the direct path records its one generation alone.
 #[derive(Clone, Copy)]
 enum Recorder<'a> {
-    Batched(&'a FinishCommit),
+    Batched(&'a GroupCommit),
     Direct(&'a Db),
 }
 
@@ -305,7 +305,7 @@ impl Recorder<'_> {
         outcome: &SessionOutcome,
     ) -> Result<Finished, LedgerError> {
         match self {
-            Recorder::Batched(finishes) => finishes.finish(reservation, outcome.clone()).await,
+            Recorder::Batched(commits) => commits.finish(reservation, outcome.clone()).await,
             Recorder::Direct(db) => {
                 let finish = [(reservation, outcome.clone())];
                 let mut answers = ledger::finish_sessions(db, &finish, chrono::Utc::now()).await?;
