@@ -11,8 +11,8 @@
 //!
 //! Closed model: a connection sends its next request when the previous
 //! answer is in. Open model (`-q`): request *i* is due at `rate.due(i)`; a
-//! free connection takes the next due request, waits for its time and
-//! starts it; its latency counts from when it was due, so a request that
+//! free connection takes the next due request, waits for its time (an
+//! [`Alarm`], the kernel's high-resolution timer) and starts it; its latency counts from when it was due, so a request that
 //! found no free connection (a stalled target) carries its wait
 //! (coordinated omission is not hidden), and starts past [`LATE`] count.
 
@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio::time::Sleep;
 
+use super::alarm::Alarm;
 use super::args::Load;
 use super::request::PreparedRequest;
 use super::tally::{Outcome, Tally, LATE};
@@ -33,11 +34,6 @@ use crate::http::{classify_io, FailureKind};
 
 /// The buffer a connection reads into; a larger answer head grows it.
 const READ_BUFFER: usize = 16 * 1024;
-/// The last stretch before a due start is waited by yielding, not by the
-/// timer, so starts are on time to the microsecond. The timer's grain is
-/// 1 ms and it rounds up, so a 1 ms stretch often woke at or past the due
-/// time (loadgen's p50 0.4–1.2 ms above the truth); 2 ms wakes before it.
-const SPIN: Duration = Duration::from_millis(2);
 
 /// What every connection shares.
 pub struct Shared {
@@ -177,18 +173,6 @@ impl Shared {
     }
 }
 
-/// Waits until `at`: the timer for the bulk, yielding for the last [`SPIN`].
-async fn start_at(at: Instant) {
-    if let Some(early) = at.checked_sub(SPIN) {
-        if early > Instant::now() {
-            tokio::time::sleep_until(early.into()).await;
-        }
-    }
-    while Instant::now() < at {
-        tokio::task::yield_now().await;
-    }
-}
-
 /// Ends at `deadline`. The connection's one timer is re-armed only when it
 /// fires before the deadline, not for every request: an answer in
 /// microseconds then costs no timer-wheel insert and removal.
@@ -211,9 +195,10 @@ async fn connection(shared: Arc<Shared>, tally: Arc<Mutex<Tally>>) {
     };
     let timer = tokio::time::sleep(shared.timeout);
     tokio::pin!(timer);
+    let mut alarm = None;
     while let Some(due) = shared.claim() {
         if let Some(at) = due {
-            start_at(at).await;
+            alarm.get_or_insert_with(Alarm::default).until(at).await;
         }
         let begun = Instant::now();
         let start = due.unwrap_or(begun);

@@ -7,8 +7,10 @@
 //! serialises the request once, [`engine`] runs the connections (buffers
 //! kept for the run, only the answer's status and framing parsed), and
 //! [`tally`] records per thread, merged once a second by [`command`].
-//! [`args`] holds the options and their validation.
+//! [`args`] holds the options and their validation; [`alarm`] starts the
+//! open model's requests on time (a `timerfd` on Linux).
 
+pub mod alarm;
 pub mod args;
 pub mod engine;
 pub mod request;
