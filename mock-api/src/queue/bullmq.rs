@@ -22,7 +22,8 @@
 //!
 //! # Life of a job
 //!
-//! - `push` creates the hash and queues the id unless the hash exists.
+//! - `push` creates the hash and queues the id unless the hash exists;
+//!   `push_all` does so for many jobs in one script (the relay's round).
 //! - `revive` (the reconciler's) queues again a job whose hash is gone (a
 //!   Redis restarted empty) or finished (its outcome could not be
 //!   recorded), with a fresh hash.
@@ -159,6 +160,7 @@ impl Keys {
 
 struct Scripts {
     push: Script,
+    push_all: Script,
     take: Script,
     complete: Script,
     fail: Script,
@@ -172,6 +174,7 @@ impl Scripts {
     fn new() -> Scripts {
         Scripts {
             push: Script::new(PUSH_LUA),
+            push_all: Script::new(PUSH_ALL_LUA),
             take: Script::new(TAKE_LUA),
             complete: Script::new(COMPLETE_LUA),
             fail: Script::new(FAIL_LUA),
@@ -190,6 +193,23 @@ redis.call('HSET', KEYS[1], 'name', ARGV[2], 'data', ARGV[3], 'opts', ARGV[4],
   'timestamp', ARGV[5], 'delay', '0', 'priority', '0', 'attemptsMade', '0')
 redis.call('LPUSH', KEYS[2], ARGV[1])
 return 1
+"#;
+
+/// KEYS: wait. ARGV: key base, opts, timestamp, then (id, name, data) per
+/// job: each job as `PUSH_LUA` pushes it, in order. Returns how many were
+/// new.
+const PUSH_ALL_LUA: &str = r#"
+local created = 0
+for i = 4, #ARGV, 3 do
+  local key = ARGV[1] .. ARGV[i]
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('HSET', key, 'name', ARGV[i + 1], 'data', ARGV[i + 2], 'opts', ARGV[2],
+      'timestamp', ARGV[3], 'delay', '0', 'priority', '0', 'attemptsMade', '0')
+    redis.call('LPUSH', KEYS[1], ARGV[i])
+    created = created + 1
+  end
+end
+return created
 "#;
 
 /// KEYS: wait, active, delayed. ARGV: key base, now (ms), lock ttl (ms),
@@ -662,6 +682,36 @@ impl Queue for BullQueue {
                 unavailable(e)
             })?;
         Ok(())
+    }
+
+    async fn push_all(&self, jobs: Vec<NewJob>) -> (usize, Result<(), QueueError>) {
+        if jobs.is_empty() {
+            return (0, Ok(()));
+        }
+        let shared = &self.shared;
+        let count = jobs.len();
+        let mut invocation = shared.scripts.push_all.prepare_invoke();
+        invocation
+            .key(&shared.keys.wait)
+            .arg(&shared.keys.base)
+            .arg(shared.job_opts())
+            .arg(now_ms());
+        for job in jobs {
+            invocation
+                .arg(job.id.to_string())
+                .arg(job.name)
+                .arg(job.payload.to_string());
+        }
+        match invocation
+            .invoke_async::<i64>(&mut shared.conn.clone())
+            .await
+        {
+            Ok(_created) => (count, Ok(())),
+            Err(e) => {
+                shared.set_up(false);
+                (0, Err(unavailable(e)))
+            }
+        }
     }
 
     async fn revive(&self, jobs: Vec<NewJob>) -> Result<usize, QueueError> {
