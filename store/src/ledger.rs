@@ -3,7 +3,11 @@
 //! Every operation is one write transaction that first locks the user's row
 //! (PostgreSQL `SELECT … FOR UPDATE`; SQLite `BEGIN IMMEDIATE`), so all
 //! credit movements of one user are serialised and "available = credits −
-//! live reservations" is read and acted on atomically. Operations are
+//! live reservations" is read and acted on atomically. On PostgreSQL the
+//! group-committed paths lock less and still decide exactly the same
+//! ([`postgres`]): reservation batches serialise per user on an advisory
+//! lock, finish batches on the reservations and lots they settle, and only
+//! a capture's last statement locks the user's row. Operations are
 //! idempotent: settling a reservation twice changes nothing the second time
 //! and answers [`Transition::Unchanged`].
 //!

@@ -11,7 +11,9 @@
 //! - [`users`]: accounts and password hashes.
 //! - [`ledger`]: reserve / capture / release / expire / add credits — the
 //!   only code that moves credits; `reserve_batch` decides many
-//!   reservations in one transaction.
+//!   reservations in one transaction, `finish_sessions` many outcomes;
+//!   `ledger::postgres` holds their PostgreSQL statements (array-bound,
+//!   four round trips a batch, advisory lock per user for reservations).
 //! - [`group_commit`]: committer tasks that batch concurrent generate
 //!   requests into `ledger::reserve_batch` transactions (one committer on
 //!   SQLite, several keyed by user on PostgreSQL).
