@@ -61,6 +61,18 @@ fn reserve_key(user: Id) -> i32 {
     user.0.as_u128() as u32 as i32
 }
 
+/// A row of the reservation batch's read: a user (id, credits, reserved),
+/// or a session holding one of the batch's `clientKey`s (user id, key,
+/// session, reservation).
+type BatchRead = (
+    Id,
+    Option<i32>,
+    Option<i64>,
+    Option<String>,
+    Option<Id>,
+    Option<Id>,
+);
+
 fn uuids(ids: impl IntoIterator<Item = Id>) -> Vec<Uuid> {
     ids.into_iter().map(|id| id.0).collect()
 }
@@ -92,7 +104,7 @@ pub(super) async fn reserve_batch(
         asked.iter().map(|(user, key)| (user.0, *key)).unzip();
     // One statement, so one snapshot: the users' rows, then the sessions
     // already holding one of the batch's clientKeys.
-    let rows: Vec<(Id, Option<i32>, Option<i64>, Option<String>, Option<Id>, Option<Id>)> =
+    let rows: Vec<BatchRead> =
         sqlx::query_as(
             "SELECT u.id, u.credits, CAST(COALESCE((SELECT SUM(r.amount) FROM credit_reservations r \
              WHERE r.user_id = u.id AND r.status = 'reserved' AND r.expires_at > $1), 0) AS BIGINT), \
