@@ -103,7 +103,10 @@ pub(super) async fn reserve_batch(
     let (key_users, key_texts): (Vec<Uuid>, Vec<&str>) =
         asked.iter().map(|(user, key)| (user.0, *key)).unzip();
     // One statement, so one snapshot: the users' rows, then the sessions
-    // already holding one of the batch's clientKeys.
+    // already holding one of the batch's clientKeys (both columns of the
+    // unique index as `= ANY`, so it is the index used: joined to the
+    // arrays, a plan walked every session of the user; another user's key
+    // of the same text is skipped below).
     let rows: Vec<BatchRead> =
         sqlx::query_as(
             "SELECT u.id, u.credits, CAST(COALESCE((SELECT SUM(r.amount) FROM credit_reservations r \
@@ -112,8 +115,7 @@ pub(super) async fn reserve_batch(
              FROM users u WHERE u.id = ANY($2) AND u.deleted_at IS NULL \
              UNION ALL \
              SELECT s.user_id, NULL, NULL, s.client_key, s.id, s.reservation_id \
-             FROM UNNEST($3::uuid[], $4::text[]) AS k(user_id, client_key) \
-             JOIN generation_sessions s ON s.user_id = k.user_id AND s.client_key = k.client_key",
+             FROM generation_sessions s WHERE s.user_id = ANY($3) AND s.client_key = ANY($4)",
         )
         .bind(now)
         .bind(uuids(users.iter().copied()))
@@ -270,6 +272,13 @@ pub(super) async fn settle_batch(
         .map(|lot| (lot.id.0, lot.taken))
         .collect();
     // Sessions move only while `processing`; images go to the completed.
+    // Every join with a batch's arrays also names the rows by `= ANY` (an
+    // index condition), so the cached generic plans look them up by index
+    // even while the table's statistics lag behind its growth; and the
+    // session filter is written `(status = 'processing') IS TRUE` so that
+    // no plan walks the status index: under load thousands of sessions are
+    // `processing`, and a plan that scanned them all per batch made
+    // finishing slower the more was left to finish.
     let mut session_rows: Vec<(Uuid, &str, Option<Json<&Value>>, i32)> = Vec::new();
     let mut images: Vec<(Uuid, Uuid, &super::NewImage)> = Vec::new();
     for (reservation, outcome) in &outcomes {
@@ -306,18 +315,19 @@ pub(super) async fn settle_batch(
            UPDATE credit_reservations r SET status = v.status, \
            captured_at = CASE WHEN v.status = 'captured' THEN $1 ELSE r.captured_at END, \
            released_at = CASE WHEN v.status = 'captured' THEN r.released_at ELSE $1 END \
-           FROM UNNEST($2::uuid[], $3::text[]) AS v(id, status) WHERE r.id = v.id \
+           FROM UNNEST($2::uuid[], $3::text[]) AS v(id, status) WHERE r.id = ANY($2) AND r.id = v.id \
          ), lots AS ( \
            UPDATE credit_lots l SET remaining = l.remaining - t.credits, \
            closed_at = CASE WHEN l.remaining - t.credits = 0 THEN $1 ELSE l.closed_at END \
-           FROM UNNEST($4::uuid[], $5::int4[]) AS t(lot, credits) WHERE l.id = t.lot \
+           FROM UNNEST($4::uuid[], $5::int4[]) AS t(lot, credits) WHERE l.id = ANY($4) AND l.id = t.lot \
          ), outcomes AS ( \
            UPDATE generation_sessions g SET status = o.status, \
            completed_at = CASE WHEN o.status = 'completed' THEN $1 ELSE g.completed_at END, \
            error_details = CASE WHEN o.status = 'failed' THEN o.details ELSE g.error_details END, \
            duration_ms = o.ms \
            FROM UNNEST($6::uuid[], $7::text[], $8::jsonb[], $9::int4[]) AS o(reservation, status, details, ms) \
-           WHERE g.reservation_id = o.reservation AND g.status = 'processing' \
+           WHERE g.reservation_id = ANY($6) AND g.reservation_id = o.reservation \
+           AND (g.status = 'processing') IS TRUE \
            RETURNING g.id, g.reservation_id, g.status \
          ), stored AS ( \
            INSERT INTO images (id, session_id, url, width, height, storage_provider, generation_tool, \
@@ -328,7 +338,7 @@ pub(super) async fn settle_batch(
            JOIN outcomes ON outcomes.reservation_id = i.reservation AND outcomes.status = 'completed' \
          ), charged AS ( \
            UPDATE users u SET credits = u.credits + c.delta \
-           FROM UNNEST($18::uuid[], $19::int4[]) AS c(id, delta) WHERE u.id = c.id \
+           FROM UNNEST($18::uuid[], $19::int4[]) AS c(id, delta) WHERE u.id = ANY($18) AND u.id = c.id \
            RETURNING u.id, u.credits \
          ) \
          INSERT INTO credit_transactions (id, user_id, amount, balance_after, reservation_id, lot_id, \
