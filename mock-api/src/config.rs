@@ -88,7 +88,7 @@ pub struct Config {
     pub generate_batch_max: u16,
     /// Group commit: committer tasks on PostgreSQL (a user's requests
     /// always share one); SQLite always has one.
-    #[arg(long, env = "GENERATE_COMMITTERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, env = "GENERATE_COMMITTERS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub generate_committers: u16,
     /// Simulate the provider (the only mode: the mock never calls a real provider).
     #[arg(long, env = "MOCK_API", default_value_t = true, action = clap::ArgAction::Set)]

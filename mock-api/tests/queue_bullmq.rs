@@ -109,6 +109,40 @@ async fn pushing_a_known_id_queues_it_once() {
     assert!(hash["timestamp"].parse::<u64>().unwrap() > 0);
 }
 
+/// A relay round's jobs go in with one script: in order, each known id
+/// once, each hash as `push` writes it.
+#[tokio::test]
+async fn pushing_many_queues_them_in_order_and_known_ids_once() {
+    let Some(fx) = Fixture::new().await else {
+        return;
+    };
+    let queue = fx.queue(fast()).await;
+    let known = new_job();
+    queue.push(known.clone()).await.unwrap();
+    let jobs: Vec<NewJob> = (0..5).map(|_| new_job()).collect();
+    let mut round = vec![known.clone()];
+    round.extend(jobs.iter().cloned());
+    round.push(jobs[1].clone());
+    let (pushed, outcome) = queue.push_all(round.clone()).await;
+    outcome.unwrap();
+    assert_eq!(pushed, round.len());
+    assert_eq!(fx.llen("wait").await, 6);
+    let hash = fx.job_hash(jobs[3].id).await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&hash["data"]).unwrap(),
+        jobs[3].payload
+    );
+    assert_eq!(hash["attemptsMade"], "0");
+    let mut taken = Vec::new();
+    for _ in 0..6 {
+        let job = queue.take(PATIENCE).await.unwrap().unwrap();
+        taken.push(job.id);
+    }
+    let mut expected = vec![known.id];
+    expected.extend(jobs.iter().map(|job| job.id));
+    assert_eq!(taken, expected);
+}
+
 #[tokio::test]
 async fn a_taken_job_moves_from_wait_to_active_under_a_lock() {
     let Some(fx) = Fixture::new().await else {

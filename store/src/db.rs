@@ -115,42 +115,10 @@ impl BeginWrite for PgPool {
     }
 }
 
-/// A write transaction on either backend ([`Db::begin_write`]), for code
-/// that runs several ledger steps in one transaction
-/// ([`crate::group_commit`]). Use its connection through [`with_tx!`].
-pub enum WriteTx {
-    Sqlite(Transaction<'static, Sqlite>),
-    Postgres(Transaction<'static, Postgres>),
-}
-
-/// Runs `$body` with `$tx` bound to the concrete transaction (`&mut
-/// Transaction<'static, _>`) of the `&mut WriteTx` `$write`; like
-/// [`with_pool!`], the body is compiled once per backend.
-#[macro_export]
-macro_rules! with_tx {
-    ($write:expr, $tx:ident => $body:expr) => {
-        match $write {
-            $crate::db::WriteTx::Sqlite($tx) => $body,
-            $crate::db::WriteTx::Postgres($tx) => $body,
-        }
-    };
-}
-
-impl WriteTx {
-    pub fn dialect(&self) -> Dialect {
-        match self {
-            WriteTx::Sqlite(_) => Dialect::Sqlite,
-            WriteTx::Postgres(_) => Dialect::Postgres,
-        }
-    }
-
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        match self {
-            WriteTx::Sqlite(tx) => tx.commit().await,
-            WriteTx::Postgres(tx) => tx.commit().await,
-        }
-    }
-}
+/// A SQLite write transaction ([`BeginWrite`]), for code that runs several
+/// ledger steps in one transaction (the group committer's round,
+/// [`crate::group_commit`]).
+pub type SqliteWrite = Transaction<'static, Sqlite>;
 
 /// Whether [`Db::open_with`] may migrate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -298,14 +266,6 @@ impl Db {
         } else {
             Err(DbError::UnknownScheme(redact_url(url)))
         }
-    }
-
-    /// Starts a write transaction ([`BeginWrite`]).
-    pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
-        Ok(match self {
-            Db::Sqlite(pool) => WriteTx::Sqlite(pool.begin_write().await?),
-            Db::Postgres(pool) => WriteTx::Postgres(pool.begin_write().await?),
-        })
     }
 
     pub fn dialect(&self) -> Dialect {

@@ -1,6 +1,7 @@
-//! Group commit: many reservations (with [`ledger::reserve_in`]) and many
-//! generation outcomes (with [`ledger::finish_in`]) share one write
-//! transaction.
+//! Group commit: many reservations and many generation outcomes share one
+//! write transaction ([`ledger::reserve_in`] and [`ledger::finish_in`] on
+//! SQLite; [`ledger::reserve_batch`] and [`ledger::finish_sessions`] on
+//! PostgreSQL).
 //!
 //! [`GroupCommit::reserve`] and [`GroupCommit::finish`] hand their request
 //! to a committer task through a channel and wait for the answer. A
@@ -24,7 +25,7 @@
 //! set, a user's always to the same one (chosen by the user id), so one
 //! user's requests stay serialised in arrival order while different users'
 //! commit in parallel; outcomes go to another set, spread by reservation
-//! id (the user-row lock orders them). The relay dispatches: a job queued
+//! id (`ledger::postgres` orders them). The relay dispatches: a job queued
 //! before its reservation commits could be finished on another connection
 //! that cannot see it yet.
 
@@ -33,7 +34,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::{Db, Dialect, Id};
+use crate::db::{BeginWrite, Db, Dialect, Id};
 use crate::ledger::{
     self, Accepted, Dispatch, Finished, LedgerError, ReserveRequest, SessionOutcome,
 };
@@ -174,18 +175,39 @@ async fn commit_round(
             }
         })
         .collect();
-    let mut write = db.begin_write().await?;
-    let finished = if finishes.is_empty() {
-        Vec::new()
-    } else {
-        ledger::finish_in(&mut write, &finishes, now).await?
+    let (finished, reserved) = match &db {
+        Db::Sqlite(pool) => {
+            let mut tx = pool.begin_write().await?;
+            let finished = if finishes.is_empty() {
+                Vec::new()
+            } else {
+                ledger::finish_in(&mut tx, &finishes, now).await?
+            };
+            let reserved = if reserves.is_empty() {
+                Vec::new()
+            } else {
+                ledger::reserve_in(&mut tx, &reserves, now, dispatch.as_deref()).await?
+            };
+            tx.commit().await?;
+            (finished, reserved)
+        }
+        // A PostgreSQL round holds one kind of work (reservations and
+        // outcomes have lanes of their own), each batch in a transaction
+        // of its own (`ledger::postgres`).
+        Db::Postgres(_) => {
+            let finished = if finishes.is_empty() {
+                Vec::new()
+            } else {
+                ledger::finish_sessions(&db, &finishes, now).await?
+            };
+            let reserved = if reserves.is_empty() {
+                Vec::new()
+            } else {
+                ledger::reserve_batch(&db, &reserves, now).await?
+            };
+            (finished, reserved)
+        }
     };
-    let reserved = if reserves.is_empty() {
-        Vec::new()
-    } else {
-        ledger::reserve_in(&mut write, &reserves, now, dispatch.as_deref()).await?
-    };
-    write.commit().await?;
     let (mut finished, mut reserved) = (finished.into_iter(), reserved.into_iter());
     Ok(kinds
         .into_iter()

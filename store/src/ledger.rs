@@ -3,7 +3,11 @@
 //! Every operation is one write transaction that first locks the user's row
 //! (PostgreSQL `SELECT … FOR UPDATE`; SQLite `BEGIN IMMEDIATE`), so all
 //! credit movements of one user are serialised and "available = credits −
-//! live reservations" is read and acted on atomically. Operations are
+//! live reservations" is read and acted on atomically. On PostgreSQL the
+//! group-committed paths lock less and still decide exactly the same
+//! ([`postgres`]): reservation batches serialise per user on an advisory
+//! lock, finish batches on the reservations and lots they settle, and only
+//! a capture's last statement locks the user's row. Operations are
 //! idempotent: settling a reservation twice changes nothing the second time
 //! and answers [`Transition::Unchanged`].
 //!
@@ -19,8 +23,10 @@ use std::time::Duration;
 use serde_json::Value;
 use sqlx::types::Json;
 
-use crate::db::{placeholders, BeginWrite, Db, Id, Timestamp, WriteTx};
-use crate::{with_pool, with_tx};
+use crate::db::{placeholders, BeginWrite, Db, Id, SqliteWrite, Timestamp};
+use crate::with_pool;
+
+mod postgres;
 
 /// The outbox event (and BullMQ job name) of a seedream4 generation.
 pub const GENERATION_EVENT: &str = "gen.seedream4";
@@ -407,59 +413,64 @@ pub async fn reserve_batch(
     requests: &[ReserveRequest],
     now: Timestamp,
 ) -> Result<Vec<Result<Accepted, LedgerError>>, sqlx::Error> {
-    let mut write = db.begin_write().await?;
-    let answers = reserve_in(&mut write, requests, now, None).await?;
-    write.commit().await?;
-    Ok(answers)
+    match db {
+        Db::Postgres(pool) => match users_reserving(requests) {
+            Ok(users) => postgres::reserve_batch(pool, requests, &users, now).await,
+            Err(answers) => Ok(answers),
+        },
+        Db::Sqlite(pool) => {
+            let mut tx = pool.begin_write().await?;
+            let answers = reserve_in(&mut tx, requests, now, None).await?;
+            tx.commit().await?;
+            Ok(answers)
+        }
+    }
 }
 
-/// [`reserve_batch`] inside the caller's transaction `write`, which the
-/// caller commits. With `dispatch`, the jobs of the generations it accepts
-/// (those not inserted as already dispatched) are handed to it before
-/// their outbox rows are written, and the rows it took go in marked
-/// dispatched (one attempt counted, as the relay marks them); the others
-/// stay for the relay.
-pub async fn reserve_in(
-    write: &mut WriteTx,
+/// The users `requests` reserve for, sorted and each once; or, when no
+/// request has a positive amount, every request's answer.
+fn users_reserving(
     requests: &[ReserveRequest],
-    now: Timestamp,
-    dispatch: Option<&dyn Dispatch>,
-) -> Result<Vec<Result<Accepted, LedgerError>>, sqlx::Error> {
-    use std::collections::{BTreeMap, HashMap};
-
-    let dialect = write.dialect();
+) -> Result<Vec<Id>, Vec<Result<Accepted, LedgerError>>> {
     let users: std::collections::BTreeSet<Id> = requests
         .iter()
         .filter(|r| r.amount > 0)
         .map(|r| r.user)
         .collect();
     if users.is_empty() {
-        return Ok(requests
+        return Err(requests
             .iter()
             .map(|r| Err(LedgerError::InvalidAmount(r.amount.into())))
             .collect());
     }
-    with_tx!(write, tx => {
-        let users: Vec<Id> = users.into_iter().collect();
+    Ok(users.into_iter().collect())
+}
+
+/// [`reserve_batch`] on SQLite inside the caller's write transaction `tx`,
+/// which the caller commits (the group committer's round). With
+/// `dispatch`, the jobs of the generations it accepts (those not inserted
+/// as already dispatched) are handed to it before their outbox rows are
+/// written, and the rows it took go in marked dispatched (one attempt
+/// counted, as the relay marks them); the others stay for the relay.
+pub async fn reserve_in(
+    tx: &mut SqliteWrite,
+    requests: &[ReserveRequest],
+    now: Timestamp,
+    dispatch: Option<&dyn Dispatch>,
+) -> Result<Vec<Result<Accepted, LedgerError>>, sqlx::Error> {
+    use std::collections::{BTreeMap, HashMap};
+
+    let users = match users_reserving(requests) {
+        Ok(users) => users,
+        Err(answers) => return Ok(answers),
+    };
+    {
         // What each user has left to reserve, or None for no active user.
-        let mut available: BTreeMap<Id, Option<i64>> = users.iter().map(|user| (*user, None)).collect();
+        let mut available: BTreeMap<Id, Option<i64>> =
+            users.iter().map(|user| (*user, None)).collect();
         for chunk in users.chunks(INSERT_CHUNK) {
-            // PostgreSQL: the users locked first, in id order (two batches
-            // never deadlock), so the sums read next are final. SQLite's
-            // write transaction already holds the only write lock, so the
-            // one read below does.
-            if dialect == crate::db::Dialect::Postgres {
-                let sql = format!(
-                    "SELECT id FROM users WHERE id IN ({}) ORDER BY id{}",
-                    placeholders(1, chunk.len()),
-                    dialect.for_update()
-                );
-                let mut query = sqlx::query(&sql);
-                for user in chunk {
-                    query = query.bind(*user);
-                }
-                query.execute(&mut **tx).await?;
-            }
+            // SQLite's write transaction holds the only write lock, so the
+            // one read below is final (PostgreSQL: see `postgres`).
             let sql = format!(
                 "SELECT u.id, u.credits, CAST(COALESCE((SELECT SUM(r.amount) FROM credit_reservations r \
                  WHERE r.user_id = u.id AND r.status = 'reserved' AND r.expires_at > $1), 0) AS BIGINT) \
@@ -477,15 +488,16 @@ pub async fn reserve_in(
         }
         // (user, clientKey) -> (session, reservation) already accepted.
         let mut known: HashMap<(Id, &str), Option<(Id, Id)>> = HashMap::new();
-        let asked: Vec<(Id, &str)> = requests
-            .iter()
-            .filter(|r| r.amount > 0 && matches!(available.get(&r.user), Some(Some(_))))
-            .filter_map(|r| r.session.as_ref().map(|s| (r.user, s.client_key.as_str())))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let asked = client_keys_asked(requests, |user| {
+            matches!(available.get(&user), Some(Some(_)))
+        });
         for chunk in asked.chunks(INSERT_CHUNK) {
-            let users: Vec<Id> = chunk.iter().map(|(user, _)| *user).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+            let users: Vec<Id> = chunk
+                .iter()
+                .map(|(user, _)| *user)
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
             let sql = format!(
                 "SELECT user_id, client_key, id, reservation_id FROM generation_sessions \
                  WHERE user_id IN ({}) AND client_key IN ({})",
@@ -507,59 +519,7 @@ pub async fn reserve_in(
                 }
             }
         }
-        let mut answers = Vec::with_capacity(requests.len());
-        let mut accepted: Vec<(&ReserveRequest, Id, Timestamp)> = Vec::new();
-        for request in requests {
-            if request.amount <= 0 {
-                answers.push(Err(LedgerError::InvalidAmount(request.amount.into())));
-                continue;
-            }
-            let Some(Some(left)) = available.get_mut(&request.user) else {
-                answers.push(Err(LedgerError::UnknownUser(request.user)));
-                continue;
-            };
-            if let Some(session) = &request.session {
-                match known.get(&(request.user, session.client_key.as_str())) {
-                    Some(Some((session_id, reservation_id))) => {
-                        answers.push(Ok(Accepted::Replay {
-                            session_id: *session_id,
-                            reservation_id: *reservation_id,
-                        }));
-                        continue;
-                    }
-                    Some(None) => {
-                        answers.push(Err(LedgerError::ClientKeyTaken(session.client_key.clone())));
-                        continue;
-                    }
-                    None => {}
-                }
-            }
-            if *left < i64::from(request.amount) {
-                answers.push(Err(LedgerError::Insufficient {
-                    available: *left,
-                    requested: request.amount,
-                }));
-                continue;
-            }
-            *left -= i64::from(request.amount);
-            let expires_at =
-                now + chrono::Duration::from_std(request.ttl).unwrap_or(chrono::Duration::MAX);
-            let id = request.session.as_ref().map_or_else(Id::random, |s| s.reservation_id);
-            if let Some(session) = &request.session {
-                known.insert(
-                    (request.user, session.client_key.as_str()),
-                    Some((session.id, id)),
-                );
-            }
-            accepted.push((request, id, expires_at));
-            answers.push(Ok(Accepted::New(Reservation {
-                id,
-                user_id: request.user,
-                amount: request.amount,
-                session_id: request.session.as_ref().map(|s| s.id),
-                expires_at,
-            })));
-        }
+        let (answers, accepted) = decide_reservations(requests, &mut available, &mut known, now);
         for chunk in accepted.chunks(INSERT_CHUNK) {
             let sql = format!(
                 "INSERT INTO credit_reservations (id, user_id, amount, session_id, description, created_at, expires_at, status) \
@@ -654,7 +614,92 @@ pub async fn reserve_in(
             query.execute(&mut **tx).await?;
         }
         Ok(answers)
-    })
+    }
+}
+
+/// The (user, `clientKey`) pairs of `requests` to look up, of the users
+/// `asks` names, sorted and each once.
+fn client_keys_asked(requests: &[ReserveRequest], asks: impl Fn(Id) -> bool) -> Vec<(Id, &str)> {
+    requests
+        .iter()
+        .filter(|r| r.amount > 0 && asks(r.user))
+        .filter_map(|r| r.session.as_ref().map(|s| (r.user, s.client_key.as_str())))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// Where each accepted request goes: its reservation id and expiry.
+pub(crate) type AcceptedRow<'a> = (&'a ReserveRequest, Id, Timestamp);
+
+/// Decides `requests` in arrival order, in memory, exactly as one
+/// transaction each would have, from what each user has left to reserve
+/// (`available`, None for no active user) and the `clientKey`s already
+/// accepted (`known`, updated with the new ones): the answers, and the
+/// reservations to insert.
+pub(crate) fn decide_reservations<'a>(
+    requests: &'a [ReserveRequest],
+    available: &mut std::collections::BTreeMap<Id, Option<i64>>,
+    known: &mut std::collections::HashMap<(Id, &'a str), Option<(Id, Id)>>,
+    now: Timestamp,
+) -> (Vec<Result<Accepted, LedgerError>>, Vec<AcceptedRow<'a>>) {
+    let mut answers = Vec::with_capacity(requests.len());
+    let mut accepted: Vec<AcceptedRow<'a>> = Vec::new();
+    for request in requests {
+        if request.amount <= 0 {
+            answers.push(Err(LedgerError::InvalidAmount(request.amount.into())));
+            continue;
+        }
+        let Some(Some(left)) = available.get_mut(&request.user) else {
+            answers.push(Err(LedgerError::UnknownUser(request.user)));
+            continue;
+        };
+        if let Some(session) = &request.session {
+            match known.get(&(request.user, session.client_key.as_str())) {
+                Some(Some((session_id, reservation_id))) => {
+                    answers.push(Ok(Accepted::Replay {
+                        session_id: *session_id,
+                        reservation_id: *reservation_id,
+                    }));
+                    continue;
+                }
+                Some(None) => {
+                    answers.push(Err(LedgerError::ClientKeyTaken(session.client_key.clone())));
+                    continue;
+                }
+                None => {}
+            }
+        }
+        if *left < i64::from(request.amount) {
+            answers.push(Err(LedgerError::Insufficient {
+                available: *left,
+                requested: request.amount,
+            }));
+            continue;
+        }
+        *left -= i64::from(request.amount);
+        let expires_at =
+            now + chrono::Duration::from_std(request.ttl).unwrap_or(chrono::Duration::MAX);
+        let id = request
+            .session
+            .as_ref()
+            .map_or_else(Id::random, |s| s.reservation_id);
+        if let Some(session) = &request.session {
+            known.insert(
+                (request.user, session.client_key.as_str()),
+                Some((session.id, id)),
+            );
+        }
+        accepted.push((request, id, expires_at));
+        answers.push(Ok(Accepted::New(Reservation {
+            id,
+            user_id: request.user,
+            amount: request.amount,
+            session_id: request.session.as_ref().map(|s| s.id),
+            expires_at,
+        })));
+    }
+    (answers, accepted)
 }
 
 /// `($1, …, $width, CONSTANT), ($width+1, …)`: `rows` rows of `width`
@@ -705,7 +750,7 @@ pub async fn finish_session(
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Settle {
+pub(crate) enum Settle {
     Capture,
     Release,
 }
@@ -738,21 +783,17 @@ pub async fn finish_sessions(
     finishes: &[(Id, SessionOutcome)],
     now: Timestamp,
 ) -> Result<Vec<Result<Finished, LedgerError>>, sqlx::Error> {
-    let items = settlements(finishes);
-    let mut write = db.begin_write().await?;
-    let answers = settle_in(&mut write, &items, now).await?;
-    write.commit().await?;
-    Ok(answers)
+    settle_batch(db, &settlements(finishes), now).await
 }
 
-/// [`finish_sessions`] inside the caller's transaction `write`, which the
-/// caller commits.
+/// [`finish_sessions`] on SQLite inside the caller's write transaction
+/// `tx`, which the caller commits (the group committer's round).
 pub async fn finish_in(
-    write: &mut WriteTx,
+    tx: &mut SqliteWrite,
     finishes: &[(Id, SessionOutcome)],
     now: Timestamp,
 ) -> Result<Vec<Result<Finished, LedgerError>>, sqlx::Error> {
-    settle_in(write, &settlements(finishes), now).await
+    settle_in(tx, &settlements(finishes), now).await
 }
 
 fn settlements(finishes: &[(Id, SessionOutcome)]) -> Vec<Settlement<'_>> {
@@ -769,14 +810,14 @@ fn settlements(finishes: &[(Id, SessionOutcome)]) -> Vec<Settlement<'_>> {
         .collect()
 }
 
-struct Settlement<'a> {
+pub(crate) struct Settlement<'a> {
     reservation: Id,
     how: Settle,
     outcome: Option<&'a SessionOutcome>,
 }
 
 /// A reservation as a settle batch reads it.
-struct Held {
+pub(crate) struct Held {
     user: Id,
     status: ReservationStatus,
     amount: i32,
@@ -785,10 +826,147 @@ struct Held {
 
 /// An open lot of a user a settle batch captures from: what it had left
 /// when locked, and what the batch takes from it.
-struct OpenLot {
+pub(crate) struct OpenLot {
     id: Id,
     remaining: i32,
     taken: i32,
+}
+
+/// The owners, in id order, of the batch's reservations still to capture:
+/// those whose open lots the batch reads.
+fn capturing_owners(
+    items: &[Settlement<'_>],
+    held: &std::collections::HashMap<Id, Held>,
+    now: Timestamp,
+) -> Vec<Id> {
+    items
+        .iter()
+        .filter(|item| item.how == Settle::Capture)
+        .filter_map(|item| held.get(&item.reservation))
+        .filter(|h| h.status == ReservationStatus::Reserved && h.expires_at > now)
+        .map(|h| h.user)
+        .collect::<std::collections::BTreeSet<Id>>()
+        .into_iter()
+        .collect()
+}
+
+/// What [`decide_settlements`] decided for a settle batch.
+pub(crate) struct Decided<'a> {
+    pub answers: Vec<Result<Finished, LedgerError>>,
+    /// The reservations whose status changes, with their new status.
+    pub settled: std::collections::BTreeMap<Id, ReservationStatus>,
+    /// The users whose credits the batch captured.
+    pub charged: std::collections::BTreeSet<Id>,
+    /// (user, amount, balance after, reservation, lot) per ledger row.
+    pub entries: Vec<(Id, i32, i32, Id, Id)>,
+    /// The first outcome recorded per reservation.
+    pub outcomes: Vec<(Id, &'a SessionOutcome)>,
+}
+
+/// Decides every item in order, in memory, exactly as one transaction each
+/// would have: running balances (`credits`, updated), lots deducted
+/// earliest expiry first (`lots`, their `taken` updated), a reservation
+/// settled earlier in the batch is `Unchanged`, one past its TTL expires.
+pub(crate) fn decide_settlements<'a>(
+    items: &[Settlement<'a>],
+    held: &mut std::collections::HashMap<Id, Held>,
+    lots: &mut std::collections::HashMap<Id, Vec<OpenLot>>,
+    credits: &mut std::collections::BTreeMap<Id, i32>,
+    now: Timestamp,
+) -> Decided<'a> {
+    use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+    let mut answers = Vec::with_capacity(items.len());
+    let mut settled: BTreeMap<Id, ReservationStatus> = BTreeMap::new();
+    let mut charged: BTreeSet<Id> = BTreeSet::new();
+    // (user, amount, balance after, reservation, lot) per ledger row.
+    let mut entries: Vec<(Id, i32, i32, Id, Id)> = Vec::new();
+    // The first outcome recorded per reservation: a later one would find
+    // its session no longer `processing`.
+    let mut outcomes: Vec<(Id, &SessionOutcome)> = Vec::new();
+    let mut with_outcome: HashSet<Id> = HashSet::new();
+    for item in items {
+        let reservation = item.reservation;
+        let Some(h) = held.get_mut(&reservation) else {
+            answers.push(Err(LedgerError::UnknownReservation(reservation)));
+            continue;
+        };
+        // Past its TTL the credits are no longer held for it (they count
+        // as available again), so it can only expire, even if the
+        // sweeper has not run yet.
+        if h.status == ReservationStatus::Reserved && h.expires_at <= now {
+            h.status = ReservationStatus::Expired;
+            settled.insert(reservation, ReservationStatus::Expired);
+        }
+        let transition = match (item.how, h.status) {
+            (_, ReservationStatus::Reserved) => Transition::Applied,
+            (Settle::Capture, ReservationStatus::Captured) => Transition::Unchanged(h.status),
+            (Settle::Release, ReservationStatus::Released | ReservationStatus::Expired) => {
+                Transition::Unchanged(h.status)
+            }
+            (Settle::Capture, _) | (Settle::Release, _) => {
+                // The expiry recorded above stays: the batch commits it.
+                answers.push(Err(LedgerError::WrongState {
+                    id: reservation,
+                    status: h.status,
+                    wanted: match item.how {
+                        Settle::Capture => "captured",
+                        Settle::Release => "released",
+                    },
+                }));
+                continue;
+            }
+        };
+        if transition == Transition::Applied {
+            match item.how {
+                Settle::Release => h.status = ReservationStatus::Released,
+                Settle::Capture => {
+                    let open = lots.entry(h.user).or_default();
+                    let in_lots: i64 = open.iter().map(|lot| i64::from(lot.remaining)).sum();
+                    if in_lots < i64::from(h.amount) {
+                        answers.push(Err(LedgerError::LotsShort {
+                            user: h.user,
+                            in_lots,
+                            needed: h.amount,
+                        }));
+                        continue;
+                    }
+                    let balance = credits.get_mut(&h.user).expect("every owner is locked");
+                    let mut owed = h.amount;
+                    for lot in open.iter_mut().filter(|lot| lot.remaining > 0) {
+                        if owed == 0 {
+                            break;
+                        }
+                        let take = owed.min(lot.remaining);
+                        owed -= take;
+                        lot.remaining -= take;
+                        lot.taken += take;
+                        *balance -= take;
+                        entries.push((h.user, -take, *balance, reservation, lot.id));
+                    }
+                    charged.insert(h.user);
+                    h.status = ReservationStatus::Captured;
+                }
+            }
+            settled.insert(reservation, h.status);
+        }
+        if let Some(outcome) = item.outcome {
+            if with_outcome.insert(reservation) {
+                outcomes.push((reservation, outcome));
+            }
+        }
+        answers.push(Ok(Finished {
+            transition,
+            amount: h.amount,
+        }));
+    }
+    Decided {
+        answers,
+        settled,
+        charged,
+        entries,
+        outcomes,
+    }
 }
 
 /// Settles every item in one write transaction with a constant number of
@@ -805,91 +983,94 @@ async fn settle_batch(
     items: &[Settlement<'_>],
     now: Timestamp,
 ) -> Result<Vec<Result<Finished, LedgerError>>, sqlx::Error> {
-    let mut write = db.begin_write().await?;
-    let answers = settle_in(&mut write, items, now).await?;
-    write.commit().await?;
-    Ok(answers)
+    match db {
+        Db::Postgres(pool) => {
+            postgres::settle_batch(pool, items, &reservation_ids(items), now).await
+        }
+        Db::Sqlite(pool) => {
+            let mut tx = pool.begin_write().await?;
+            let answers = settle_in(&mut tx, items, now).await?;
+            tx.commit().await?;
+            Ok(answers)
+        }
+    }
 }
 
-/// [`settle_batch`] inside the caller's transaction.
+/// The reservations `items` settle, sorted and each once.
+fn reservation_ids(items: &[Settlement<'_>]) -> Vec<Id> {
+    items
+        .iter()
+        .map(|item| item.reservation)
+        .collect::<std::collections::BTreeSet<Id>>()
+        .into_iter()
+        .collect()
+}
+
+/// [`settle_batch`] on SQLite inside the caller's write transaction.
 async fn settle_in(
-    write: &mut WriteTx,
+    tx: &mut SqliteWrite,
     items: &[Settlement<'_>],
     now: Timestamp,
 ) -> Result<Vec<Result<Finished, LedgerError>>, sqlx::Error> {
-    use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-    let dialect = write.dialect();
-    let ids: Vec<Id> = items
-        .iter()
-        .map(|item| item.reservation)
-        .collect::<BTreeSet<Id>>()
-        .into_iter()
-        .collect();
-    with_tx!(write, tx => {
+    let ids = reservation_ids(items);
+    {
         let mut held: HashMap<Id, Held> = HashMap::new();
         let mut credits: BTreeMap<Id, i32> = BTreeMap::new();
-        // The owners are read first to know whose rows to lock. On
-        // PostgreSQL the reservations are read again once the owners are
-        // locked: only then is their status final (the sweeper expires
-        // without the user lock). SQLite's write transaction holds the
-        // database's only write lock from the start, so one read does.
-        loop {
-            held.clear();
-            for chunk in ids.chunks(INSERT_CHUNK) {
-                let sql = format!(
-                    "SELECT id, user_id, status, amount, expires_at FROM credit_reservations WHERE id IN ({})",
-                    placeholders(1, chunk.len())
+        // SQLite's write transaction holds the database's only write lock
+        // from the start, so what is read here is final (PostgreSQL: see
+        // `postgres`).
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "SELECT id, user_id, status, amount, expires_at FROM credit_reservations WHERE id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query_as(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            let rows: Vec<(Id, Id, String, i32, Timestamp)> = query.fetch_all(&mut **tx).await?;
+            for (id, user, status, amount, expires_at) in rows {
+                let status = ReservationStatus::parse(&status)?;
+                held.insert(
+                    id,
+                    Held {
+                        user,
+                        status,
+                        amount,
+                        expires_at,
+                    },
                 );
-                let mut query = sqlx::query_as(&sql);
-                for id in chunk {
-                    query = query.bind(*id);
-                }
-                let rows: Vec<(Id, Id, String, i32, Timestamp)> = query.fetch_all(&mut **tx).await?;
-                for (id, user, status, amount, expires_at) in rows {
-                    let status = ReservationStatus::parse(&status)?;
-                    held.insert(id, Held { user, status, amount, expires_at });
-                }
-            }
-            if !credits.is_empty() || held.is_empty() {
-                break;
-            }
-            let owners: Vec<Id> = held.values().map(|h| h.user).collect::<BTreeSet<Id>>().into_iter().collect();
-            for chunk in owners.chunks(INSERT_CHUNK) {
-                let sql = format!(
-                    "SELECT id, credits FROM users WHERE id IN ({}) ORDER BY id{}",
-                    placeholders(1, chunk.len()),
-                    dialect.for_update()
-                );
-                let mut query = sqlx::query_as(&sql);
-                for user in chunk {
-                    query = query.bind(*user);
-                }
-                let rows: Vec<(Id, i32)> = query.fetch_all(&mut **tx).await?;
-                credits.extend(rows);
-            }
-            if dialect == crate::db::Dialect::Sqlite {
-                break;
             }
         }
-        // The open lots of every owner with a reservation to capture.
-        let capturing: Vec<Id> = items
-            .iter()
-            .filter(|item| item.how == Settle::Capture)
-            .filter_map(|item| held.get(&item.reservation))
-            .filter(|h| h.status == ReservationStatus::Reserved && h.expires_at > now)
+        let owners: Vec<Id> = held
+            .values()
             .map(|h| h.user)
             .collect::<BTreeSet<Id>>()
             .into_iter()
             .collect();
+        for chunk in owners.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "SELECT id, credits FROM users WHERE id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query_as(&sql);
+            for user in chunk {
+                query = query.bind(*user);
+            }
+            let rows: Vec<(Id, i32)> = query.fetch_all(&mut **tx).await?;
+            credits.extend(rows);
+        }
+        // The open lots of every owner with a reservation to capture.
+        let capturing = capturing_owners(items, &held, now);
         let mut lots: HashMap<Id, Vec<OpenLot>> = HashMap::new();
         for chunk in capturing.chunks(INSERT_CHUNK) {
             let sql = format!(
                 "SELECT id, user_id, remaining FROM credit_lots \
                  WHERE user_id IN ({}) AND remaining > 0 AND closed_at IS NULL \
-                 ORDER BY user_id, expires_at, created_at, id{}",
-                placeholders(1, chunk.len()),
-                dialect.for_update()
+                 ORDER BY user_id, expires_at, created_at, id",
+                placeholders(1, chunk.len())
             );
             let mut query = sqlx::query_as(&sql);
             for user in chunk {
@@ -897,92 +1078,22 @@ async fn settle_in(
             }
             let rows: Vec<(Id, Id, i32)> = query.fetch_all(&mut **tx).await?;
             for (id, user, remaining) in rows {
-                lots.entry(user).or_default().push(OpenLot { id, remaining, taken: 0 });
+                lots.entry(user).or_default().push(OpenLot {
+                    id,
+                    remaining,
+                    taken: 0,
+                });
             }
         }
 
         // Every item decided in order, in memory.
-        let mut answers = Vec::with_capacity(items.len());
-        let mut settled: BTreeMap<Id, ReservationStatus> = BTreeMap::new();
-        let mut charged: BTreeSet<Id> = BTreeSet::new();
-        // (user, amount, balance after, reservation, lot) per ledger row.
-        let mut entries: Vec<(Id, i32, i32, Id, Id)> = Vec::new();
-        // The first outcome recorded per reservation: a later one would find
-        // its session no longer `processing`.
-        let mut outcomes: Vec<(Id, &SessionOutcome)> = Vec::new();
-        let mut with_outcome: HashSet<Id> = HashSet::new();
-        for item in items {
-            let reservation = item.reservation;
-            let Some(h) = held.get_mut(&reservation) else {
-                answers.push(Err(LedgerError::UnknownReservation(reservation)));
-                continue;
-            };
-            // Past its TTL the credits are no longer held for it (they count
-            // as available again), so it can only expire, even if the
-            // sweeper has not run yet.
-            if h.status == ReservationStatus::Reserved && h.expires_at <= now {
-                h.status = ReservationStatus::Expired;
-                settled.insert(reservation, ReservationStatus::Expired);
-            }
-            let transition = match (item.how, h.status) {
-                (_, ReservationStatus::Reserved) => Transition::Applied,
-                (Settle::Capture, ReservationStatus::Captured) => Transition::Unchanged(h.status),
-                (Settle::Release, ReservationStatus::Released | ReservationStatus::Expired) => {
-                    Transition::Unchanged(h.status)
-                }
-                (Settle::Capture, _) | (Settle::Release, _) => {
-                    // The expiry recorded above stays: the batch commits it.
-                    answers.push(Err(LedgerError::WrongState {
-                        id: reservation,
-                        status: h.status,
-                        wanted: match item.how {
-                            Settle::Capture => "captured",
-                            Settle::Release => "released",
-                        },
-                    }));
-                    continue;
-                }
-            };
-            if transition == Transition::Applied {
-                match item.how {
-                    Settle::Release => h.status = ReservationStatus::Released,
-                    Settle::Capture => {
-                        let open = lots.entry(h.user).or_default();
-                        let in_lots: i64 = open.iter().map(|lot| i64::from(lot.remaining)).sum();
-                        if in_lots < i64::from(h.amount) {
-                            answers.push(Err(LedgerError::LotsShort {
-                                user: h.user,
-                                in_lots,
-                                needed: h.amount,
-                            }));
-                            continue;
-                        }
-                        let balance = credits.get_mut(&h.user).expect("every owner is locked");
-                        let mut owed = h.amount;
-                        for lot in open.iter_mut().filter(|lot| lot.remaining > 0) {
-                            if owed == 0 {
-                                break;
-                            }
-                            let take = owed.min(lot.remaining);
-                            owed -= take;
-                            lot.remaining -= take;
-                            lot.taken += take;
-                            *balance -= take;
-                            entries.push((h.user, -take, *balance, reservation, lot.id));
-                        }
-                        charged.insert(h.user);
-                        h.status = ReservationStatus::Captured;
-                    }
-                }
-                settled.insert(reservation, h.status);
-            }
-            if let Some(outcome) = item.outcome {
-                if with_outcome.insert(reservation) {
-                    outcomes.push((reservation, outcome));
-                }
-            }
-            answers.push(Ok(Finished { transition, amount: h.amount }));
-        }
+        let Decided {
+            answers,
+            settled,
+            charged,
+            entries,
+            outcomes,
+        } = decide_settlements(items, &mut held, &mut lots, &mut credits, now);
 
         // The changes, one multi-row statement per table and kind.
         for (status, column) in [
@@ -1065,7 +1176,10 @@ async fn settle_in(
         let completed: Vec<(Id, i32)> = outcomes
             .iter()
             .filter_map(|(reservation, outcome)| match outcome {
-                SessionOutcome::Completed { images, duration_ms } => {
+                SessionOutcome::Completed {
+                    images,
+                    duration_ms,
+                } => {
                     images_of.insert(*reservation, images.as_slice());
                     Some((*reservation, *duration_ms))
                 }
@@ -1115,9 +1229,10 @@ async fn settle_in(
         let failed: Vec<(Id, &Value, i32)> = outcomes
             .iter()
             .filter_map(|(reservation, outcome)| match outcome {
-                SessionOutcome::Failed { error_details, duration_ms } => {
-                    Some((*reservation, error_details, *duration_ms))
-                }
+                SessionOutcome::Failed {
+                    error_details,
+                    duration_ms,
+                } => Some((*reservation, error_details, *duration_ms)),
                 SessionOutcome::Completed { .. } => None,
             })
             .collect();
@@ -1131,12 +1246,15 @@ async fn settle_in(
             );
             let mut query = sqlx::query(&sql);
             for (reservation, details, duration_ms) in chunk {
-                query = query.bind(*reservation).bind(Json(*details)).bind(*duration_ms);
+                query = query
+                    .bind(*reservation)
+                    .bind(Json(*details))
+                    .bind(*duration_ms);
             }
             query.execute(&mut **tx).await?;
         }
         Ok(answers)
-    })
+    }
 }
 
 /// Expires every reservation past its TTL and fails the sessions still

@@ -8,14 +8,17 @@
 //! - [`db`]: the pool (SQLite or PostgreSQL; SQLite's WAL checkpointed by
 //!   a background task), migrations (skipped by `Db::open_with` on a
 //!   foreign Cooly schema), table and column lookup, the `Id` type
-//!   (time-ordered UUIDs), write transactions on either backend (`WriteTx`)
+//!   (time-ordered UUIDs), SQLite write transactions (`SqliteWrite`)
 //!   and the few dialect differences.
 //! - [`users`]: accounts and password hashes.
 //! - [`ledger`]: reserve / capture / release / expire / add credits — the
 //!   only code that moves credits; `reserve_batch` decides many
 //!   reservations in one transaction, `finish_sessions` many outcomes
-//!   (`reserve_in` / `finish_in` inside a caller's transaction; the
-//!   `Dispatch` callback lets the caller queue accepted jobs in it).
+//!   (on SQLite `reserve_in` / `finish_in` run inside a caller's
+//!   transaction; the `Dispatch` callback lets the caller queue accepted
+//!   jobs in it); `ledger::postgres` holds their PostgreSQL statements
+//!   (array-bound, four round trips a batch, advisory lock per user for
+//!   reservations).
 //! - [`group_commit`]: committer tasks that batch concurrent generate
 //!   requests and workers' outcomes into shared transactions (on SQLite
 //!   one committer for both, which also dispatches; on PostgreSQL several,

@@ -2,11 +2,13 @@
 //!
 //! Each round is one write transaction: up to `batch` undispatched rows in
 //! id order (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so several instances
-//! share the work; SQLite's write lock serialises them), each pushed as a
-//! job whose id is its reservation id, then all marked `dispatched_at = now`
-//! with `dispatch_attempts + 1` by one `UPDATE`. A push that fails leaves its row
-//! undispatched (its attempts counted) and ends the round; the row is tried
-//! again at the next one. Pushing a job twice queues it once, so a row
+//! share the work; SQLite's write lock serialises them), pushed in order as
+//! jobs whose ids are their reservation ids ([`Queue::push_all`]: one
+//! round trip for the whole round on Redis), then all marked
+//! `dispatched_at = now` with `dispatch_attempts + 1` by one `UPDATE`. A
+//! push that fails leaves its row undispatched (its attempts counted) and
+//! ends the round; that row and those behind it are tried again at the
+//! next one. Pushing a job twice queues it once, so a row
 //! dispatched twice (a crash between push and commit) is harmless.
 //!
 //! A row stays marked dispatched even if the queue later loses its job
@@ -19,7 +21,7 @@
 //!
 //! The transaction never awaits the pool itself (the SQLite pool has one
 //! connection, so a pool query inside it would wait for ever) and only
-//! awaits queue pushes, which are in memory or one Redis round trip each.
+//! awaits queue pushes, which are in memory or one Redis round trip.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,32 +109,35 @@ pub async fn dispatch_round(db: &Db, queue: &dyn Queue, batch: i64) -> Result<Ro
         .await?;
         let mut round = Round { read: rows.len(), ..Round::default() };
         let now = chrono::Utc::now();
+        // Rows without a reservation id have no job id to give: marked, so
+        // they do not block the outbox.
         let mut pushed: Vec<i64> = Vec::with_capacity(rows.len());
-        let mut failed: Option<i64> = None;
+        let mut queued: Vec<i64> = Vec::with_capacity(rows.len());
+        let mut jobs: Vec<NewJob> = Vec::with_capacity(rows.len());
         for (row, event_type, reservation, Json(payload)) in rows {
-            let outcome = match reservation {
-                Some(id) => queue
-                    .push(NewJob { id, name: event_type, payload })
-                    .await
-                    .map_err(|e| e.to_string()),
-                None => {
-                    // No job id to give it: mark it so it does not block the outbox.
-                    tracing::warn!(outbox_id = row, "outbox row without a reservation id skipped");
-                    Ok(())
+            match reservation {
+                Some(id) => {
+                    queued.push(row);
+                    jobs.push(NewJob { id, name: event_type, payload });
                 }
-            };
-            match outcome {
-                Ok(()) => pushed.push(row),
-                Err(why) => {
-                    tracing::warn!(outbox_id = row, reservation = ?reservation, error = %why,
-                        "cannot push a job; it stays in the outbox");
-                    failed = Some(row);
-                    // The queue is likely down: do not hold the transaction
-                    // through more timeouts.
-                    break;
+                None => {
+                    tracing::warn!(outbox_id = row, "outbox row without a reservation id skipped");
+                    pushed.push(row);
                 }
             }
         }
+        let (count, outcome) = queue.push_all(jobs).await;
+        pushed.extend_from_slice(&queued[..count]);
+        let failed = match outcome {
+            Ok(()) => None,
+            Err(why) => {
+                // The queue is likely down: the rows behind the failed one
+                // wait for the next round.
+                tracing::warn!(outbox_id = queued[count], error = %why,
+                    "cannot push a job; it stays in the outbox");
+                Some(queued[count])
+            }
+        };
         // One UPDATE marks every pushed row.
         for chunk in pushed.chunks(MARK_CHUNK) {
             let sql = format!(
@@ -170,26 +175,23 @@ pub struct RoundDispatch {
 impl Dispatch for RoundDispatch {
     fn dispatch(&self, jobs: Vec<OutboxJob>) -> futures::future::BoxFuture<'_, usize> {
         Box::pin(async move {
-            let offered = jobs.len();
-            let mut taken = 0;
-            for job in jobs {
-                let id = job.id;
-                let job = NewJob {
-                    id,
+            let jobs: Vec<NewJob> = jobs
+                .into_iter()
+                .map(|job| NewJob {
+                    id: job.id,
                     name: job.name.to_string(),
                     payload: job.payload,
-                };
-                if let Err(e) = self.queue.push(job).await {
-                    tracing::warn!(reservation = %id, error = %e,
-                        "cannot push a job; it stays in the outbox");
-                    metrics::counter!("mock_outbox_dispatch_failures_total").increment(1);
-                    self.wake.notify_one();
-                    break;
-                }
-                taken += 1;
+                })
+                .collect();
+            let ids: Vec<Id> = jobs.iter().map(|job| job.id).collect();
+            let (taken, outcome) = self.queue.push_all(jobs).await;
+            if let Err(e) = outcome {
+                tracing::warn!(reservation = ?ids.get(taken), error = %e,
+                    "cannot push a job; it stays in the outbox");
+                metrics::counter!("mock_outbox_dispatch_failures_total").increment(1);
+                self.wake.notify_one();
             }
             metrics::counter!("mock_outbox_dispatched_total").increment(taken as u64);
-            debug_assert!(taken <= offered);
             taken
         })
     }

@@ -22,7 +22,8 @@
 //!
 //! # Life of a job
 //!
-//! - `push` creates the hash and queues the id unless the hash exists.
+//! - `push` creates the hash and queues the id unless the hash exists;
+//!   `push_all` does so for many jobs in one script (a relay round).
 //! - `revive` (the reconciler's) queues again a job whose hash is gone (a
 //!   Redis restarted empty) or finished (its outcome could not be
 //!   recorded), with a fresh hash.
@@ -158,7 +159,7 @@ impl Keys {
 }
 
 struct Scripts {
-    push: Script,
+    push_all: Script,
     take: Script,
     complete: Script,
     fail: Script,
@@ -171,7 +172,7 @@ struct Scripts {
 impl Scripts {
     fn new() -> Scripts {
         Scripts {
-            push: Script::new(PUSH_LUA),
+            push_all: Script::new(PUSH_ALL_LUA),
             take: Script::new(TAKE_LUA),
             complete: Script::new(COMPLETE_LUA),
             fail: Script::new(FAIL_LUA),
@@ -183,13 +184,21 @@ impl Scripts {
     }
 }
 
-/// KEYS: job hash, wait. ARGV: id, name, data, opts, timestamp.
-const PUSH_LUA: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'name', ARGV[2], 'data', ARGV[3], 'opts', ARGV[4],
-  'timestamp', ARGV[5], 'delay', '0', 'priority', '0', 'attemptsMade', '0')
-redis.call('LPUSH', KEYS[2], ARGV[1])
-return 1
+/// KEYS: wait. ARGV: key base, opts, timestamp, then (id, name, data) per
+/// job: in order, each job's hash created and its id queued on `wait`
+/// unless its hash exists. Returns how many were new.
+const PUSH_ALL_LUA: &str = r#"
+local created = 0
+for i = 4, #ARGV, 3 do
+  local key = ARGV[1] .. ARGV[i]
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('HSET', key, 'name', ARGV[i + 1], 'data', ARGV[i + 2], 'opts', ARGV[2],
+      'timestamp', ARGV[3], 'delay', '0', 'priority', '0', 'attemptsMade', '0')
+    redis.call('LPUSH', KEYS[1], ARGV[i])
+    created = created + 1
+  end
+end
+return created
 "#;
 
 /// KEYS: wait, active, delayed. ARGV: key base, now (ms), lock ttl (ms),
@@ -643,25 +652,37 @@ impl Shared {
 #[async_trait::async_trait]
 impl Queue for BullQueue {
     async fn push(&self, job: NewJob) -> Result<(), QueueError> {
+        self.push_all(vec![job]).await.1
+    }
+
+    async fn push_all(&self, jobs: Vec<NewJob>) -> (usize, Result<(), QueueError>) {
+        if jobs.is_empty() {
+            return (0, Ok(()));
+        }
         let shared = &self.shared;
-        let id = job.id.to_string();
-        let _created: i64 = shared
-            .scripts
-            .push
-            .key(shared.keys.job(&id))
+        let count = jobs.len();
+        let mut invocation = shared.scripts.push_all.prepare_invoke();
+        invocation
             .key(&shared.keys.wait)
-            .arg(&id)
-            .arg(&job.name)
-            .arg(job.payload.to_string())
+            .arg(&shared.keys.base)
             .arg(shared.job_opts())
-            .arg(now_ms())
-            .invoke_async(&mut shared.conn.clone())
+            .arg(now_ms());
+        for job in jobs {
+            invocation
+                .arg(job.id.to_string())
+                .arg(job.name)
+                .arg(job.payload.to_string());
+        }
+        match invocation
+            .invoke_async::<i64>(&mut shared.conn.clone())
             .await
-            .map_err(|e| {
+        {
+            Ok(_created) => (count, Ok(())),
+            Err(e) => {
                 shared.set_up(false);
-                unavailable(e)
-            })?;
-        Ok(())
+                (0, Err(unavailable(e)))
+            }
+        }
     }
 
     async fn revive(&self, jobs: Vec<NewJob>) -> Result<usize, QueueError> {

@@ -72,6 +72,20 @@ pub enum QueueError {
 pub trait Queue: Send + Sync + 'static {
     /// Queues a job unless a job with its id is already known.
     async fn push(&self, job: NewJob) -> Result<(), QueueError>;
+    /// Pushes `jobs` in order, as [`push`](Self::push) would each, and
+    /// stops at the first failure: returns how many were pushed, and that
+    /// failure. The Redis queue pushes them all in one round trip (then
+    /// all or none).
+    async fn push_all(&self, jobs: Vec<NewJob>) -> (usize, Result<(), QueueError>) {
+        let mut pushed = 0;
+        for job in jobs {
+            if let Err(e) = self.push(job).await {
+                return (pushed, Err(e));
+            }
+            pushed += 1;
+        }
+        (pushed, Ok(()))
+    }
     /// Queues again each job that is neither waiting, delayed nor held
     /// (including one the queue finished, or one it never had or lost),
     /// with its attempts counted from zero; returns how many were queued.
