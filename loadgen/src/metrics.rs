@@ -318,6 +318,21 @@ tokio::task_local! {
     pub static TARGET: Arc<str>;
 }
 
+/// `tags` plus the VU's `target` tag when the run has several targets.
+fn with_target_tag<R>(
+    tags: &[(&'static str, &str)],
+    f: impl FnOnce(&[(&'static str, &str)]) -> R,
+) -> R {
+    match TARGET.try_with(Arc::clone) {
+        Ok(target) => {
+            let with_target: Vec<(&'static str, &str)> =
+                tags.iter().copied().chain([("target", &*target)]).collect();
+            f(&with_target)
+        }
+        Err(_) => f(tags),
+    }
+}
+
 /// The recorder and aggregator of one run.
 pub struct Collector {
     id: u64,
@@ -435,13 +450,16 @@ impl Collector {
     /// shard once.
     pub fn add_all(&self, values: &[(&'static str, f64)], tags: &[(&'static str, &str)]) {
         let second = self.second_now();
-        self.with_shard(|shard| {
-            for &(metric, value) in values {
-                self.record(shard, second, metric, value, tags);
-            }
+        with_target_tag(tags, |tags| {
+            self.with_shard(|shard| {
+                for &(metric, value) in values {
+                    self.record(shard, second, metric, value, tags);
+                }
+            });
         });
     }
 
+    /// Records one value; `tags` include the VU's `target` tag.
     fn record(
         &self,
         shard: &mut Shard,
@@ -452,15 +470,6 @@ impl Collector {
     ) {
         let Some(index) = metric_index(metric) else {
             return;
-        };
-        let target = TARGET.try_with(Arc::clone).ok();
-        let with_target: Vec<(&'static str, &str)>;
-        let tags = match target.as_deref() {
-            Some(target) => {
-                with_target = tags.iter().copied().chain([("target", target)]).collect();
-                &with_target
-            }
-            None => tags,
         };
         let (_, metric_type, contains) = METRICS[index];
         let mut add = |key: Key| {
@@ -536,7 +545,9 @@ impl Collector {
                 }),
             }
             let value = if ok { 1.0 } else { 0.0 };
-            self.record(shard, second, "checks", value, &[("check", name)]);
+            with_target_tag(&[("check", name)], |tags| {
+                self.record(shard, second, "checks", value, tags);
+            });
         });
     }
 

@@ -94,13 +94,26 @@ pub enum SetupError {
 pub struct Scenario {
     pub config: ScenarioConfig,
     pub base: Arc<BaseUrl>,
+    /// The generate request's body for each of [`PROMPTS`], serialised
+    /// once rather than per request.
+    generate_bodies: [Vec<u8>; PROMPTS.len()],
     trackers: std::sync::Mutex<JoinSet<()>>,
     pub accepted: AtomicU64,
 }
 
 impl Scenario {
     pub fn new(config: ScenarioConfig, base: BaseUrl) -> Arc<Scenario> {
+        let generate_bodies = PROMPTS.map(|prompt| {
+            let body = GenerateRequest {
+                model: &config.model,
+                outputs: config.outputs,
+                prompt,
+            };
+            // Two strings and a number: serialising cannot fail.
+            serde_json::to_vec(&body).unwrap_or_default()
+        });
         Arc::new(Scenario {
+            generate_bodies,
             config,
             base: Arc::new(base),
             trackers: std::sync::Mutex::new(JoinSet::new()),
@@ -147,7 +160,9 @@ impl Scenario {
             .send(
                 Method::POST,
                 &self.config.login_path,
-                serde_json::to_vec(&json!({"email": email, "password": password})).ok(),
+                serde_json::to_vec(&json!({"email": email, "password": password}))
+                    .ok()
+                    .as_deref(),
                 &[],
                 self.config.login_timeout,
             )
@@ -167,46 +182,50 @@ impl Scenario {
 
     /// The iteration's login (unless reused) and generate.
     async fn requests(self: &Arc<Self>, vu: &mut Vu, collector: &Arc<Collector>) {
-        match self.login(vu, collector).await {
-            Some(token) => self.generate(vu, collector, token).await,
-            None => collector.add("errors", 1.0, &[]),
+        if self.login(vu, collector).await {
+            self.generate(vu, collector).await;
+        } else {
+            collector.add("errors", 1.0, &[]);
         }
     }
 
-    /// The VU's token, from a login unless `--login once` has one already.
-    async fn login(&self, vu: &mut Vu, collector: &Collector) -> Option<String> {
-        match (self.config.login, vu.token.clone()) {
-            (LoginMode::Once, Some(token)) => Some(token),
-            _ => {
-                let response = self
-                    .login_request(&mut vu.client, &vu.email, &vu.password)
-                    .await;
-                record_http(collector, &response, "POST", &self.config.login_path, None);
-                let token = token_of(&response);
-                collector.check("login successful", response.status == 200);
-                collector.check("login returned token", token.is_some());
-                vu.token = token.clone();
-                token
-            }
+    /// Whether the VU has its token (in [`Vu::cookie`]), from a login
+    /// unless `--login once` has one already.
+    async fn login(&self, vu: &mut Vu, collector: &Collector) -> bool {
+        if self.config.login == LoginMode::Once && vu.cookie.is_some() {
+            return true;
         }
+        let response = self
+            .login_request(&mut vu.client, &vu.email, &vu.password)
+            .await;
+        record_http(collector, &response, "POST", &self.config.login_path, None);
+        let token = token_of(&response);
+        collector.check("login successful", response.status == 200);
+        collector.check("login returned token", token.is_some());
+        vu.cookie = token.map(|token| format!("token={token}"));
+        vu.cookie.is_some()
     }
 
-    /// The generate request, its checks and custom metrics.
-    async fn generate(self: &Arc<Self>, vu: &mut Vu, collector: &Arc<Collector>, token: String) {
-        let body = GenerateRequest {
-            model: &self.config.model,
-            outputs: self.config.outputs,
-            prompt: PROMPTS[vu.rng.gen_range(0..PROMPTS.len())],
+    /// The generate request, its checks and custom metrics; the VU has its
+    /// token.
+    async fn generate(self: &Arc<Self>, vu: &mut Vu, collector: &Arc<Collector>) {
+        let Vu {
+            client,
+            rng,
+            cookie: Some(cookie),
+            ..
+        } = vu
+        else {
+            return;
         };
-        let cookie = format!("token={token}");
+        let body = &self.generate_bodies[rng.gen_range(0..PROMPTS.len())];
         let started = Instant::now();
-        let response = vu
-            .client
+        let response = client
             .send(
                 Method::POST,
                 &self.config.generate_path,
-                serde_json::to_vec(&body).ok(),
-                &[("Cookie", &cookie)],
+                Some(body),
+                &[("Cookie", cookie)],
                 self.config.generate_timeout,
             )
             .await;
@@ -233,12 +252,11 @@ impl Scenario {
             collector.add_all(&[("generation_success", 1.0), ("errors", 0.0)], &[]);
             self.accepted.fetch_add(1, Ordering::Relaxed);
             if let (Some(tracking), Some(id)) = (&self.config.tracking, session_id) {
-                let client = vu.client.fresh();
                 self.track(
                     tracking.clone(),
-                    client,
+                    client.fresh(),
                     id,
-                    token,
+                    cookie.clone(),
                     started,
                     collector.clone(),
                 );
@@ -281,13 +299,12 @@ impl Scenario {
         tracking: Tracking,
         mut client: Client,
         session_id: String,
-        token: String,
+        cookie: String,
         accepted_at: Instant,
         collector: Arc<Collector>,
     ) {
         let target = crate::metrics::TARGET.try_with(Arc::clone).ok();
         let task = async move {
-            let cookie = format!("token={token}");
             let single = format!("/api/images/seedream4/sessions/{session_id}");
             let mut use_history = false;
             loop {

@@ -1,6 +1,7 @@
 //! One virtual user: its own connection and cookie jar, its RNG (derived
 //! from `--seed` and the VU's number in the whole test, so prompts and
-//! think times are reproducible, and the same in a split test), its account and, with `--login once`, its token, and
+//! think times are reproducible, and the same in a split test), its
+//! account and, with `--login once`, its token (as its `Cookie` header), and
 //! the source address of its connection (`--local-addr`). It
 //! lives on one of the [`crate::workers`] runtimes for the whole run.
 
@@ -20,7 +21,8 @@ pub struct Vu {
     pub rng: SmallRng,
     pub email: String,
     pub password: String,
-    pub token: Option<String>,
+    /// The `Cookie` header of its token (`token=…`) once logged in.
+    pub cookie: Option<String>,
 }
 
 impl Vu {
@@ -47,7 +49,7 @@ impl Vu {
             rng,
             email,
             password,
-            token: None,
+            cookie: None,
         }
     }
 }

@@ -43,7 +43,7 @@ async fn post(client: &mut Client, body: &str) -> loadgen::http::Response {
         .send(
             Method::POST,
             "/api/x",
-            Some(body.as_bytes().to_vec()),
+            Some(body.as_bytes()),
             &[("Cookie", "token=t")],
             Duration::from_secs(5),
         )

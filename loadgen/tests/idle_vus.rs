@@ -123,7 +123,7 @@ fn a_client_in_think_time_keeps_no_buffer() {
                 .send(
                     Method::POST,
                     path,
-                    Some(b"{\"prompt\":\"p\"}".to_vec()),
+                    Some(b"{\"prompt\":\"p\"}".as_slice()),
                     &[],
                     Duration::from_secs(10),
                 )

@@ -259,19 +259,18 @@ impl Client {
         &mut self,
         method: Method,
         path: &str,
-        json_body: Option<Vec<u8>>,
+        json_body: Option<&[u8]>,
         headers: &[(&str, &str)],
         timeout: Duration,
     ) -> Response {
         let started = Instant::now();
-        let mut request = Vec::with_capacity(256 + json_body.as_ref().map_or(0, Vec::len));
+        let mut request = Vec::with_capacity(256 + json_body.map_or(0, <[u8]>::len));
         if self
-            .encode(&mut request, &method, path, json_body.as_deref(), headers)
+            .encode(&mut request, &method, path, json_body, headers)
             .is_err()
         {
             return failed(FailureKind::Other, started, Timings::default(), 0, 0);
         }
-        drop(json_body);
         if self.debug {
             eprintln!("> {method} {}{path}", self.base.original);
         }
@@ -350,14 +349,16 @@ impl Client {
         json_body: Option<&[u8]>,
         headers: &[(&str, &str)],
     ) -> Result<(), wire::WireError> {
-        let target = format!("{}{path}", self.base.target_prefix);
         let explicit_cookie = headers
             .iter()
             .any(|(k, _)| k.eq_ignore_ascii_case("cookie"));
         let jar;
-        let mut all: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 2);
+        // The client's own headers, before the caller's.
+        let mut own = [("", ""); 2];
+        let mut len = 0;
         if let Some(authorization) = self.base.proxy_authorization() {
-            all.push(("Proxy-Authorization", authorization));
+            own[len] = ("Proxy-Authorization", authorization);
+            len += 1;
         }
         if !explicit_cookie && !self.cookies.is_empty() {
             jar = self
@@ -366,15 +367,15 @@ impl Client {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect::<Vec<_>>()
                 .join("; ");
-            all.push(("Cookie", &jar));
+            own[len] = ("Cookie", &jar);
+            len += 1;
         }
-        all.extend_from_slice(headers);
-        wire::encode_request(
+        wire::encode_request_parts(
             out,
             method.as_str(),
-            &target,
+            [&self.base.target_prefix, path],
             &self.base.host_header,
-            &all,
+            [&own[..len], headers],
             json_body,
         )
     }

@@ -33,10 +33,28 @@ pub fn encode_request(
     headers: &[(&str, &str)],
     json_body: Option<&[u8]>,
 ) -> Result<(), WireError> {
-    if !is_token(method) || target.bytes().any(|b| b <= b' ' || b == 0x7f) {
+    encode_request_parts(out, method, [target, ""], host, [headers, &[]], json_body)
+}
+
+/// [`encode_request`] with the target in two parts (a prefix and a path)
+/// and the headers in two lists, written in order, so that a caller
+/// builds neither a joined target nor a joined list per request.
+pub fn encode_request_parts(
+    out: &mut Vec<u8>,
+    method: &str,
+    target: [&str; 2],
+    host: &str,
+    headers: [&[(&str, &str)]; 2],
+    json_body: Option<&[u8]>,
+) -> Result<(), WireError> {
+    if !is_token(method)
+        || target
+            .iter()
+            .any(|part| part.bytes().any(|b| b <= b' ' || b == 0x7f))
+    {
         return Err(WireError::BadHeader);
     }
-    for part in [method, " ", target, " HTTP/1.1\r\nHost: "] {
+    for part in [method, " ", target[0], target[1], " HTTP/1.1\r\nHost: "] {
         out.extend_from_slice(part.as_bytes());
     }
     push_value(out, host)?;
@@ -46,7 +64,7 @@ pub fn encode_request(
         out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    for (name, value) in headers {
+    for (name, value) in headers.into_iter().flatten() {
         if !is_token(name) {
             return Err(WireError::BadHeader);
         }
