@@ -5,7 +5,10 @@
 #   P1 raw:   GET of a small static file from nginx (one worker, pinned to
 #             the last core), the generator pinned to core 0, 50
 #             connections, 5 s per run; ROUNDS rounds (default 3) that
-#             alternate the tools: loadgen, wrk, oha, k6, k9. Requests/s.
+#             alternate the tools: loadgen, wrk, oha, k6, k9. Requests/s;
+#             requests per generator CPU-second (user + sys, time(1)); and
+#             the share of its core nginx's worker was busy: near 1.0, the
+#             target was the ceiling and requests/s cannot rank the tools.
 #   P4 truth: a target that holds every answer 50 ms (loadgen's
 #             delay_server example, which measures the hold itself: the
 #             truth), 200 req/s for 10 s: loadgen's open model (-q) and
@@ -102,7 +105,9 @@ failures=0
 record() { # record TABLE TOOL VALUE
   if [ -z "$3" ]; then echo "  $2: no number" >&2; failures=$((failures + 1)); return; fi
   echo "$3" >>"$work/$1.$2"
-  printf '  %-22s %s\n' "$2" "$3"
+  local label=$2
+  case $1 in p1cpu) label="$2 req/cpu-s" ;; p1busy) label="$2 nginx busy" ;; esac
+  printf '  %-22s %s\n' "$label" "$3"
 }
 median() { [ -f "$work/$1" ] && sort -n "$work/$1" | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
 
@@ -113,13 +118,12 @@ summary_p() { sed -n "s/^ *http_req_duration[.]*:.*$1=\\([0-9.]*\\)ms.*/\\1/p" "
 oha_json() { # oha_json FILE EXPR (over the parsed JSON j)
   python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print(round($2, 3))" "$1" 2>/dev/null || true
 }
-oha_run() { # oha_run OUT ARGS...: JSON output whichever way this oha spells it
+# JSON output whichever way this oha spells it.
+oha_json_flag=(-j)
+oha --help 2>/dev/null | grep -q -- '--output-format' && oha_json_flag=(--output-format json)
+oha_run() { # oha_run OUT ARGS...
   local out=$1; shift
-  if oha --help 2>/dev/null | grep -q -- '--output-format'; then
-    bounded "${pin_gen[@]}" oha --no-tui --output-format json "$@" >"$out" 2>/dev/null || true
-  else
-    bounded "${pin_gen[@]}" oha --no-tui -j "$@" >"$out" 2>/dev/null || true
-  fi
+  bounded "${pin_gen[@]}" oha --no-tui "${oha_json_flag[@]}" "$@" >"$out" 2>/dev/null || true
 }
 
 versions() {
@@ -150,6 +154,11 @@ events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 1000000;
+  # The file's descriptor and metadata cached: nginx's core serves ~1.6x
+  # more requests/s, so its ceiling is further from the generators'.
+  open_file_cache max=16 inactive=60s;
+  open_file_cache_valid 3600s;
+  etag off;
   client_body_temp_path $work/body; proxy_temp_path $work/proxy; fastcgi_temp_path $work/fcgi;
   uwsgi_temp_path $work/uwsgi; scgi_temp_path $work/scgi;
   server { listen 127.0.0.1:$port; root $work/www; }
@@ -158,27 +167,42 @@ CONF
   "${pin_srv[@]}" nginx -c "$work/nginx.conf" -e "$work/nginx-error.log"
   url="http://127.0.0.1:$port/small.txt"
   for _ in $(seq 50); do curl -fs -o /dev/null "$url" && break; sleep 0.1; done
+  # nginx's one worker: its CPU ticks tell whether the target's core was
+  # the ceiling of a run (busy near 1.0), where requests/s cannot rank the
+  # generators and requests per generator CPU-second does.
+  nginx_worker=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
+  nginx_ticks() { awk '{print $14 + $15}' "/proc/$nginx_worker/stat" 2>/dev/null || echo 0; }
+  clk_tck=$(getconf CLK_TCK)
+  timer=()
+  [ -x /usr/bin/time ] && timer=(/usr/bin/time -f "%U %S" -o "$work/time")
+  # p1_run TOOL RATE_PARSER CMD...: one pinned run; records requests/s, the
+  # generator's CPU (user + sys) per request and nginx's busy share.
+  p1_run() {
+    local tool=$1 parse=$2; shift 2
+    local before after rate cpu
+    rm -f "$work/time"
+    before=$(nginx_ticks)
+    bounded "${timer[@]}" "${pin_gen[@]}" "$@" >"$work/out" 2>/dev/null || true
+    after=$(nginx_ticks)
+    rate=$($parse)
+    record p1 "$tool" "$rate"
+    cpu=$(awk 'NF == 2 && $1 ~ /^[0-9.]+$/ {print $1 + $2}' "$work/time" 2>/dev/null || true)
+    if [ -n "$rate" ] && [ -n "$cpu" ]; then
+      record p1cpu "$tool" "$(python3 -c "print(round($rate * $secs / max($cpu, 0.01)))")"
+    fi
+    record p1busy "$tool" "$(python3 -c "print(round(($after - $before) / $clk_tck / $secs, 2))")"
+  }
+  rate_summary() { summary_rate "$work/out"; }
+  rate_wrk() { sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' "$work/out"; }
+  rate_oha() { oha_json "$work/out" "j['summary']['requestsPerSec']"; }
   echo "P1 raw: GET $url, $conns connections, ${secs}s per run, $rounds round(s)"
   for round in $(seq "$rounds"); do
     echo " round $round"
-    bounded "${pin_gen[@]}" "$loadgen" http "$url" -c "$conns" -z "${secs}s" --threads 1 --quiet --no-color >"$work/out" 2>&1 || true
-    record p1 loadgen "$(summary_rate "$work/out")"
-    if have wrk; then
-      bounded "${pin_gen[@]}" wrk -t1 -c "$conns" -d "${secs}s" "$url" >"$work/out" 2>&1 || true
-      record p1 wrk "$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' "$work/out")"
-    fi
-    if have oha; then
-      oha_run "$work/oha.json" -c "$conns" -z "${secs}s" "$url"
-      record p1 oha "$(oha_json "$work/oha.json" "j['summary']['requestsPerSec']")"
-    fi
-    if have k6; then
-      bounded "${pin_gen[@]}" k6 run --quiet --vus "$conns" --duration "${secs}s" -e URL="$url" scripts/bench/k6-raw.js >"$work/out" 2>&1 || true
-      record p1 k6 "$(summary_rate "$work/out")"
-    fi
-    if have k9; then
-      bounded "${pin_gen[@]}" k9 run --vus "$conns" --duration "${secs}s" -e URL="$url" scripts/bench/k9-raw.py >"$work/out" 2>&1 || true
-      record p1 k9 "$(summary_rate "$work/out")"
-    fi
+    p1_run loadgen rate_summary "$loadgen" http "$url" -c "$conns" -z "${secs}s" --threads 1 --quiet --no-color
+    have wrk && p1_run wrk rate_wrk wrk -t1 -c "$conns" -d "${secs}s" "$url"
+    have oha && p1_run oha rate_oha oha --no-tui "${oha_json_flag[@]}" -c "$conns" -z "${secs}s" "$url"
+    have k6 && p1_run k6 rate_summary k6 run --quiet --vus "$conns" --duration "${secs}s" -e URL="$url" scripts/bench/k6-raw.js
+    have k9 && p1_run k9 rate_summary k9 run --vus "$conns" --duration "${secs}s" -e URL="$url" scripts/bench/k9-raw.py
   done
   kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
   p1_done=true
@@ -239,16 +263,28 @@ have wrk && wrk_latency stall-wrk-closed -c 10
 # ---- Results -------------------------------------------------------------
 missing=($(printf '%s\n' "${missing[@]}" | sort -u))
 [ ${#missing[@]} -gt 0 ] && echo "missing peers (not raced): ${missing[*]}"
-ratio() { local a b; a=$(median "p1.$1"); b=$(median "p1.$2"); [ -n "$a" ] && [ -n "$b" ] && python3 -c "print(f'{$a / $b:.2f}')"; }
+ratio_of() { local a b; a=$(median "$1.$2"); b=$(median "$1.$3"); [ -n "$a" ] && [ -n "$b" ] && python3 -c "print(f'{$a / $b:.2f}')"; }
+ratio() { ratio_of p1 "$1" "$2"; }
 table() {
-  echo "| tool | requests/s (median of $rounds) | loadgen ÷ tool |"
-  echo "|---|---:|---:|"
+  echo "| tool | requests/s (median of $rounds) | loadgen ÷ tool | nginx core busy |"
+  echo "|---|---:|---:|---:|"
   for tool in loadgen wrk oha k6 k9; do
     local m
     m=$(median "p1.$tool") || continue
     [ -n "$m" ] || continue
-    echo "| $tool | $(printf '%.0f' "$m") | $(ratio loadgen "$tool") |"
+    echo "| $tool | $(printf '%.0f' "$m") | $(ratio loadgen "$tool") | $(median "p1busy.$tool") |"
   done
+  if [ -f "$work/p1cpu.loadgen" ]; then
+    echo
+    echo "| tool | requests per generator CPU-second (median of $rounds) | loadgen ÷ tool |"
+    echo "|---|---:|---:|"
+    for tool in loadgen wrk oha k6 k9; do
+      local c
+      c=$(median "p1cpu.$tool") || continue
+      [ -n "$c" ] || continue
+      echo "| $tool | $c | $(ratio_of p1cpu loadgen "$tool") |"
+    done
+  fi
   echo
   echo "| run (50 ms target, 200 req/s) | p50 ms | p99 ms | truth p50 | truth p99 |"
   echo "|---|---:|---:|---:|---:|"

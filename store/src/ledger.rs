@@ -832,6 +832,23 @@ pub(crate) struct OpenLot {
     taken: i32,
 }
 
+impl OpenLot {
+    /// Files `rows` of `(lot, owner, remaining)`, read in spending order,
+    /// under their owners.
+    pub(crate) fn file(
+        lots: &mut std::collections::HashMap<Id, Vec<OpenLot>>,
+        rows: Vec<(Id, Id, i32)>,
+    ) {
+        for (id, user, remaining) in rows {
+            lots.entry(user).or_default().push(OpenLot {
+                id,
+                remaining,
+                taken: 0,
+            });
+        }
+    }
+}
+
 /// The owners, in id order, of the batch's reservations still to capture:
 /// those whose open lots the batch reads.
 fn capturing_owners(
@@ -1077,13 +1094,7 @@ async fn settle_in(
                 query = query.bind(*user);
             }
             let rows: Vec<(Id, Id, i32)> = query.fetch_all(&mut **tx).await?;
-            for (id, user, remaining) in rows {
-                lots.entry(user).or_default().push(OpenLot {
-                    id,
-                    remaining,
-                    taken: 0,
-                });
-            }
+            OpenLot::file(&mut lots, rows);
         }
 
         // Every item decided in order, in memory.

@@ -667,12 +667,7 @@ impl Queue for BullQueue {
             .arg(&shared.keys.base)
             .arg(shared.job_opts())
             .arg(now_ms());
-        for job in jobs {
-            invocation
-                .arg(job.id.to_string())
-                .arg(job.name)
-                .arg(job.payload.to_string());
-        }
+        job_args(&mut invocation, jobs);
         match invocation
             .invoke_async::<i64>(&mut shared.conn.clone())
             .await
@@ -698,12 +693,7 @@ impl Queue for BullQueue {
             .arg(&shared.keys.base)
             .arg(shared.job_opts())
             .arg(now_ms());
-        for job in jobs {
-            invocation
-                .arg(job.id.to_string())
-                .arg(job.name)
-                .arg(job.payload.to_string());
-        }
+        job_args(&mut invocation, jobs);
         invocation
             .invoke_async(&mut shared.conn.clone())
             .await
@@ -814,6 +804,16 @@ impl Queue for BullQueue {
 
     fn accepting(&self) -> bool {
         self.shared.up.load(Ordering::Relaxed)
+    }
+}
+
+/// The push and revive scripts' arguments per job: id, name, payload.
+fn job_args(invocation: &mut redis::ScriptInvocation<'_>, jobs: Vec<NewJob>) {
+    for job in jobs {
+        invocation
+            .arg(job.id.to_string())
+            .arg(job.name)
+            .arg(job.payload.to_string());
     }
 }
 

@@ -103,10 +103,13 @@ pub(super) async fn reserve_batch(
     let (key_users, key_texts): (Vec<Uuid>, Vec<&str>) =
         asked.iter().map(|(user, key)| (user.0, *key)).unzip();
     // One statement, so one snapshot: the users' rows, then the sessions
-    // already holding one of the batch's clientKeys (both columns of the
-    // unique index as `= ANY`, so it is the index used: joined to the
-    // arrays, a plan walked every session of the user; another user's key
-    // of the same text is skipped below).
+    // already holding one of the batch's (user, clientKey) pairs. Each pair
+    // is looked up on its own, behind `LIMIT 1` so the planner cannot fold
+    // the lookups into one join: equality on both columns of the unique
+    // index is the plan whatever the statistics say. (`= ANY` on each
+    // column let a cached generic plan, made while the table was small,
+    // walk every session of the user through `(user_id, created_at)`: 10k
+    // rows and 9 ms per batch after 8 s of load.)
     let rows: Vec<BatchRead> =
         sqlx::query_as(
             "SELECT u.id, u.credits, CAST(COALESCE((SELECT SUM(r.amount) FROM credit_reservations r \
@@ -114,8 +117,10 @@ pub(super) async fn reserve_batch(
              NULL::text, NULL::uuid, NULL::uuid \
              FROM users u WHERE u.id = ANY($2) AND u.deleted_at IS NULL \
              UNION ALL \
-             SELECT s.user_id, NULL, NULL, s.client_key, s.id, s.reservation_id \
-             FROM generation_sessions s WHERE s.user_id = ANY($3) AND s.client_key = ANY($4)",
+             SELECT k.user_id, NULL, NULL, s.client_key, s.id, s.reservation_id \
+             FROM UNNEST($3::uuid[], $4::text[]) AS k(user_id, client_key) \
+             CROSS JOIN LATERAL (SELECT s.client_key, s.id, s.reservation_id FROM generation_sessions s \
+             WHERE s.user_id = k.user_id AND s.client_key = k.client_key LIMIT 1) s",
         )
         .bind(now)
         .bind(uuids(users.iter().copied()))
@@ -245,13 +250,7 @@ pub(super) async fn settle_batch(
         .bind(uuids(capturing))
         .fetch_all(&mut *tx)
         .await?;
-        for (id, user, remaining) in rows {
-            lots.entry(user).or_default().push(OpenLot {
-                id,
-                remaining,
-                taken: 0,
-            });
-        }
+        OpenLot::file(&mut lots, rows);
     }
     let Decided {
         answers,
