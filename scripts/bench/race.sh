@@ -154,8 +154,9 @@ events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 1000000;
-  # The file's descriptor and metadata cached: nginx's core serves ~1.6x
-  # more requests/s, so its ceiling is further from the generators'.
+  # The file's descriptor and metadata cached, as a static-file server
+  # would run: less work per request for nginx's one core (which still
+  # sets the ceiling; see the busy column).
   open_file_cache max=16 inactive=60s;
   open_file_cache_valid 3600s;
   etag off;
@@ -264,26 +265,26 @@ have wrk && wrk_latency stall-wrk-closed -c 10
 missing=($(printf '%s\n' "${missing[@]}" | sort -u))
 [ ${#missing[@]} -gt 0 ] && echo "missing peers (not raced): ${missing[*]}"
 ratio_of() { local a b; a=$(median "$1.$2"); b=$(median "$1.$3"); [ -n "$a" ] && [ -n "$b" ] && python3 -c "print(f'{$a / $b:.2f}')"; }
-ratio() { ratio_of p1 "$1" "$2"; }
-table() {
-  echo "| tool | requests/s (median of $rounds) | loadgen ÷ tool | nginx core busy |"
-  echo "|---|---:|---:|---:|"
+# p1_table TABLE TITLE [EXTRA_TABLE EXTRA_TITLE]: P1 medians per tool, loadgen's
+# ratio to each, and another table's median as a last column.
+p1_table() {
+  local extra_header="" extra_rule=""
+  [ -n "${3:-}" ] && { extra_header=" $4 |"; extra_rule="---:|"; }
+  echo "| tool | $2 (median of $rounds) | loadgen ÷ tool |$extra_header"
+  echo "|---|---:|---:|$extra_rule"
   for tool in loadgen wrk oha k6 k9; do
-    local m
-    m=$(median "p1.$tool") || continue
+    local m extra=""
+    m=$(median "$1.$tool") || continue
     [ -n "$m" ] || continue
-    echo "| $tool | $(printf '%.0f' "$m") | $(ratio loadgen "$tool") | $(median "p1busy.$tool") |"
+    [ -n "${3:-}" ] && extra=" $(median "$3.$tool") |"
+    echo "| $tool | $(printf '%.0f' "$m") | $(ratio_of "$1" loadgen "$tool") |$extra"
   done
+}
+table() {
+  p1_table p1 requests/s p1busy "nginx core busy"
   if [ -f "$work/p1cpu.loadgen" ]; then
     echo
-    echo "| tool | requests per generator CPU-second (median of $rounds) | loadgen ÷ tool |"
-    echo "|---|---:|---:|"
-    for tool in loadgen wrk oha k6 k9; do
-      local c
-      c=$(median "p1cpu.$tool") || continue
-      [ -n "$c" ] || continue
-      echo "| $tool | $c | $(ratio_of p1cpu loadgen "$tool") |"
-    done
+    p1_table p1cpu "requests per generator CPU-second"
   fi
   echo
   echo "| run (50 ms target, 200 req/s) | p50 ms | p99 ms | truth p50 | truth p99 |"
