@@ -315,6 +315,42 @@ async fn a_held_job_is_not_recovered_while_its_worker_lives() {
 }
 
 #[tokio::test]
+async fn a_job_recovered_while_its_worker_still_ran_it_is_completed_once() {
+    let Some(fx) = Fixture::new().await else {
+        return;
+    };
+    let worker = fx.queue(fast()).await;
+    let (job, behind) = (new_job(), new_job());
+    worker.push(job.clone()).await.unwrap();
+    let held = worker.take(PATIENCE).await.unwrap().unwrap();
+    worker.push(behind.clone()).await.unwrap();
+    // The lock lapses (as when renewals stall): the stalled check puts the
+    // job back on `wait`, behind nothing, while its worker still runs it.
+    let mut redis = fx.redis.clone();
+    let _: () = redis
+        .del(fx.key(&format!("{}:lock", job.id)))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while fx.llen("active").await != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled job was not recovered"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(fx.llen("wait").await, 2);
+
+    // Its worker completes it: it leaves `wait` too and never runs again;
+    // the job behind it is untouched.
+    worker.complete(&held).await.unwrap();
+    assert!(fx.zscore("completed", job.id).await.is_some());
+    let next = worker.take(PATIENCE).await.unwrap().unwrap();
+    assert_eq!(next.id, behind.id);
+    assert_eq!(worker.take(Duration::from_millis(50)).await.unwrap(), None);
+}
+
+#[tokio::test]
 async fn a_given_back_job_runs_next() {
     let Some(fx) = Fixture::new().await else {
         return;

@@ -235,11 +235,14 @@ return {'job', id, fields[1], fields[2] or '', fields[3] or '0'}
 /// KEYS: active, wait, delayed, completed, job hash, lock, failed.
 /// ARGV: id, token, now (ms).
 /// A job already in `failed` (completed after its last failed attempt)
-/// stays there.
+/// stays there. A job is on one list at a time, so `wait` (which `LREM`
+/// walks whole: O(backlog)) is searched only for a job that is no longer
+/// `active`, i.e. recovered as stalled while its worker ran it.
 const COMPLETE_LUA: &str = r#"
-redis.call('LREM', KEYS[1], 0, ARGV[1])
-redis.call('LREM', KEYS[2], 0, ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
+if redis.call('LREM', KEYS[1], 0, ARGV[1]) == 0 then
+  redis.call('LREM', KEYS[2], 0, ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+end
 if redis.call('GET', KEYS[6]) == ARGV[2] then redis.call('DEL', KEYS[6]) end
 if redis.call('EXISTS', KEYS[5]) == 0 then return 0 end
 if redis.call('ZSCORE', KEYS[7], ARGV[1]) then return 0 end
@@ -254,14 +257,16 @@ return 1
 /// KEYS: active, wait, delayed, failed, job hash, lock.
 /// ARGV: id, token, now (ms), reason, max attempts, retry due time (ms).
 /// Returns -1 when another worker holds the job, 0 when it is scheduled
-/// for a retry, 1 when it is out of attempts.
+/// for a retry, 1 when it is out of attempts. `wait` is searched only for
+/// a job no longer `active` (as in the complete script).
 const FAIL_LUA: &str = r#"
 local owner = redis.call('GET', KEYS[6])
 if owner and owner ~= ARGV[2] then return -1 end
 if owner then redis.call('DEL', KEYS[6]) end
-redis.call('LREM', KEYS[1], 0, ARGV[1])
-redis.call('LREM', KEYS[2], 0, ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
+if redis.call('LREM', KEYS[1], 0, ARGV[1]) == 0 then
+  redis.call('LREM', KEYS[2], 0, ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+end
 local attempts = redis.call('HINCRBY', KEYS[5], 'attemptsMade', 1)
 redis.call('HSET', KEYS[5], 'failedReason', ARGV[4])
 if attempts < tonumber(ARGV[5]) then
