@@ -10,7 +10,10 @@
 //!   release + error), retrying failed attempts as the queue says; the
 //!   outcomes of all workers are group-committed (`GroupCommit::finish`),
 //!   many in one transaction (on SQLite the same one as the generate
-//!   path's reservations).
+//!   path's reservations). A worker does not wait for its outcome's
+//!   commit: it hands the outcome over and takes its next job, which stays
+//!   `active` until the commit (at most [`SETTLING_PER_WORKER`] outcomes
+//!   per worker wait so).
 //! - The **reconciler** ([`reconciler`]) queues again, every
 //!   `reconcile_every` while the mock serves, the generations still
 //!   `processing` whose job the queue lost or finished unrecorded.
@@ -35,9 +38,10 @@ use std::time::Duration;
 
 use store::db::Db;
 use store::group_commit::{GroupCommit, GroupCommitConfig};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::provider::Provider;
 use crate::queue::Queue;
@@ -48,6 +52,12 @@ pub mod sweeper;
 pub mod worker;
 
 pub use worker::{run_generation, GenerationResult};
+
+/// Outcomes a worker may have handed over and not yet seen recorded: a
+/// worker runs its next provider call while its last outcomes wait for
+/// their group commit, so a commit round takes what all workers finished
+/// meanwhile instead of one outcome per worker.
+const SETTLING_PER_WORKER: usize = 4;
 
 #[derive(Clone, Debug)]
 pub struct JobsConfig {
@@ -95,6 +105,7 @@ impl Default for JobsConfig {
 pub struct Jobs {
     wake: Arc<Notify>,
     tasks: Vec<JoinHandle<()>>,
+    settling: TaskTracker,
 }
 
 impl Jobs {
@@ -158,6 +169,12 @@ impl Jobs {
             config.reconcile_every,
             shutdown.clone(),
         )));
+        let settling = worker::Settling {
+            permits: Arc::new(Semaphore::new(
+                config.concurrency.max(1) * SETTLING_PER_WORKER,
+            )),
+            tracker: TaskTracker::new(),
+        };
         let worker = worker::Worker {
             commits,
             queue,
@@ -165,12 +182,17 @@ impl Jobs {
             grace: config.grace,
             take_wait: config.take_wait,
             shutdown: shutdown.clone(),
+            settling: settling.clone(),
         };
         for n in 0..config.concurrency.max(1) {
             tasks.push(tokio::spawn(worker.clone().run(n)));
         }
         tasks.push(tokio::spawn(sweeper::run(db, config.sweep_every, shutdown)));
-        Jobs { wake, tasks }
+        Jobs {
+            wake,
+            tasks,
+            settling: settling.tracker,
+        }
     }
 
     /// Makes the relay dispatch now instead of at its next poll.
@@ -185,13 +207,15 @@ impl Jobs {
 
     /// Waits for every task to end. They end only once the shutdown token
     /// is cancelled; workers then finish (within the grace) or hand back
-    /// their jobs.
+    /// their jobs, and the outcomes they handed over are recorded.
     pub async fn join(self) {
         for task in self.tasks {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, "a background job task panicked");
             }
         }
+        self.settling.close();
+        self.settling.wait().await;
         tracing::info!("background jobs stopped");
     }
 }

@@ -36,10 +36,13 @@ use serde_json::{json, Value};
 use store::db::{Db, Id};
 use store::group_commit::GroupCommit;
 use store::ledger::{
-    self, Finished, LedgerError, ReservationStatus, SessionOutcome, Transition, GENERATION_EVENT,
+    self, Finished, LedgerError, NewImage, ReservationStatus, SessionOutcome, Transition,
+    GENERATION_EVENT,
 };
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::provider::{GenerationRequest, Provider, ProviderFailure};
 use crate::queue::{AfterFailure, Job, Queue, QueueError};
@@ -59,6 +62,16 @@ pub(crate) struct Worker {
     pub grace: Duration,
     pub take_wait: Duration,
     pub shutdown: CancellationToken,
+    pub settling: Settling,
+}
+
+/// The outcomes handed over by the workers and not yet recorded: at most
+/// as many as the permits, each a task of the tracker (which
+/// [`super::Jobs::join`] waits for).
+#[derive(Clone)]
+pub(crate) struct Settling {
+    pub permits: Arc<Semaphore>,
+    pub tracker: TaskTracker,
 }
 
 impl Worker {
@@ -120,6 +133,28 @@ impl Worker {
             return self.give_back(&job).await;
         };
         let duration_ms = elapsed_ms(started);
+        // The worker hands the outcome over and takes its next job while
+        // the outcome waits for its group commit; the job stays `active`
+        // (and locked) until then. A permit bounds the outcomes waiting.
+        let permit = Arc::clone(&self.settling.permits)
+            .acquire_owned()
+            .await
+            .expect("the settling permits are never closed");
+        let worker = self.clone();
+        self.settling.tracker.spawn(async move {
+            worker.settle(job, generated, duration_ms).await;
+            drop(permit);
+        });
+    }
+
+    /// Records a provider call's outcome, then completes the job (or
+    /// reports the failed attempt to the queue).
+    async fn settle(
+        &self,
+        job: Job,
+        generated: Result<Vec<NewImage>, ProviderFailure>,
+        duration_ms: i32,
+    ) {
         match generated {
             Ok(images) => {
                 let outcome = SessionOutcome::Completed {

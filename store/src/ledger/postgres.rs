@@ -216,15 +216,20 @@ pub(super) async fn settle_batch(
     now: Timestamp,
 ) -> Result<Vec<Result<Finished, LedgerError>>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let rows: Vec<(Id, Id, String, i32, Timestamp)> = sqlx::query_as(
-        "SELECT id, user_id, status, amount, expires_at FROM credit_reservations \
+    let rows: Vec<(Id, Id, String, i32, Timestamp, Option<Id>)> = sqlx::query_as(
+        "SELECT id, user_id, status, amount, expires_at, session_id FROM credit_reservations \
          WHERE id = ANY($1) ORDER BY id FOR UPDATE",
     )
     .bind(uuids(ids.iter().copied()))
     .fetch_all(&mut *tx)
     .await?;
     let mut held: HashMap<Id, Held> = HashMap::with_capacity(rows.len());
-    for (id, user, status, amount, expires_at) in rows {
+    // Each reservation's session, looked up by its primary key below.
+    let mut session_of: HashMap<Id, Uuid> = HashMap::with_capacity(rows.len());
+    for (id, user, status, amount, expires_at, session) in rows {
+        if let Some(session) = session {
+            session_of.insert(id, session.0);
+        }
         let status = ReservationStatus::parse(&status)?;
         held.insert(
             id,
@@ -271,22 +276,29 @@ pub(super) async fn settle_batch(
         .map(|lot| (lot.id.0, lot.taken))
         .collect();
     // Sessions move only while `processing`; images go to the completed.
-    // Every join with a batch's arrays also names the rows by `= ANY` (an
-    // index condition), so the cached generic plans look them up by index
-    // even while the table's statistics lag behind its growth; and the
-    // session filter is written `(status = 'processing') IS TRUE` so that
-    // no plan walks the status index: under load thousands of sessions are
-    // `processing`, and a plan that scanned them all per batch made
-    // finishing slower the more was left to finish.
-    let mut session_rows: Vec<(Uuid, &str, Option<Json<&Value>>, i32)> = Vec::new();
+    // Reservations, lots and users are also named by `= ANY` on their
+    // primary key, so their plans look them up by index even while the
+    // tables' statistics lag behind their growth. Sessions are joined by
+    // primary key alone (their reservation's `session_id`): with `= ANY`
+    // the planner expected one row and rescanned the batch's arrays per
+    // session, and by the non-unique `reservation_id` index it seq-scanned
+    // the table before its first analyze. Their filter is written
+    // `(status = 'processing') IS TRUE` so that no plan walks the status
+    // index: under load thousands of sessions are `processing`.
+    let mut session_rows: Vec<(Uuid, Uuid, &str, Option<Json<&Value>>, i32)> = Vec::new();
     let mut images: Vec<(Uuid, Uuid, &super::NewImage)> = Vec::new();
     for (reservation, outcome) in &outcomes {
+        // A reservation without a session (not a generation's) has no
+        // session to move nor images to store.
+        let Some(&session) = session_of.get(reservation) else {
+            continue;
+        };
         match outcome {
             SessionOutcome::Completed {
                 images: made,
                 duration_ms,
             } => {
-                session_rows.push((reservation.0, "completed", None, *duration_ms));
+                session_rows.push((reservation.0, session, "completed", None, *duration_ms));
                 images.extend(
                     made.iter()
                         .map(|image| (Uuid::new_v4(), reservation.0, image)),
@@ -297,6 +309,7 @@ pub(super) async fn settle_batch(
                 duration_ms,
             } => session_rows.push((
                 reservation.0,
+                session,
                 "failed",
                 Some(Json(error_details)),
                 *duration_ms,
@@ -324,8 +337,9 @@ pub(super) async fn settle_batch(
            completed_at = CASE WHEN o.status = 'completed' THEN $1 ELSE g.completed_at END, \
            error_details = CASE WHEN o.status = 'failed' THEN o.details ELSE g.error_details END, \
            duration_ms = o.ms \
-           FROM UNNEST($6::uuid[], $7::text[], $8::jsonb[], $9::int4[]) AS o(reservation, status, details, ms) \
-           WHERE g.reservation_id = ANY($6) AND g.reservation_id = o.reservation \
+           FROM UNNEST($6::uuid[], $7::text[], $8::jsonb[], $9::int4[], $26::uuid[]) \
+           AS o(reservation, status, details, ms, session) \
+           WHERE g.id = o.session AND g.reservation_id = o.reservation \
            AND (g.status = 'processing') IS TRUE \
            RETURNING g.id, g.reservation_id, g.status \
          ), stored AS ( \
@@ -354,9 +368,9 @@ pub(super) async fn settle_batch(
     .bind(taken.iter().map(|(lot, _)| *lot).collect::<Vec<Uuid>>())
     .bind(taken.iter().map(|(_, credits)| *credits).collect::<Vec<i32>>())
     .bind(session_rows.iter().map(|row| row.0).collect::<Vec<Uuid>>())
-    .bind(session_rows.iter().map(|row| row.1).collect::<Vec<&str>>())
-    .bind(session_rows.iter().map(|row| row.2).collect::<Vec<Option<Json<&Value>>>>())
-    .bind(session_rows.iter().map(|row| row.3).collect::<Vec<i32>>())
+    .bind(session_rows.iter().map(|row| row.2).collect::<Vec<&str>>())
+    .bind(session_rows.iter().map(|row| row.3).collect::<Vec<Option<Json<&Value>>>>())
+    .bind(session_rows.iter().map(|row| row.4).collect::<Vec<i32>>())
     .bind(images.iter().map(|(id, _, _)| *id).collect::<Vec<Uuid>>())
     .bind(images.iter().map(|(_, reservation, _)| *reservation).collect::<Vec<Uuid>>())
     .bind(images.iter().map(|(_, _, i)| i.url.as_str()).collect::<Vec<&str>>())
@@ -373,6 +387,7 @@ pub(super) async fn settle_batch(
     .bind(after_offset)
     .bind(uuids(entries.iter().map(|e| e.3)))
     .bind(uuids(entries.iter().map(|e| e.4)))
+    .bind(session_rows.iter().map(|row| row.1).collect::<Vec<Uuid>>())
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
