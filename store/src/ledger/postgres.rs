@@ -73,6 +73,10 @@ type BatchRead = (
     Option<Id>,
 );
 
+/// A row of the finish batch's reservation read: id, owner, status,
+/// amount, expiry, session.
+type HeldRead = (Id, Id, String, i32, Timestamp, Option<Id>);
+
 fn uuids(ids: impl IntoIterator<Item = Id>) -> Vec<Uuid> {
     ids.into_iter().map(|id| id.0).collect()
 }
@@ -216,7 +220,7 @@ pub(super) async fn settle_batch(
     now: Timestamp,
 ) -> Result<Vec<Result<Finished, LedgerError>>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let rows: Vec<(Id, Id, String, i32, Timestamp, Option<Id>)> = sqlx::query_as(
+    let rows: Vec<HeldRead> = sqlx::query_as(
         "SELECT id, user_id, status, amount, expires_at, session_id FROM credit_reservations \
          WHERE id = ANY($1) ORDER BY id FOR UPDATE",
     )
