@@ -77,6 +77,15 @@ type BatchRead = (
 /// amount, expiry, session.
 type HeldRead = (Id, Id, String, i32, Timestamp, Option<Id>);
 
+/// A session's move in a finish batch.
+struct SessionRow<'a> {
+    reservation: Uuid,
+    session: Uuid,
+    status: &'static str,
+    details: Option<Json<&'a Value>>,
+    ms: i32,
+}
+
 fn uuids(ids: impl IntoIterator<Item = Id>) -> Vec<Uuid> {
     ids.into_iter().map(|id| id.0).collect()
 }
@@ -289,7 +298,7 @@ pub(super) async fn settle_batch(
     // the table before its first analyze. Their filter is written
     // `(status = 'processing') IS TRUE` so that no plan walks the status
     // index: under load thousands of sessions are `processing`.
-    let mut session_rows: Vec<(Uuid, Uuid, &str, Option<Json<&Value>>, i32)> = Vec::new();
+    let mut session_rows: Vec<SessionRow> = Vec::new();
     let mut images: Vec<(Uuid, Uuid, &super::NewImage)> = Vec::new();
     for (reservation, outcome) in &outcomes {
         // A reservation without a session (not a generation's) has no
@@ -302,7 +311,13 @@ pub(super) async fn settle_batch(
                 images: made,
                 duration_ms,
             } => {
-                session_rows.push((reservation.0, session, "completed", None, *duration_ms));
+                session_rows.push(SessionRow {
+                    reservation: reservation.0,
+                    session,
+                    status: "completed",
+                    details: None,
+                    ms: *duration_ms,
+                });
                 images.extend(
                     made.iter()
                         .map(|image| (Uuid::new_v4(), reservation.0, image)),
@@ -311,13 +326,13 @@ pub(super) async fn settle_batch(
             SessionOutcome::Failed {
                 error_details,
                 duration_ms,
-            } => session_rows.push((
-                reservation.0,
+            } => session_rows.push(SessionRow {
+                reservation: reservation.0,
                 session,
-                "failed",
-                Some(Json(error_details)),
-                *duration_ms,
-            )),
+                status: "failed",
+                details: Some(Json(error_details)),
+                ms: *duration_ms,
+            }),
         }
     }
     // The users' final credits come back from the update; each ledger
@@ -371,10 +386,10 @@ pub(super) async fn settle_batch(
     .bind(settled.values().map(|s| s.as_str()).collect::<Vec<&str>>())
     .bind(taken.iter().map(|(lot, _)| *lot).collect::<Vec<Uuid>>())
     .bind(taken.iter().map(|(_, credits)| *credits).collect::<Vec<i32>>())
-    .bind(session_rows.iter().map(|row| row.0).collect::<Vec<Uuid>>())
-    .bind(session_rows.iter().map(|row| row.2).collect::<Vec<&str>>())
-    .bind(session_rows.iter().map(|row| row.3).collect::<Vec<Option<Json<&Value>>>>())
-    .bind(session_rows.iter().map(|row| row.4).collect::<Vec<i32>>())
+    .bind(session_rows.iter().map(|row| row.reservation).collect::<Vec<Uuid>>())
+    .bind(session_rows.iter().map(|row| row.status).collect::<Vec<&str>>())
+    .bind(session_rows.iter().map(|row| row.details).collect::<Vec<Option<Json<&Value>>>>())
+    .bind(session_rows.iter().map(|row| row.ms).collect::<Vec<i32>>())
     .bind(images.iter().map(|(id, _, _)| *id).collect::<Vec<Uuid>>())
     .bind(images.iter().map(|(_, reservation, _)| *reservation).collect::<Vec<Uuid>>())
     .bind(images.iter().map(|(_, _, i)| i.url.as_str()).collect::<Vec<&str>>())
@@ -391,7 +406,7 @@ pub(super) async fn settle_batch(
     .bind(after_offset)
     .bind(uuids(entries.iter().map(|e| e.3)))
     .bind(uuids(entries.iter().map(|e| e.4)))
-    .bind(session_rows.iter().map(|row| row.1).collect::<Vec<Uuid>>())
+    .bind(session_rows.iter().map(|row| row.session).collect::<Vec<Uuid>>())
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
