@@ -7,8 +7,9 @@
 #   same PostgreSQL right after; logins/s at bcrypt cost 10 and 12.
 #   After each generate run: the most undispatched outbox rows and
 #   `processing` sessions seen during it (sampled every 0.5 s from the
-#   database) and how long after the last request every accepted
-#   generation was finished (drain), with a 1-2 ms provider and 50 workers.
+#   database; also per half of the run: bounded, or growing with it)
+#   and how long after the last request every accepted generation was
+#   finished (drain), with a 1-2 ms provider and 50 workers.
 # Usage: scripts/bench/mock.sh [seconds per run, default 10]
 # Env: MOCK_BIN_DIR=DIR runs the mock-api and seed binaries in DIR (no
 #   build; e.g. an older build to compare); BENCH_LOGIN=0 skips the logins;
@@ -66,7 +67,12 @@ generate_bench() { # LABEL DATABASE_URL [REDIS_URL]
   ended=$(date +%s.%N)
   kill "$sampler" 2>/dev/null || true
   echo "  load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-  awk '{ if ($1 > u) u = $1; if ($2 > p) p = $2 } END { printf "  backlog during the run: max undispatched=%d max processing=%d\n", u, p }' "$work/$1.backlog"
+  # Bounded or growing: the most seen in each half of the run.
+  awk '{ u[NR] = $1; p[NR] = $2 }
+    END { h = int(NR / 2)
+      for (i = 1; i <= NR; i++) { k = (i <= h) ? 1 : 2; if (u[i] > mu[k]) mu[k] = u[i]; if (p[i] > mp[k]) mp[k] = p[i] }
+      printf "  backlog during the run: max undispatched=%d max processing=%d (first half %d / %d, second half %d / %d)\n",
+        (mu[1] > mu[2] ? mu[1] : mu[2]), (mp[1] > mp[2] ? mp[1] : mp[2]), mu[1], mp[1], mu[2], mp[2] }' "$work/$1.backlog"
   local left=1 waited=0
   while [ "$waited" -lt 600 ]; do
     left=$(backlog "$2" | cut -d' ' -f2)
