@@ -9,7 +9,8 @@
 #   `processing` sessions seen during it (sampled every 0.5 s from the
 #   database; also per half of the run: bounded, or growing with it)
 #   and how long after the last request every accepted generation was
-#   finished (drain), with a 1-2 ms provider and 50 workers.
+#   finished (drain), with a 1-2 ms provider and 50 workers; and the CPU
+#   time mock-api, Redis and PostgreSQL used during the run and the drain.
 # Usage: scripts/bench/mock.sh [seconds per run, default 10]
 # Env: MOCK_BIN_DIR=DIR runs the mock-api and seed binaries in DIR (no
 #   build; e.g. an older build to compare); BENCH_LOGIN=0 skips the logins;
@@ -29,13 +30,28 @@ cleanup() {
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_mock NAME DATABASE_URL [REDIS_URL] -> sets port
+# cpu_s -> "mock redis postgres": CPU seconds each has used so far
+# (PostgreSQL: every process of the postgres user; 0 for what is not running).
+cpu_s() {
+  local ticks
+  ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
+  echo "$(ticks $mock_pid) $(ticks ${redis_pid:-}) $(ticks $(pgrep -u postgres || true))" \
+    | awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f %.2f %.2f", $1 / hz, $2 / hz, $3 / hz }'
+}
+# cpu_since "BEFORE" -> CPU seconds used since cpu_s answered BEFORE
+cpu_since() {
+  paste -d' ' <(echo "$1" | tr ' ' '\n') <(cpu_s | tr ' ' '\n') \
+    | awk '{ d[NR] = $2 - $1 } END { printf "mock-api %.1f s, redis %.1f s, postgres %.1f s", d[1], d[2], d[3] }'
+}
+
+# start_mock NAME DATABASE_URL [REDIS_URL] -> sets port and mock_pid
 start_mock() {
   port=$(free_port)
   env -i PATH="$PATH" BIND="127.0.0.1:$port" DATABASE_URL="$2" ${3:+REDIS_URL=$3} \
     JWT_SECRET=bench BCRYPT_COST="${COST:-10}" GEN_WORKER_CONCURRENCY=50 \
     SEEDREAM4_MOCK_MIN_MS=1 SEEDREAM4_MOCK_MAX_MS=2 RUST_LOG=warn \
     "$bin/mock-api" 2>"$work/$1.log" &
+  mock_pid=$!
   pids+=($!)
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && return; sleep 0.1; done
   echo "mock-api did not start:"; cat "$work/$1.log"; exit 1
@@ -60,13 +76,16 @@ generate_bench() { # LABEL DATABASE_URL [REDIS_URL]
   "$bin/seed" --database-url "$2" --credits 100000000 >/dev/null
   start_mock "$1" "$2" "${3:-}"
   ( while :; do backlog "$2" || true; sleep 0.5; done ) >"$work/$1.backlog" 2>/dev/null &
-  local sampler=$!
+  local sampler=$! cpu_before
+  cpu_before=$(cpu_s)
   TOKEN=$(token) wrk -t2 -c50 -d"${secs}s" -s scripts/bench/generate.lua "http://127.0.0.1:$port/api/images/seedream4/generate" \
     | sed -n "s/^RESULT /generate $1: /p"
   local ended
   ended=$(date +%s.%N)
   kill "$sampler" 2>/dev/null || true
   echo "  load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "  CPU during the run: $(cpu_since "$cpu_before")"
+  cpu_before=$(cpu_s)
   # Bounded or growing: the most seen in each half of the run.
   awk '{ u[NR] = $1; p[NR] = $2 }
     END { h = int(NR / 2)
@@ -80,6 +99,7 @@ generate_bench() { # LABEL DATABASE_URL [REDIS_URL]
     sleep 0.05; waited=$((waited + 1))
   done
   echo "  drained: $left processing left, $(echo "$(date +%s.%N) - $ended" | bc) s after the last request"
+  echo "  CPU during the drain: $(cpu_since "$cpu_before")"
 }
 
 echo "cores: $(nproc)"
@@ -94,6 +114,7 @@ pgport=$(free_port)
 runuser -u postgres -- "$pgbin/pg_ctl" -D "$pgdata" -o "-p $pgport -k $pgdata -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" -w start >/dev/null
 redisport=$(free_port)
 redis-server --port "$redisport" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
+redis_pid=$!
 pids+=($!)
 pgurl="postgres://postgres@127.0.0.1:$pgport/postgres"
 generate_bench postgres+redis "$pgurl" "redis://127.0.0.1:$redisport/"
