@@ -512,6 +512,36 @@ async fn the_sweeper_expires_overdue_reservations() {
 }
 
 #[tokio::test]
+async fn stopping_records_every_outcome_handed_over_before_it_returns() {
+    let fx = Fixture::sqlite().await;
+    let mut accepted = Vec::new();
+    for _ in 0..40 {
+        accepted.push(fx.accept(1).await);
+    }
+    let queue = fast_queue();
+    let running = Running::start(
+        &fx.db,
+        Arc::clone(&queue),
+        provider(5, 20, 0.0),
+        fast_config(),
+    );
+    // Stopped while the workers are under way: some outcomes recorded,
+    // others handed over to the group commit and not yet committed.
+    fx.wait_processing_below(accepted.len() as i64 - 4).await;
+    running.stop().await;
+    // Every job a worker took is settled: completed after its outcome's
+    // commit, or handed back; none is left `active` once `join` returns.
+    let depth = queue.depth().await.unwrap();
+    assert_eq!(depth.active, 0, "{depth:?}");
+    // What waits is unfinished work, never a settled generation's job.
+    let processing = fx.count_processing().await;
+    assert!(
+        depth.wait <= processing as u64,
+        "{depth:?}, {processing} processing"
+    );
+}
+
+#[tokio::test]
 async fn a_restart_runs_every_accepted_generation_exactly_once() {
     let fx = Fixture::sqlite().await;
     let mut accepted = Vec::new();
