@@ -229,12 +229,13 @@ impl Db {
                 // Statement journals (every multi-row statement inside a
                 // batch's transaction keeps one) in memory, not temp files.
                 .pragma("temp_store", "memory")
-                // A 2 MiB page cache (SQLite's default size) holds the hot
-                // index pages; the rest is read through a memory map. A
-                // larger cache only filled with the pages each generation
-                // appends: the soak saw RSS climb with the database (64 MiB
-                // cache: +15 MiB in 9 minutes) for no throughput.
-                .pragma("cache_size", "-2048")
+                // A 1 MiB page cache holds the hot index pages; the rest is
+                // read through a memory map. A larger cache only fills with
+                // the pages each generation appends, for no throughput
+                // (BENCHMARKS.md, soak: 64 MiB grew RSS by 15 MiB in 9
+                // minutes; 2 MiB still grew it through minute 2 at the
+                // soak's rate, at the same req/s as 1 MiB).
+                .pragma("cache_size", "-1024")
                 .pragma("mmap_size", "268435456")
                 // A batch's multi-row statements have one text per batch
                 // size: keep them all prepared instead of parsing again.
