@@ -30,12 +30,16 @@ cleanup() {
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# cpu_ticks PID... -> clock ticks of CPU (user + system) the processes used
+cpu_ticks() {
+  local t=0 p
+  for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+  echo "$t"
+}
 # cpu_s -> "mock redis postgres": CPU seconds each has used so far
 # (PostgreSQL: every process of the postgres user; 0 for what is not running).
 cpu_s() {
-  local ticks
-  ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
-  echo "$(ticks $mock_pid) $(ticks ${redis_pid:-}) $(ticks $(pgrep -u postgres || true))" \
+  echo "$(cpu_ticks $mock_pid) $(cpu_ticks ${redis_pid:-}) $(cpu_ticks $(pgrep -u postgres || true))" \
     | awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f %.2f %.2f", $1 / hz, $2 / hz, $3 / hz }'
 }
 # cpu_since "BEFORE" -> CPU seconds used since cpu_s answered BEFORE

@@ -4,7 +4,7 @@
 //!
 //! - The **relay** ([`relay`]) moves undispatched outbox rows into the
 //!   [`Queue`]; the HTTP handler wakes it after each 202 and it also polls
-//!   every `outbox_poll`.
+//!   every `outbox_poll` (two loops on PostgreSQL, [`RELAYS_ON_POSTGRES`]).
 //! - The **workers** ([`worker`]) take jobs, run the [`Provider`] and record
 //!   the outcome with [`ledger::finish_session`] (capture + images, or
 //!   release + error), retrying failed attempts as the queue says; the
@@ -36,7 +36,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use store::db::Db;
+use store::db::{Db, Dialect};
 use store::group_commit::{GroupCommit, GroupCommitConfig};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
@@ -58,6 +58,14 @@ pub use worker::{run_generation, GenerationResult};
 /// their group commit, so a commit round takes what all workers finished
 /// meanwhile instead of one outcome per worker.
 const SETTLING_PER_WORKER: usize = 4;
+
+/// Relay loops on PostgreSQL. Their rounds take disjoint rows (`FOR UPDATE
+/// SKIP LOCKED`), so while one round waits on its round trips another
+/// dispatches: at a few thousand generations/s one loop of
+/// `OUTBOX_BATCH`-row rounds fell behind the accepts (BENCHMARKS.md, "The
+/// drain keeps pace"). On SQLite the generate path's committer dispatches
+/// what it accepts, and one writer serialises rounds anyway: one loop.
+const RELAYS_ON_POSTGRES: usize = 2;
 
 #[derive(Clone, Debug)]
 pub struct JobsConfig {
@@ -152,17 +160,23 @@ impl Jobs {
             provider_seed = provider.seed(),
             "starting the outbox relay, the workers, the reconciler and the sweeper"
         );
-        let mut tasks = Vec::with_capacity(config.concurrency.max(1) + 3);
-        tasks.push(tokio::spawn(relay::run(
-            db.clone(),
-            Arc::clone(&queue),
-            Arc::clone(&wake),
-            relay::RelayConfig {
-                poll: config.outbox_poll,
-                batch: config.outbox_batch.max(1),
-            },
-            shutdown.clone(),
-        )));
+        let relays = match db.dialect() {
+            Dialect::Postgres => RELAYS_ON_POSTGRES,
+            Dialect::Sqlite => 1,
+        };
+        let mut tasks = Vec::with_capacity(config.concurrency.max(1) + relays + 2);
+        for _ in 0..relays {
+            tasks.push(tokio::spawn(relay::run(
+                db.clone(),
+                Arc::clone(&queue),
+                Arc::clone(&wake),
+                relay::RelayConfig {
+                    poll: config.outbox_poll,
+                    batch: config.outbox_batch.max(1),
+                },
+                shutdown.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(reconciler::run(
             db.clone(),
             Arc::clone(&queue),
