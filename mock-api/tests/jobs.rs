@@ -514,9 +514,9 @@ async fn the_sweeper_expires_overdue_reservations() {
 #[tokio::test]
 async fn stopping_records_every_outcome_handed_over_before_it_returns() {
     let fx = Fixture::sqlite().await;
-    let mut accepted = Vec::new();
-    for _ in 0..40 {
-        accepted.push(fx.accept(1).await);
+    let accepted: i64 = 40;
+    for _ in 0..accepted {
+        fx.accept(1).await;
     }
     let queue = fast_queue();
     let running = Running::start(
@@ -527,7 +527,7 @@ async fn stopping_records_every_outcome_handed_over_before_it_returns() {
     );
     // Stopped while the workers are under way: some outcomes recorded,
     // others handed over to the group commit and not yet committed.
-    fx.wait_processing_below(accepted.len() as i64 - 4).await;
+    fx.wait_processing_below(accepted - 4).await;
     running.stop().await;
     // Every job a worker took is settled: completed after its outcome's
     // commit, or handed back; none is left `active` once `join` returns.
